@@ -1,0 +1,40 @@
+"""boundary_xg: attributions for PyTorch and TensorFlow/Keras 3 image classifiers.
+
+One front end for both frameworks::
+
+    import boundary_xg as bxg
+    attr = bxg.BA("IG", steps=64).attribute(model, x, labels)
+    attr = bxg.attribute(model, x, labels, method="SG", num_samples=50, seed=0)
+
+Importing this package imports neither framework nor matplotlib; the backend of
+a model is loaded when the model is first explained.
+"""
+
+from .api import BA, attribute
+from .errors import (
+    BackendNotAvailableError,
+    BoundaryXGError,
+    InputError,
+    LabelError,
+    MethodError,
+    UnsupportedModelError,
+)
+from .methods.quadrature import quadrature
+from .methods.registry import METHODS, valid_names
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BA",
+    "attribute",
+    "quadrature",
+    "METHODS",
+    "valid_names",
+    "BoundaryXGError",
+    "InputError",
+    "LabelError",
+    "MethodError",
+    "UnsupportedModelError",
+    "BackendNotAvailableError",
+    "__version__",
+]

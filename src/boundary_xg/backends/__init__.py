@@ -1,0 +1,134 @@
+"""Backend discovery and selection. Imports no framework.
+
+Selection order (DESIGN.md): an explicit ``backend=`` wins; else the framework is
+read from the module names in the model's class hierarchy (a Keras 3 model
+resolves through ``keras.config.backend()``); else from the input's type; else a
+clear error naming the extra to install. Detection never imports a framework that
+is not already imported: a model of a framework is only possible once that
+framework has been imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any, Dict, Optional
+
+from ..errors import BackendNotAvailableError, UnsupportedModelError
+from ._protocol import Backend
+
+__all__ = ["Backend", "get_backend", "backend_for", "available_backends", "import_frameworks"]
+
+# canonical name -> (module holding the backend, the framework's import name, pip extra)
+_BACKENDS = {
+    "torch": ("boundary_xg.backends.torch", "torch", "boundary_xg[torch]"),
+    "tensorflow": ("boundary_xg.backends.tensorflow", "tensorflow", "boundary_xg[tensorflow]"),
+}
+_ALIASES = {
+    "torch": "torch", "pytorch": "torch", "pt": "torch",
+    "tensorflow": "tensorflow", "tf": "tensorflow", "tf.keras": "tensorflow",
+    "keras": "tensorflow", "tf2": "tensorflow",
+}
+_instances: Dict[str, Backend] = {}
+
+
+def import_frameworks(names=("torch", "tensorflow")) -> None:
+    """Import the named frameworks in the order that is safe in one process.
+
+    torch (and torchvision) must be imported before tensorflow: importing
+    torchvision after TensorFlow crashes the interpreter on some machines.
+    Missing frameworks are skipped.
+    """
+    order = [n for n in ("torch", "tensorflow") if n in names]
+    for n in order:
+        if importlib.util.find_spec(n) is not None:
+            importlib.import_module(n)
+
+
+def get_backend(name: str) -> Backend:
+    """Return the backend called ``name`` ("torch", "pytorch", "tensorflow", "tf", "tf.keras").
+
+    Raises:
+        UnsupportedModelError: the name is not a known backend.
+        BackendNotAvailableError: the framework is not installed.
+    """
+    key = _ALIASES.get(str(name).lower())
+    if key is None:
+        raise UnsupportedModelError(
+            f"backend={name!r} is not a known backend; use one of "
+            f"{sorted(set(_ALIASES))}."
+        )
+    if key not in _instances:
+        module, framework, extra = _BACKENDS[key]
+        if importlib.util.find_spec(framework) is None:
+            raise BackendNotAvailableError(
+                f"backend {key!r} needs {framework}, which is not installed; "
+                f"install it with: pip install '{extra}'"
+            )
+        _instances[key] = importlib.import_module(module).BACKEND
+    return _instances[key]
+
+
+def _framework_of_class(cls: type) -> Optional[str]:
+    for klass in cls.__mro__:
+        root = (klass.__module__ or "").split(".")[0]
+        if root == "torch":
+            return "torch"
+        if root in ("keras", "tf_keras", "tensorflow"):
+            return "keras" if root in ("keras", "tf_keras") else "tensorflow"
+    return None
+
+
+def backend_for(model: Any, x: Any = None, backend: Optional[str] = None) -> Backend:
+    """Pick the backend for ``model`` (and ``x``), per the selection order above.
+
+    Raises:
+        UnsupportedModelError: the model belongs to no supported framework, or is
+            a Keras 3 model on a Keras backend other than TensorFlow.
+    """
+    if backend is not None:
+        return get_backend(backend)
+    kind = _framework_of_class(type(model))
+    if kind == "torch":
+        return get_backend("torch")
+    if kind == "keras":
+        keras = sys.modules.get("keras")
+        kb = None
+        if keras is not None and hasattr(keras, "config") and hasattr(keras.config, "backend"):
+            kb = keras.config.backend()
+        if kb not in (None, "tensorflow"):
+            raise UnsupportedModelError(
+                f"model is a Keras model on the {kb!r} Keras backend; boundary_xg supports "
+                "Keras on the 'tensorflow' backend (and PyTorch models). Set the environment "
+                "variable KERAS_BACKEND=tensorflow before importing keras."
+            )
+        return get_backend("tensorflow")
+    if kind == "tensorflow":
+        return get_backend("tensorflow")
+    if x is not None:
+        xkind = _framework_of_class(type(x))
+        if xkind == "torch" and callable(model):
+            return get_backend("torch")
+        if xkind in ("tensorflow", "keras") and callable(model):
+            return get_backend("tensorflow")
+    raise UnsupportedModelError(
+        f"model of type {type(model).__module__}.{type(model).__qualname__} is neither a "
+        "torch.nn.Module nor a Keras model. Install the framework you use with "
+        "pip install 'boundary_xg[torch]' or pip install 'boundary_xg[tensorflow]', or pass "
+        "backend='torch'/'tensorflow' for a plain callable."
+    )
+
+
+def available_backends() -> Dict[str, Optional[str]]:
+    """Map each backend name to its framework's version, or None when not installed.
+
+    Importing the framework is needed to read the version, so call this only when
+    the answer is wanted (the ``boundary-xg backends`` command).
+    """
+    out: Dict[str, Optional[str]] = {}
+    import_frameworks([n for n in ("torch", "tensorflow")])
+    for key, (_, framework, _) in _BACKENDS.items():
+        mod = sys.modules.get(framework)
+        out[key] = getattr(mod, "__version__", None) if mod is not None else None
+    return out

@@ -1,0 +1,173 @@
+"""The Backend protocol: the primitives every algorithm in boundary_xg is written over.
+
+An algorithm (a method, the boundary search) receives a backend ``B`` and an
+inference-mode model call ``f`` and only ever uses ``B``'s primitives and the
+tensor operators (``+ - * / // %``, which both frameworks overload). That keeps
+every algorithm written once; ``backends/torch.py`` and ``backends/tensorflow.py``
+are the only modules that import a framework.
+
+Conventions
+-----------
+* Tensors stay on the model's device; ``to_numpy`` is for the exit only.
+* ``value_and_grad(fn, x)`` differentiates ``sum(fn(x))`` with respect to ``x``;
+  ``fn`` returns one scalar per example, shape ``(N,)``. Examples are independent
+  in inference mode, so this is the per-example gradient.
+* Random numbers come from explicit generator objects made by ``rng(seed)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable, Sequence, Tuple
+
+
+class Backend:
+    """Abstract backend. Subclasses implement every method below for one framework."""
+
+    #: short name used by ``backend=`` and in messages ("torch", "tensorflow")
+    name: str = "abstract"
+    #: the layout of image batches the framework's models usually take
+    image_layout: str = "NCHW"
+
+    # --- detection and conversion -------------------------------------------------
+    def is_tensor(self, obj: Any) -> bool:
+        """True when ``obj`` is a native tensor of this framework."""
+        raise NotImplementedError
+
+    def asarray(self, data: Any, like: Any = None, dtype: Any = None) -> Any:
+        """Convert ``data`` (NumPy, list, scalar or tensor) to a tensor on ``like``'s device.
+
+        ``dtype`` may be a NumPy dtype, a framework dtype or "int64"; when None the
+        dtype of ``like`` (if given and ``data`` is floating) or of ``data`` is kept.
+        """
+        raise NotImplementedError
+
+    def is_floating(self, t: Any) -> bool:
+        """True when ``t`` has a floating dtype."""
+        raise NotImplementedError
+
+    def to_numpy(self, t: Any) -> Any:
+        """Copy a tensor to a NumPy array (the exit of an API call only)."""
+        raise NotImplementedError
+
+    def model_device(self, model: Any) -> Any:
+        """The device the model's weights live on (None: the framework's default)."""
+        raise NotImplementedError
+
+    def model_dtype(self, model: Any) -> Any:
+        """The floating dtype the model computes in (default float32)."""
+        raise NotImplementedError
+
+    # --- the model ----------------------------------------------------------------
+    def session(self, model: Any, *, mode: str = "eval") -> contextlib.AbstractContextManager:
+        """Context manager yielding ``f``, the model's logits function ``(N, ...) -> (N, C)``.
+
+        ``mode="eval"`` runs the model with inference semantics (dropout off,
+        batch-norm running statistics); ``mode="as_is"`` leaves it as the user set
+        it (training with attribution priors). Everything changed is restored on
+        exit, also when an error is raised.
+        """
+        raise NotImplementedError
+
+    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
+        """Return ``(fn(x), d sum(fn(x)) / dx)``; ``fn(x)`` has shape ``(N,)``.
+
+        With ``create_graph=True`` the gradient stays differentiable (double
+        back-propagation, e.g. for attribution priors).
+        """
+        raise NotImplementedError
+
+    def forward(self, f: Callable, x: Any) -> Any:
+        """``f(x)`` without recording anything for gradients."""
+        raise NotImplementedError
+
+    def jit(self, fn: Callable, owner: Any, *static: Any) -> Callable:
+        """``fn`` with its leading arguments ``static`` bound, compiled where that is faster.
+
+        Compiled versions are cached per ``owner`` (the logits function ``f``), so a
+        second call on the same model does not compile again.
+        """
+        return functools.partial(fn, *static)
+
+    def stop_gradient(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    # --- creation -----------------------------------------------------------------
+    def zeros_like(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def constant(self, values: Sequence[float], like: Any) -> Any:
+        """A 1-D tensor of ``values`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    def arange(self, start: int, stop: int, like: Any) -> Any:
+        """Integer range ``[start, stop)`` on ``like``'s device (int64)."""
+        raise NotImplementedError
+
+    def rng(self, seed: Any, like: Any) -> Any:
+        """A random generator for ``like``'s device, seeded with ``seed`` (None: random)."""
+        raise NotImplementedError
+
+    def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        """Standard normal samples of ``shape`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    # --- shape and indexing -------------------------------------------------------
+    def shape(self, t: Any) -> Tuple[int, ...]:
+        raise NotImplementedError
+
+    def dtype_name(self, t: Any) -> str:
+        """The dtype as a NumPy-style string ("float32", "int64", ...)."""
+        raise NotImplementedError
+
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def cast(self, t: Any, like: Any) -> Any:
+        """Cast ``t`` to ``like``'s dtype."""
+        raise NotImplementedError
+
+    def gather(self, t: Any, index: Any) -> Any:
+        """Rows of ``t`` at integer ``index`` (along axis 0)."""
+        raise NotImplementedError
+
+    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
+        """Return ``acc`` with ``rows[k]`` added to ``acc[index[k]]`` (out of place)."""
+        raise NotImplementedError
+
+    def take_along_axis(self, t: Any, index: Any) -> Any:
+        """``t[n, index[n]]`` for a 2-D ``t`` and an integer ``index`` of shape ``(N,)``."""
+        raise NotImplementedError
+
+    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
+        raise NotImplementedError
+
+    # --- element-wise and reductions ------------------------------------------------
+    def abs(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def sqrt(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def argmax(self, t: Any, axis: int = -1) -> Any:
+        raise NotImplementedError
+
+    def sum(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    def max(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    def min(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    def all_finite(self, t: Any) -> bool:
+        """True when ``t`` has no NaN or infinity (one host sync: API entry only)."""
+        raise NotImplementedError

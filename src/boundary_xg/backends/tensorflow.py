@@ -1,0 +1,273 @@
+"""The TensorFlow / Keras 3 backend: the only module of boundary_xg that imports them.
+
+Keras models are called with ``training=False`` (inference semantics for dropout
+and batch norm) and nothing on the model is changed, except that a final softmax
+activation is switched off for the duration of a call so that the pre-softmax
+logit is explained; it is put back on exit, also after an error.
+
+The hot step (the gradient of the label's logit for a chunk of path points or
+noisy samples) runs under ``tf.function`` when that is faster: one traced graph
+per model and step function, kept in a weak cache so that repeated calls do not
+retrace and a deleted model frees its graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+import weakref
+from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from ._protocol import Backend
+
+try:  # Keras 3 is its own package; TF >= 2.16 ships it as tf.keras
+    import keras
+except ImportError:  # pragma: no cover - TF without Keras 3
+    keras = tf.keras
+
+
+class SoftmaxOutputWarning(UserWarning):
+    """The model ends in a softmax; the pre-softmax logit is explained instead."""
+
+
+def _is_softmax(fn: Any) -> bool:
+    return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
+
+
+def _identity_call(inputs, *args, **kwargs):
+    return inputs
+
+
+class _KerasLogits:
+    """The model's inference-mode logits function (one object per model and mode).
+
+    A stable object per model lets ``tf.function`` caches keyed on it be reused.
+    """
+
+    def __init__(self, model: Any, training: Any):
+        self._model = weakref.ref(model)
+        self._training = training
+
+    def __call__(self, x: Any) -> Any:
+        model = self._model()
+        if self._training is None:
+            return model(x)
+        return model(x, training=self._training)
+
+
+class TensorFlowBackend(Backend):
+    """Backend for Keras 3 models on the TensorFlow backend (and TF callables)."""
+
+    name = "tensorflow"
+    image_layout = "NHWC"
+
+    def __init__(self) -> None:
+        self._logits: "weakref.WeakKeyDictionary[Any, Dict[str, _KerasLogits]]" = (
+            weakref.WeakKeyDictionary()
+        )
+        self._compiled: "weakref.WeakKeyDictionary[Any, Dict[Any, Callable]]" = (
+            weakref.WeakKeyDictionary()
+        )
+        #: set to False to run the hot steps eagerly (for benchmarks and debugging)
+        self.use_tf_function = True
+
+    # --- detection and conversion -------------------------------------------------
+    def is_tensor(self, obj: Any) -> bool:
+        return isinstance(obj, (tf.Tensor, tf.Variable)) or tf.is_tensor(obj)
+
+    def asarray(self, data: Any, like: Any = None, dtype: Any = None, device: Any = None) -> Any:
+        if dtype is not None and not isinstance(dtype, tf.dtypes.DType):
+            dtype = tf.as_dtype(np.dtype(dtype).name if not isinstance(dtype, str) else dtype)
+        if tf.is_tensor(data):
+            t = tf.convert_to_tensor(data)
+            return tf.cast(t, dtype) if dtype is not None and t.dtype != dtype else t
+        arr = np.asarray(data)
+        if dtype is None and like is not None and arr.dtype.kind == "f":
+            dtype = like.dtype
+        return tf.convert_to_tensor(arr, dtype=dtype)
+
+    def to_numpy(self, t: Any) -> Any:
+        return t.numpy()
+
+    def model_device(self, model: Any) -> Any:
+        return None
+
+    def model_dtype(self, model: Any) -> Any:
+        name = getattr(model, "compute_dtype", None) or "float32"
+        return tf.as_dtype(name)
+
+    def is_floating(self, t: Any) -> bool:
+        return t.dtype.is_floating
+
+    # --- the model ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
+        if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
+            yield model
+            return
+        restore = self._strip_softmax(model)
+        try:
+            per_model = self._logits.setdefault(model, {})
+            if mode not in per_model:
+                per_model[mode] = _KerasLogits(model, False if mode == "eval" else None)
+            yield per_model[mode]
+        finally:
+            restore()
+
+    def _strip_softmax(self, model: Any) -> Callable[[], None]:
+        """Switch a final softmax off; return the function that switches it back on."""
+        layers = getattr(model, "layers", None) or []
+        if not layers:
+            return lambda: None
+        last = layers[-1]
+        if not isinstance(model, keras.Sequential):
+            outputs = getattr(model, "outputs", None)
+            if not outputs or len(outputs) != 1:
+                return lambda: None
+            history = getattr(outputs[0], "_keras_history", None)
+            if history is None or history[0] is not last:
+                return lambda: None
+        if _is_softmax(getattr(last, "activation", None)):
+            original = last.activation
+            warnings.warn(
+                f"the model's last layer {last.name!r} applies a softmax; boundary_xg "
+                "explains the pre-softmax logit (the softmax is switched off during the call).",
+                SoftmaxOutputWarning,
+                stacklevel=4,
+            )
+            last.activation = keras.activations.linear
+
+            def restore() -> None:
+                last.activation = original
+
+            return restore
+        if isinstance(last, keras.layers.Softmax):
+            warnings.warn(
+                f"the model ends in a Softmax layer {last.name!r}; boundary_xg explains the "
+                "pre-softmax logit (the layer passes its input through during the call).",
+                SoftmaxOutputWarning,
+                stacklevel=4,
+            )
+            had_own = "call" in last.__dict__
+            own = last.__dict__.get("call")
+            last.call = _identity_call
+
+            def restore() -> None:
+                if had_own:
+                    last.call = own
+                else:
+                    del last.call
+
+            return restore
+        return lambda: None
+
+    def forward(self, f: Callable, x: Any) -> Any:
+        return f(x)
+
+    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
+        # An outer tape, if any, records these ops too, so the gradient stays
+        # differentiable without doing anything for create_graph.
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+            total = tf.reduce_sum(value)
+        grad = tape.gradient(total, x)
+        if grad is None:
+            grad = tf.zeros_like(x)
+        return value, grad
+
+    def jit(self, fn: Callable, owner: Any, *static: Any) -> Callable:
+        bound = functools.partial(fn, *static)
+        if not self.use_tf_function:
+            return bound
+        try:
+            cache = self._compiled.setdefault(owner, {})
+        except TypeError:  # owner not weak-referenceable: compile without caching
+            return tf.function(bound, reduce_retracing=True)
+        key = (fn,) + tuple(id(s) for s in static)
+        if key not in cache:
+            cache[key] = tf.function(bound, reduce_retracing=True)
+        return cache[key]
+
+    def stop_gradient(self, t: Any) -> Any:
+        return tf.stop_gradient(t)
+
+    # --- creation -----------------------------------------------------------------
+    def zeros_like(self, t: Any) -> Any:
+        return tf.zeros_like(t)
+
+    def constant(self, values: Sequence[float], like: Any) -> Any:
+        return tf.constant(np.asarray(values), dtype=like.dtype)
+
+    def arange(self, start: int, stop: int, like: Any) -> Any:
+        return tf.range(start, stop, dtype=tf.int64)
+
+    def rng(self, seed: Any, like: Any) -> Any:
+        if seed is None:
+            return tf.random.Generator.from_non_deterministic_state()
+        return tf.random.Generator.from_seed(int(seed))
+
+    def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        return rng.normal(tuple(shape), dtype=like.dtype)
+
+    # --- shape and indexing -------------------------------------------------------
+    def shape(self, t: Any) -> Tuple[int, ...]:
+        return tuple(int(d) for d in t.shape)
+
+    def dtype_name(self, t: Any) -> str:
+        return t.dtype.name
+
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        return tf.reshape(t, tuple(shape))
+
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        return tf.broadcast_to(t, tuple(shape))
+
+    def cast(self, t: Any, like: Any) -> Any:
+        return tf.cast(t, like.dtype)
+
+    def gather(self, t: Any, index: Any) -> Any:
+        return tf.gather(t, index)
+
+    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
+        return tf.tensor_scatter_nd_add(acc, tf.reshape(index, (-1, 1)), rows)
+
+    def take_along_axis(self, t: Any, index: Any) -> Any:
+        return tf.gather(t, tf.cast(index, tf.int64), axis=1, batch_dims=1)
+
+    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
+        return tf.concat(list(ts), axis=axis)
+
+    # --- element-wise and reductions ------------------------------------------------
+    def abs(self, t: Any) -> Any:
+        return tf.abs(t)
+
+    def sqrt(self, t: Any) -> Any:
+        return tf.sqrt(t)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return tf.where(cond, a, b)
+
+    def argmax(self, t: Any, axis: int = -1) -> Any:
+        return tf.argmax(t, axis=axis, output_type=tf.int64)
+
+    def sum(self, t: Any, axis: Any = None) -> Any:
+        return tf.reduce_sum(t, axis=axis)
+
+    def max(self, t: Any, axis: Any = None) -> Any:
+        return tf.reduce_max(t, axis=axis)
+
+    def min(self, t: Any, axis: Any = None) -> Any:
+        return tf.reduce_min(t, axis=axis)
+
+    def all_finite(self, t: Any) -> bool:
+        if not t.dtype.is_floating:
+            return True
+        return bool(tf.reduce_all(tf.math.is_finite(t)))
+
+
+BACKEND = TensorFlowBackend()

@@ -1,0 +1,206 @@
+"""The PyTorch backend: the only module of boundary_xg that imports torch.
+
+Gradients come from ``torch.autograd.grad`` with respect to the input only, so no
+weight gradient is computed and no ``.grad`` field of the model is touched. The
+model runs under ``eval()`` semantics inside :meth:`TorchBackend.session`, and the
+``training`` flag of every sub-module is put back afterwards (also after an
+error): restoring the flags one by one, not with ``model.train(flag)``, keeps a
+model whose sub-modules were in mixed modes exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Callable, Iterator, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ._protocol import Backend
+
+_SOFTMAX_LAYERS = (torch.nn.Softmax, torch.nn.LogSoftmax)
+
+
+class SoftmaxOutputWarning(UserWarning):
+    """The model ends in a softmax; the pre-softmax logit is explained instead."""
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    return getattr(torch, np.dtype(dtype).name)
+
+
+class TorchBackend(Backend):
+    """Backend for ``torch.nn.Module`` models (and plain callables on torch tensors)."""
+
+    name = "torch"
+    image_layout = "NCHW"
+
+    # --- detection and conversion -------------------------------------------------
+    def is_tensor(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor)
+
+    def asarray(self, data: Any, like: Any = None, dtype: Any = None, device: Any = None) -> Any:
+        if device is None and isinstance(like, torch.Tensor):
+            device = like.device
+        tdtype = _torch_dtype(dtype)
+        if isinstance(data, torch.Tensor):
+            if data.is_inference():
+                # inference-mode tensors cannot enter autograd; a normal copy can
+                with torch.inference_mode(False):
+                    data = data.clone()
+            return data.to(device=device if device is not None else data.device,
+                           dtype=tdtype if tdtype is not None else data.dtype)
+        arr = np.asarray(data)
+        if tdtype is None and isinstance(like, torch.Tensor) and arr.dtype.kind == "f":
+            tdtype = like.dtype
+        return torch.as_tensor(arr, dtype=tdtype, device=device)
+
+    def to_numpy(self, t: Any) -> Any:
+        return t.detach().cpu().numpy()
+
+    def model_device(self, model: Any) -> Any:
+        if isinstance(model, torch.nn.Module):
+            for p in model.parameters():
+                return p.device
+            for b in model.buffers():
+                return b.device
+        return None
+
+    def model_dtype(self, model: Any) -> Any:
+        if isinstance(model, torch.nn.Module):
+            for p in model.parameters():
+                if p.is_floating_point():
+                    return p.dtype
+        return torch.float32
+
+    def is_floating(self, t: Any) -> bool:
+        return t.is_floating_point()
+
+    # --- the model ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
+        if not isinstance(model, torch.nn.Module):
+            yield model
+            return
+        flags = [(m, m.training) for m in model.modules()]
+        try:
+            if mode == "eval":
+                model.eval()
+            yield self._logits_fn(model)
+        finally:
+            for m, flag in flags:
+                m.training = flag
+
+    def _logits_fn(self, model: torch.nn.Module) -> Callable:
+        if isinstance(model, torch.nn.Sequential) and len(model) > 1 and isinstance(
+            model[-1], _SOFTMAX_LAYERS
+        ):
+            warnings.warn(
+                f"the model ends in {type(model[-1]).__name__}; boundary_xg explains the "
+                "pre-softmax logit (the Sequential without its last layer).",
+                SoftmaxOutputWarning,
+                stacklevel=4,
+            )
+            return model[:-1]  # a new Sequential sharing the same modules
+        return model
+
+    def forward(self, f: Callable, x: Any) -> Any:
+        with torch.no_grad():
+            return f(x)
+
+    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
+        with torch.enable_grad():
+            if create_graph and x.requires_grad:
+                xg = x
+            else:
+                xg = x.detach().requires_grad_(True)
+            value = fn(xg)
+            (grad,) = torch.autograd.grad(value.sum(), xg, create_graph=create_graph)
+        if not create_graph:
+            value = value.detach()
+        return value, grad
+
+    def stop_gradient(self, t: Any) -> Any:
+        return t.detach()
+
+    # --- creation -----------------------------------------------------------------
+    def zeros_like(self, t: Any) -> Any:
+        return torch.zeros_like(t)
+
+    def constant(self, values: Sequence[float], like: Any) -> Any:
+        return torch.as_tensor(np.asarray(values), dtype=like.dtype, device=like.device)
+
+    def arange(self, start: int, stop: int, like: Any) -> Any:
+        return torch.arange(start, stop, device=like.device)
+
+    def rng(self, seed: Any, like: Any) -> Any:
+        gen = torch.Generator(device=like.device)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return gen
+
+    def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        return torch.randn(tuple(shape), generator=rng, device=like.device, dtype=like.dtype)
+
+    # --- shape and indexing -------------------------------------------------------
+    def shape(self, t: Any) -> Tuple[int, ...]:
+        return tuple(t.shape)
+
+    def dtype_name(self, t: Any) -> str:
+        return str(t.dtype).replace("torch.", "")
+
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        return t.reshape(tuple(shape))
+
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        return t.broadcast_to(tuple(shape))
+
+    def cast(self, t: Any, like: Any) -> Any:
+        return t.to(like.dtype)
+
+    def gather(self, t: Any, index: Any) -> Any:
+        return t.index_select(0, index)
+
+    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
+        return acc.index_add(0, index, rows)
+
+    def take_along_axis(self, t: Any, index: Any) -> Any:
+        return t.gather(1, index.reshape(-1, 1)).reshape(-1)
+
+    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
+        return torch.cat(list(ts), dim=axis)
+
+    # --- element-wise and reductions ------------------------------------------------
+    def abs(self, t: Any) -> Any:
+        return t.abs()
+
+    def sqrt(self, t: Any) -> Any:
+        return t.sqrt()
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return torch.where(cond, a, b)
+
+    def argmax(self, t: Any, axis: int = -1) -> Any:
+        return t.argmax(dim=axis)
+
+    def sum(self, t: Any, axis: Any = None) -> Any:
+        return t.sum() if axis is None else t.sum(dim=axis)
+
+    def max(self, t: Any, axis: Any = None) -> Any:
+        return t.max() if axis is None else t.amax(dim=axis)
+
+    def min(self, t: Any, axis: Any = None) -> Any:
+        return t.min() if axis is None else t.amin(dim=axis)
+
+    def all_finite(self, t: Any) -> bool:
+        if not t.is_floating_point():
+            return True
+        return bool(torch.isfinite(t).all())
+
+
+BACKEND = TorchBackend()

@@ -1,0 +1,1 @@
+"""Attribution methods, each written once over the backend interface."""

@@ -1,0 +1,121 @@
+"""Composites written once over the backend primitives.
+
+The work of every gradient method is a set of rows (an example at a path step, an
+example with one noise draw, ...). Rows are processed in chunks of
+``batch_size`` model inputs: one forward and one backward per chunk, with the
+per-row results summed back into per-example accumulators on the device. The
+Python loop runs over chunks only, never over examples, and nothing inside it
+reads a value back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+
+from .backends import Backend
+
+#: rows (model inputs) per forward/backward when the user gives no batch_size
+DEFAULT_BATCH_ROWS = 256
+
+
+def row_chunks(total: int, batch_size: int) -> Iterator[Tuple[int, int]]:
+    """Yield ``(start, stop)`` covering ``range(total)`` in pieces of ``batch_size``."""
+    for start in range(0, total, batch_size):
+        yield start, min(total, start + batch_size)
+
+
+def resolve_batch_size(batch_size: Optional[int]) -> int:
+    """The user's ``batch_size`` if given, else :data:`DEFAULT_BATCH_ROWS`."""
+    return DEFAULT_BATCH_ROWS if batch_size is None else int(batch_size)
+
+
+def expand_rows(B: Backend, v: Any, ndim: int) -> Any:
+    """Reshape a per-row vector ``(R,)`` to ``(R, 1, ..., 1)`` with ``ndim`` axes."""
+    return B.reshape(v, (-1,) + (1,) * (ndim - 1))
+
+
+def label_scores(B: Backend, f: Callable, z: Any, labels: Any) -> Any:
+    """Each row's logit of its label: ``f(z)[n, labels[n]]``, shape ``(R,)``."""
+    return B.take_along_axis(f(z), labels)
+
+
+def label_grad(B: Backend, f: Callable, create_graph: bool, z: Any, labels: Any) -> Tuple[Any, Any]:
+    """``(scores, d scores / dz)`` for a chunk of rows; the hot step of every method."""
+    return B.value_and_grad(lambda u: label_scores(B, f, u, labels), z, create_graph)
+
+
+def compiled_label_grad(B: Backend, f: Callable, create_graph: bool = False) -> Callable:
+    """:func:`label_grad` bound to ``f``, compiled where the backend says it is faster."""
+    return B.jit(label_grad, f, B, f, create_graph)
+
+
+def predict(B: Backend, f: Callable, x: Any, batch_size: Optional[int] = None) -> Any:
+    """Logits ``(N, C)`` of ``x`` in chunks, without recording gradients."""
+    bs = resolve_batch_size(batch_size)
+    n = B.shape(x)[0]
+    if n <= bs:
+        return B.forward(f, x)
+    return B.concat([B.forward(f, x[a:b]) for a, b in row_chunks(n, bs)])
+
+
+def gradients_at(
+    B: Backend,
+    f: Callable,
+    x: Any,
+    labels: Any,
+    batch_size: Optional[int] = None,
+    create_graph: bool = False,
+) -> Tuple[Any, Any]:
+    """Gradient of each example's label logit at ``x``: ``(scores (N,), grads like x)``."""
+    bs = resolve_batch_size(batch_size)
+    step = compiled_label_grad(B, f, create_graph) if not create_graph else (
+        lambda z, y: label_grad(B, f, True, z, y)
+    )
+    n = B.shape(x)[0]
+    if n <= bs:
+        return step(x, labels)
+    scores, grads = [], []
+    for a, b in row_chunks(n, bs):
+        s, g = step(x[a:b], labels[a:b])
+        scores.append(s)
+        grads.append(g)
+    return B.concat(scores), B.concat(grads)
+
+
+def path_gradients(
+    B: Backend,
+    f: Callable,
+    start: Any,
+    delta: Any,
+    labels: Any,
+    alphas: Sequence[float],
+    weights: Sequence[float],
+    batch_size: Optional[int] = None,
+) -> Any:
+    """Weighted sum of gradients along straight paths, batched over (example, step).
+
+    Computes ``sum_s weights[s] * grad F_y(start + alphas[s] * delta)`` for every
+    example, shape like ``start``. Row ``r`` of the flattened ``(N * S)`` grid is
+    example ``r // S`` at step ``r % S``; chunks of ``batch_size`` rows run as one
+    forward and backward each.
+    """
+    bs = resolve_batch_size(batch_size)
+    shape = B.shape(start)
+    n, s = shape[0], len(alphas)
+    a = B.constant(alphas, like=start)
+    w = B.constant(weights, like=start)
+    step = compiled_label_grad(B, f)
+    acc = B.zeros_like(start)
+    for lo, hi in row_chunks(n * s, bs):
+        rows = B.arange(lo, hi, like=start)
+        ex, st = rows // s, rows % s
+        pts = B.gather(start, ex) + expand_rows(B, B.gather(a, st), len(shape)) * B.gather(delta, ex)
+        _, g = step(pts, B.gather(labels, ex))
+        acc = B.index_add(acc, ex, g * expand_rows(B, B.gather(w, st), len(shape)))
+    return acc
+
+
+def per_example_range(B: Backend, x: Any) -> Any:
+    """``max(x_n) - min(x_n)`` over all but the batch axis, shape ``(N,)``."""
+    axes = tuple(range(1, len(B.shape(x))))
+    return B.max(x, axis=axes) - B.min(x, axis=axes)

@@ -1,0 +1,71 @@
+"""Shared fixtures. One suite, parametrised over the installed backends.
+
+torch and torchvision are imported before tensorflow: importing torchvision
+after TensorFlow crashes the interpreter on this project's machines.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+HAS_CAPTUM = importlib.util.find_spec("captum") is not None
+
+if HAS_TORCH:
+    import torch  # noqa: F401
+
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401
+if HAS_TF:
+    import tensorflow as tf  # noqa: F401
+
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+
+BACKENDS = [
+    pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")),
+    pytest.param("tensorflow", marks=pytest.mark.skipif(not HAS_TF, reason="tensorflow not installed")),
+]
+
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+needs_tf = pytest.mark.skipif(not HAS_TF, reason="tensorflow not installed")
+needs_both = pytest.mark.skipif(not (HAS_TORCH and HAS_TF), reason="needs torch and tensorflow")
+needs_captum = pytest.mark.skipif(not (HAS_TORCH and HAS_CAPTUM), reason="captum not installed")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request):
+    """Each installed backend in turn."""
+    return request.param
+
+
+def build_cnn(backend: str, seed: int = 0, bias: bool = True, **kw):
+    """(model, make_input) for the shared small CNN in ``backend``.
+
+    ``make_input(x_nchw)`` converts a NCHW NumPy batch to the model's layout.
+    """
+    from boundary_xg.testing import models as tm
+
+    w = tm.cnn_weights(seed=seed, bias=bias, **kw)
+    if backend == "torch":
+        return tm.torch_cnn(w), (lambda x: x)
+    return tm.keras_cnn(w), tm.nchw_to_nhwc
+
+
+def to_nchw(backend: str, a: np.ndarray) -> np.ndarray:
+    """An attribution in ``backend``'s layout, as NCHW."""
+    from boundary_xg.testing.models import nhwc_to_nchw
+
+    return a if backend == "torch" else nhwc_to_nchw(a)
+
+
+@pytest.fixture
+def images():
+    """A small NCHW batch (4, 3, 8, 8), fixed seed."""
+    return np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
