@@ -45,7 +45,7 @@ def backend_name(request):
     return request.param
 
 
-def build_cnn(backend: str, seed: int = 0, bias: bool = True, **kw):
+def build_cnn(backend: str, seed: int = 0, bias: bool = True, activation: str = "relu", **kw):
     """(model, make_input) for the shared small CNN in ``backend``.
 
     ``make_input(x_nchw)`` converts a NCHW NumPy batch to the model's layout.
@@ -54,8 +54,8 @@ def build_cnn(backend: str, seed: int = 0, bias: bool = True, **kw):
 
     w = tm.cnn_weights(seed=seed, bias=bias, **kw)
     if backend == "torch":
-        return tm.torch_cnn(w), (lambda x: x)
-    return tm.keras_cnn(w), tm.nchw_to_nhwc
+        return tm.torch_cnn(w, activation), (lambda x: x)
+    return tm.keras_cnn(w, activation), tm.nchw_to_nhwc
 
 
 def to_nchw(backend: str, a: np.ndarray) -> np.ndarray:

@@ -60,17 +60,21 @@ def cnn_weights(
     return w
 
 
-def torch_cnn(w: Weights):
-    """The small CNN as a ``torch.nn.Sequential`` (input ``(N, C, H, W)``)."""
+def torch_cnn(w: Weights, activation: str = "relu"):
+    """The small CNN as a ``torch.nn.Sequential`` (input ``(N, C, H, W)``).
+
+    ``activation``: "relu" (default) or "softplus" (smooth, for quadrature tests).
+    """
     import torch
     from torch import nn
 
     cin, size, classes, c1, c2, hidden = (int(v) for v in w["meta"])
     bias = "conv1.bias" in w
+    act = {"relu": nn.ReLU, "softplus": nn.Softplus}[activation]
     model = nn.Sequential(
-        nn.Conv2d(cin, c1, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1, bias=bias), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(c2 * (size // 4) ** 2, hidden, bias=bias), nn.ReLU(),
+        nn.Conv2d(cin, c1, 3, padding=1, bias=bias), act(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1, bias=bias), act(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(c2 * (size // 4) ** 2, hidden, bias=bias), act(),
         nn.Linear(hidden, classes, bias=bias),
     )
     layers = {"conv1": model[0], "conv2": model[3], "fc1": model[7], "fc2": model[9]}
@@ -82,18 +86,25 @@ def torch_cnn(w: Weights):
     return model.eval()
 
 
-def keras_cnn(w: Weights):
-    """The small CNN as a Keras ``Sequential`` (input ``(N, H, W, C)``)."""
+def keras_cnn(w: Weights, activation: str = "relu"):
+    """The small CNN as a Keras ``Sequential`` (input ``(N, H, W, C)``).
+
+    ``activation``: "relu" (default) or "softplus".
+    """
     import keras
 
     cin, size, classes, c1, c2, hidden = (int(v) for v in w["meta"])
     bias = "conv1.bias" in w
     L = keras.layers
+
+    def act():
+        return L.ReLU() if activation == "relu" else L.Activation(activation)
+
     model = keras.Sequential([
         keras.Input((size, size, cin)),
-        L.Conv2D(c1, 3, padding="same", use_bias=bias, name="conv1"), L.ReLU(), L.MaxPooling2D(2),
-        L.Conv2D(c2, 3, padding="same", use_bias=bias, name="conv2"), L.ReLU(), L.AveragePooling2D(2),
-        L.Flatten(), L.Dense(hidden, use_bias=bias, name="fc1"), L.ReLU(),
+        L.Conv2D(c1, 3, padding="same", use_bias=bias, name="conv1"), act(), L.MaxPooling2D(2),
+        L.Conv2D(c2, 3, padding="same", use_bias=bias, name="conv2"), act(), L.AveragePooling2D(2),
+        L.Flatten(), L.Dense(hidden, use_bias=bias, name="fc1"), act(),
         L.Dense(classes, use_bias=bias, name="fc2"),
     ])
     q = size // 4

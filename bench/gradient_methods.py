@@ -1,0 +1,172 @@
+"""Speed of the gradient methods against the floor and against Captum, measured in one run.
+
+For each model (resnet18 at 3x224x224, a small CNN at 3x32x32; random weights,
+CPU) this prints the seconds per explained input of every method and
+
+  (a) the ratio to the floor: passes x the best per-example forward+backward
+      time at any batch size (plain framework code, no boundary_xg);
+  (b) the ratio to Captum with the same settings and its best
+      ``internal_batch_size`` (skipped when Captum is missing);
+
+then the TensorFlow backend against the torch backend on the same small CNN
+(same weights), with and without ``tf.function``.
+
+Run: ``.venv/bin/python bench/gradient_methods.py [--quick]``. Targets (issue 2):
+IG(steps=50) within 1.15x of the floor and no slower than Captum's best; the TF
+backend within 1.5x of torch on the same architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+
+import numpy as np
+
+import torch  # torch before tensorflow (see README)
+import torchvision
+
+import boundary_xg as bxg
+from boundary_xg.testing import models as tm
+
+
+def best_time(fn, repeat=3):
+    """Best wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def torch_floor(model, shape, batch_sizes):
+    """Best per-example forward+backward time of the label logit, plain torch."""
+    out = {}
+    for b in batch_sizes:
+        x = torch.randn((b,) + shape)
+        y = torch.zeros(b, dtype=torch.long)
+
+        def step():
+            z = x.detach().requires_grad_(True)
+            torch.autograd.grad(model(z).gather(1, y[:, None]).sum(), z)
+
+        out[b] = best_time(step, repeat=2) / b
+    return min(out.values()), out
+
+
+def tf_floor(model, shape, batch_sizes):
+    """Best per-example forward+backward time, plain TensorFlow (tf.function)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            s = tf.reduce_sum(model(z, training=False)[:, 0])
+        return tape.gradient(s, z)
+
+    out = {}
+    for b in batch_sizes:
+        x = tf.random.normal((b,) + shape)
+        out[b] = best_time(lambda: step(x), repeat=2) / b
+    return min(out.values()), out
+
+
+def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
+    print(f"\n== {name}, input {shape}, N={n}, CPU threads={torch.get_num_threads()}")
+    floor, per_b = torch_floor(model, shape, batch_sizes)
+    print("floor (s/example fwd+bwd) by batch size: "
+          + ", ".join(f"{b}: {t * 1e3:.2f} ms" for b, t in per_b.items()) + f"  -> best {floor * 1e3:.2f} ms")
+    x = torch.randn((n,) + shape)
+    y = torch.arange(n) % 10
+    rows = []
+    cases = [
+        ("SM", {}, 1, ("Saliency", {})),
+        ("IxG", {}, 1, ("InputXGradient", {})),
+        ("XG", {}, 1, None),
+        ("IG", {"steps": steps}, steps, ("IntegratedGradients", {"n_steps": steps, "method": "gausslegendre"})),
+        ("SG", {"num_samples": samples, "sigma_abs": 0.15, "seed": 0}, samples,
+         ("NoiseTunnel", {"nt_samples": samples, "stdevs": 0.15, "nt_type": "smoothgrad"})),
+    ]
+    have_captum = importlib.util.find_spec("captum") is not None
+    for method, opts, passes, captum_case in cases:
+        ours = best_time(lambda: bxg.attribute(model, x, y, method=method, **opts), repeat=2) / n
+        theirs = None
+        if have_captum and captum_case is not None:
+            theirs = captum_time(model, x, y, captum_case, captum_ibs) / n
+        rows.append((method, passes, ours, ours / (passes * floor), theirs))
+    print(f"{'method':6} {'passes':>6} {'s/input':>9} {'/floor':>7} {'captum s/input':>15} {'ours/captum':>11}")
+    for method, passes, ours, to_floor, theirs in rows:
+        cap = f"{theirs:15.4f} {ours / theirs:11.2f}" if theirs else f"{'-':>15} {'-':>11}"
+        print(f"{method:6} {passes:6d} {ours:9.4f} {to_floor:7.2f} {cap}")
+    return rows
+
+
+def captum_time(model, x, y, case, ibs_choices):
+    """Captum's best time over its ``internal_batch_size`` (or ``nt_samples_batch_size``)."""
+    import captum.attr as ca
+
+    kind, opts = case
+    if kind in ("Saliency", "InputXGradient"):
+        algo = getattr(ca, kind)(model)
+        return best_time(lambda: algo.attribute(x.clone(), target=y, **({"abs": False} if kind == "Saliency" else {})), 2)
+    best = float("inf")
+    for ibs in ibs_choices:
+        if kind == "IntegratedGradients":
+            algo = ca.IntegratedGradients(model)
+            fn = lambda: algo.attribute(x, target=y, internal_batch_size=ibs, **opts)  # noqa: E731
+        else:
+            algo = ca.NoiseTunnel(ca.Saliency(model))
+            fn = lambda: algo.attribute(x, target=y, abs=False, nt_samples_batch_size=max(1, ibs // len(x)), **opts)  # noqa: E731
+        best = min(best, best_time(fn, repeat=1))
+    return best
+
+
+def bench_tf_vs_torch(n, steps):
+    import tensorflow as tf
+    from boundary_xg.backends import get_backend
+
+    w = tm.cnn_weights(seed=0, size=32, widths=(16, 32), hidden=64, classes=10)
+    tmodel, kmodel = tm.torch_cnn(w), tm.keras_cnn(w)
+    x = np.random.default_rng(0).standard_normal((n, 3, 32, 32)).astype(np.float32)
+    xk = tm.nchw_to_nhwc(x)
+    y = np.arange(n) % 10
+    print(f"\n== TF backend vs torch backend, same small CNN (3x32x32, same weights), N={n}")
+    tfb = get_backend("tensorflow")
+    print(f"{'method':6} {'torch s/input':>14} {'tf.function':>12} {'tf eager':>10} {'tf.function/torch':>18}")
+    for method, opts in [("SM", {}), ("IG", {"steps": steps}), ("SG", {"num_samples": 50, "seed": 0})]:
+        t_torch = best_time(lambda: bxg.attribute(tmodel, x, y, method=method, **opts), 2) / n
+        tfb.use_tf_function = True
+        t_fn = best_time(lambda: bxg.attribute(kmodel, xk, y, method=method, **opts), 2) / n
+        tfb.use_tf_function = False
+        t_eager = best_time(lambda: bxg.attribute(kmodel, xk, y, method=method, **opts), 2) / n
+        tfb.use_tf_function = True
+        print(f"{method:6} {t_torch:14.5f} {t_fn:12.5f} {t_eager:10.5f} {t_fn / t_torch:18.2f}")
+    floor_t, _ = torch_floor(tmodel, (3, 32, 32), [16, 64, 256])
+    floor_k, _ = tf_floor(kmodel, (32, 32, 3), [16, 64, 256])
+    print(f"plain-framework floor per example: torch {floor_t * 1e3:.3f} ms, tensorflow {floor_k * 1e3:.3f} ms "
+          f"(ratio {floor_k / floor_t:.2f})")
+    del tf
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer inputs and steps (a smoke run)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    steps = 10 if args.quick else 50
+    small = tm.torch_cnn(tm.cnn_weights(seed=0, size=32, widths=(16, 32), hidden=64, classes=10))
+    bench_model("small CNN", small, (3, 32, 32), n=16, steps=steps, samples=steps,
+                batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800])
+    resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
+    bench_model("resnet18", resnet, (3, 224, 224), n=1 if args.quick else 2, steps=steps, samples=steps,
+                batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32])
+    if importlib.util.find_spec("tensorflow") is not None:
+        bench_tf_vs_torch(n=16, steps=steps)
+
+
+if __name__ == "__main__":
+    main()
