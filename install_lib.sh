@@ -9,7 +9,6 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
 # tensorflow-cpu stands in for the [tensorflow] extra: same modules, no CUDA.
 .venv/bin/python -m pip install -q -c constraints.txt \
   "tensorflow-cpu" -e ".[torch,viz,test]" "tqdm>=4.60"

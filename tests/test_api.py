@@ -322,3 +322,61 @@ def test_keras_model_is_unchanged_after_calls_and_errors(images):
     for a, b in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert trainable == [l.trainable for l in model.layers]
+
+
+# --- either framework alone is enough -------------------------------------------------------
+_ALONE = {
+    "torch": """
+        import sys
+
+        class _Blocker:  # as if these packages were not installed
+            def __init__(self, names):
+                self.names = names
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.names:
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, _Blocker({"tensorflow", "keras", "tf_keras"}))
+        import numpy as np, torch, boundary_xg as bxg
+        m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+        a = bxg.attribute(m, np.ones((2, 3, 2, 2), "float32"), [0, 2], method="IG", steps=4)
+        print("OK", a.shape)
+        try:
+            bxg.attribute(m, np.ones((2, 3, 2, 2), "float32"), [0, 2], backend="tensorflow")
+        except bxg.BackendNotAvailableError as e:
+            print("MISSING", e)
+    """,
+    "tensorflow": """
+        import sys
+
+        class _Blocker:  # as if these packages were not installed
+            def __init__(self, names):
+                self.names = names
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.names:
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, _Blocker({"torch", "torchvision"}))
+        import numpy as np, keras, boundary_xg as bxg
+        m = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+        a = bxg.attribute(m, np.ones((2, 2, 2, 3), "float32"), [0, 2], method="IG", steps=4)
+        print("OK", a.shape)
+        try:
+            bxg.attribute(m, np.ones((2, 2, 2, 3), "float32"), [0, 2], backend="torch")
+        except bxg.BackendNotAvailableError as e:
+            print("MISSING", e)
+    """,
+}
+
+
+@pytest.mark.parametrize("framework", BACKENDS)
+def test_either_framework_alone_is_enough(framework):
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_ALONE[framework])],
+                         capture_output=True, text=True, timeout=180)
+    assert "OK (2," in out.stdout, out.stderr[-2000:]
+    other = "tensorflow" if framework == "torch" else "torch"
+    assert "MISSING" in out.stdout and f"boundary_xg[{other}]" in out.stdout

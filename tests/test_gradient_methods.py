@@ -285,3 +285,16 @@ def test_xgradient_is_differentiable_under_an_outer_tape():
     grad = tape.gradient(total, kernel.value if hasattr(kernel, "value") else kernel)
     expected = np.stack([x.numpy()[labels == c].sum(0) for c in range(3)]).T
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- chunking: rows of one example may straddle chunks ------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_do_not_depend_on_batch_size(backend, images):
+    model, conv = build_cnn(backend, seed=6)
+    x = conv(images)
+    labels = np.array([1, 0, 3, 2])
+    for method, opts in [("IG", {"steps": 10}), ("SM", {}), ("XG", {})]:
+        whole = bxg.attribute(model, x, labels, method=method, **opts)
+        for bs in (1, 3, 7):
+            part = bxg.attribute(model, x, labels, method=method, batch_size=bs, **opts)
+            np.testing.assert_allclose(part, whole, rtol=1e-5, atol=1e-6, err_msg=f"{method} bs={bs}")

@@ -21,6 +21,8 @@ from .errors import (
 )
 from .methods.quadrature import quadrature
 from .methods.registry import METHODS, valid_names
+from .search import CW, PGD, BoundaryResult, find_boundary
+from .compat import PARAMETERS, PIPELINE, BA_pytorch, BA_tensorflow, get_boundary_points
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,15 @@ __all__ = [
     "BA",
     "attribute",
     "quadrature",
+    "find_boundary",
+    "get_boundary_points",
+    "BoundaryResult",
+    "PGD",
+    "CW",
+    "PARAMETERS",
+    "PIPELINE",
+    "BA_pytorch",
+    "BA_tensorflow",
     "METHODS",
     "valid_names",
     "BoundaryXGError",

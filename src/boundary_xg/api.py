@@ -11,6 +11,7 @@ same device out.
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -82,8 +83,31 @@ def _expected_input_shape(model: Any) -> Optional[Tuple]:
     return None
 
 
+# model -> {(weights fingerprint, example shape, dtype): number of classes}. A probe
+# forward costs a third of a pass, which matters for one-pass methods on small
+# batches; the fingerprint (identity and shape of every weight) makes a replaced
+# classifier head miss the cache.
+_PROBED: "weakref.WeakKeyDictionary[Any, Dict[Any, int]]" = weakref.WeakKeyDictionary()
+
+
 def _probe(B: Backend, model: Any, f: Any, x: Any) -> int:
-    """Run one example through the model; check that ``x`` fits; return the class count."""
+    """Number of classes of ``model`` for inputs like ``x``, checking that ``x`` fits.
+
+    Runs one example through the model the first time a model sees inputs of this
+    shape (cached per model and weights).
+    """
+    shape = B.shape(x)
+    key = (B.fingerprint(model), shape[1:], B.dtype_name(x))
+    try:
+        cache = _PROBED.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: probe every time
+        cache = {}
+    if key not in cache:
+        cache[key] = _probe_once(B, model, f, x)
+    return cache[key]
+
+
+def _probe_once(B: Backend, model: Any, f: Any, x: Any) -> int:
     shape = B.shape(x)
     expected = _expected_input_shape(model)
     if expected is not None and (
@@ -196,9 +220,9 @@ def _prepare_baseline(B: Backend, baseline: Any, x: Any) -> Any:
     return B.broadcast_to(bt, shape) * 1  # materialise: an expanded view would share memory
 
 
-def _to_caller(B: Backend, t: Any, kind: str, np_dtype: Any) -> Any:
+def _to_caller(B: Backend, t: Any, kind: str, np_dtype: Any, keep_graph: bool = False) -> Any:
     if kind == "tensor":
-        return t
+        return t if keep_graph else B.stop_gradient(t)
     arr = B.to_numpy(t)
     if np_dtype is not None and np.dtype(np_dtype).kind == "f" and arr.dtype.kind == "f":
         arr = arr.astype(np_dtype, copy=False)
@@ -215,18 +239,27 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
     mode = opts.pop("model_mode")
     return_gap = bool(opts.pop("return_gap", False))
     xt, kind, np_dtype = _prepare_x(B, model, x)
+    if spec.prepare is not None:  # checks that need the model; converts method options
+        spec.prepare(B, model, xt, opts)
+    if mode != "eval":
+        # the probe and the predicted labels always use inference semantics: a
+        # forward in training mode would update batch-norm running statistics
+        with B.session(model, mode="eval") as f_eval:
+            num_classes = _probe(B, model, f_eval, xt)
+            y = _prepare_labels(B, f_eval, labels, xt, num_classes, opts.get("batch_size"))
     with B.session(model, mode=mode) as f:
-        num_classes = _probe(B, model, f, xt)
-        y = _prepare_labels(B, f, labels, xt, num_classes, opts.get("batch_size"))
+        if mode == "eval":
+            num_classes = _probe(B, model, f, xt)
+            y = _prepare_labels(B, f, labels, xt, num_classes, opts.get("batch_size"))
         if spec.uses_baseline:
             opts["baseline"] = _prepare_baseline(B, opts.get("baseline"), xt)
         if spec.supports_gap:
             opts["return_gap"] = return_gap
         out = spec.func(B, f, xt, y, **opts)
-    if return_gap:
-        attr, gap = out
-        return _to_caller(B, attr, kind, np_dtype), _to_caller(B, gap, kind, np_dtype)
-    return _to_caller(B, out, kind, np_dtype)
+    keep = bool(opts.get("create_graph", False))
+    if isinstance(out, tuple):  # (attr, gap) or, for boundary variants, (attr[, gap][, distances])
+        return tuple(_to_caller(B, t, kind, np_dtype, keep) for t in out)
+    return _to_caller(B, out, kind, np_dtype, keep)
 
 
 class BA:
@@ -241,11 +274,19 @@ class BA:
     Args:
         method: the method's name; an unknown name raises :class:`MethodError`
             listing the valid ones.
+        use_boundary: True gives the boundary variant of a base method (``SM`` ->
+            ``BSM``, ``SG`` -> ``BSG``, ``IG`` -> ``BIG``, ``DeepLIFT`` -> ``BDT``),
+            False the plain method of a boundary name; None (default) uses the
+            method as named.
         **options: the method's options (see :func:`attribute`).
     """
 
-    def __init__(self, method: str, **options: Any):
+    def __init__(self, method: str, use_boundary: Optional[bool] = None, **options: Any):
         self.spec = lookup(method)
+        if use_boundary is not None:
+            from .methods.boundary import with_boundary
+
+            self.spec = with_boundary(self.spec, bool(use_boundary))
         check_options(self.spec, options)
         self.options = dict(options)
 

@@ -33,6 +33,14 @@ _ALIASES = {
 _instances: Dict[str, Backend] = {}
 
 
+def _installed(name: str) -> bool:
+    """True when ``name`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def import_frameworks(names=("torch", "tensorflow")) -> None:
     """Import the named frameworks in the order that is safe in one process.
 
@@ -42,7 +50,7 @@ def import_frameworks(names=("torch", "tensorflow")) -> None:
     """
     order = [n for n in ("torch", "tensorflow") if n in names]
     for n in order:
-        if importlib.util.find_spec(n) is not None:
+        if _installed(n):
             importlib.import_module(n)
 
 
@@ -61,7 +69,7 @@ def get_backend(name: str) -> Backend:
         )
     if key not in _instances:
         module, framework, extra = _BACKENDS[key]
-        if importlib.util.find_spec(framework) is None:
+        if not _installed(framework):
             raise BackendNotAvailableError(
                 f"backend {key!r} needs {framework}, which is not installed; "
                 f"install it with: pip install '{extra}'"

@@ -59,6 +59,10 @@ class Backend:
         """The floating dtype the model computes in (default float32)."""
         raise NotImplementedError
 
+    def fingerprint(self, model: Any) -> Tuple:
+        """A cheap key that changes when the model's weights are replaced or reshaped."""
+        return (id(model),)
+
     # --- the model ----------------------------------------------------------------
     def session(self, model: Any, *, mode: str = "eval") -> contextlib.AbstractContextManager:
         """Context manager yielding ``f``, the model's logits function ``(N, ...) -> (N, C)``.
@@ -170,4 +174,82 @@ class Backend:
 
     def all_finite(self, t: Any) -> bool:
         """True when ``t`` has no NaN or infinity (one host sync: API entry only)."""
+        raise NotImplementedError
+
+    # --- boundary search (issue 4): primitives used by search/ ---------------------
+    def sign(self, t: Any) -> Any:
+        """Element-wise sign (-1, 0, 1)."""
+        raise NotImplementedError
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        """Element-wise minimum of two broadcastable tensors."""
+        raise NotImplementedError
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """Element-wise maximum of two broadcastable tensors."""
+        raise NotImplementedError
+
+    def tanh(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def atanh(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def logsumexp(self, t: Any, axis: int = -1) -> Any:
+        """Numerically stable ``log(sum(exp(t)))`` along ``axis``."""
+        raise NotImplementedError
+
+    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        """Uniform samples in ``[0, 1)`` of ``shape`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
+        """``(N, depth)`` one-hot rows of integer ``labels`` with ``like``'s dtype."""
+        raise NotImplementedError
+
+    def not_equal(self, a: Any, b: Any) -> Any:
+        """Element-wise ``a != b`` as a boolean tensor."""
+        raise NotImplementedError
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def logical_or(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def logical_not(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
+        """Like :meth:`value_and_grad` for ``fn(x) -> (value (N,), aux)``.
+
+        Returns ``(value, aux, d sum(value) / dx)``; ``aux`` (e.g. the logits of the
+        same forward pass) is returned without a gradient. One forward, one backward.
+        """
+        raise NotImplementedError
+
+    # --- X-DNN toolkit (issue 6): primitives used by xdnn/priors.py ----------------
+    def sort(self, t: Any, axis: int = -1) -> Any:
+        """Values of ``t`` sorted ascending along ``axis`` (differentiable)."""
+        raise NotImplementedError
+
+    # --- DeepLIFT (issue 3): the framework-specific kernel behind methods/deeplift.py ---
+    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
+        """DeepLIFT (Rescale) multipliers of each example's label logit w.r.t. ``x``.
+
+        ``x`` and ``baseline`` run as one doubled batch ``(2n, ...)``: one forward
+        and one backward pass, with every nonlinearity's gradient replaced by the
+        multiplier ``(g(u) - g(u')) / (u - u')`` of its input/baseline pair.
+
+        Args:
+            f: the logits function from :meth:`session`; x, baseline: ``(n, ...)``;
+            labels: ``(n,)`` integer classes.
+
+        Returns:
+            Multipliers shaped like ``x``; the attribution is ``m * (x - baseline)``.
+
+        Raises:
+            MethodError: the model calls a nonlinearity the rule does not cover
+                (softmax inside the network), naming it.
+        """
         raise NotImplementedError

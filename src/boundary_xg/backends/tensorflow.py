@@ -103,6 +103,12 @@ class TensorFlowBackend(Backend):
     def is_floating(self, t: Any) -> bool:
         return t.dtype.is_floating
 
+    def fingerprint(self, model: Any) -> Tuple:
+        weights = getattr(model, "weights", None)
+        if weights is None:
+            return (id(model),)
+        return tuple((id(v), tuple(v.shape)) for v in weights)
+
     # --- the model ----------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
@@ -268,6 +274,64 @@ class TensorFlowBackend(Backend):
         if not t.dtype.is_floating:
             return True
         return bool(tf.reduce_all(tf.math.is_finite(t)))
+
+    # --- boundary search (issue 4): primitives used by search/ ---------------------
+    def sign(self, t: Any) -> Any:
+        return tf.sign(t)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return tf.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return tf.maximum(a, b)
+
+    def tanh(self, t: Any) -> Any:
+        return tf.tanh(t)
+
+    def atanh(self, t: Any) -> Any:
+        return tf.atanh(t)
+
+    def logsumexp(self, t: Any, axis: int = -1) -> Any:
+        return tf.reduce_logsumexp(t, axis=axis)
+
+    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        return rng.uniform(tuple(shape), dtype=like.dtype)
+
+    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
+        return tf.one_hot(tf.cast(labels, tf.int64), int(depth), dtype=like.dtype)
+
+    def not_equal(self, a: Any, b: Any) -> Any:
+        return tf.not_equal(a, b)
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return tf.logical_and(a, b)
+
+    def logical_or(self, a: Any, b: Any) -> Any:
+        return tf.logical_or(a, b)
+
+    def logical_not(self, a: Any) -> Any:
+        return tf.logical_not(a)
+
+    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value, aux = fn(x)
+            total = tf.reduce_sum(value)
+        grad = tape.gradient(total, x)
+        if grad is None:
+            grad = tf.zeros_like(x)
+        return tf.stop_gradient(value), tf.stop_gradient(aux), grad
+
+    # --- X-DNN toolkit (issue 6): primitives used by xdnn/priors.py ----------------
+    def sort(self, t: Any, axis: int = -1) -> Any:
+        return tf.sort(t, axis=axis)
+
+    # --- DeepLIFT (issue 3): Rescale kernel, see _tf_rescale.py ----------------------
+    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
+        from ._tf_rescale import deeplift_grad
+
+        model = f._model() if isinstance(f, _KerasLogits) else None
+        return deeplift_grad(f, x, baseline, labels, model=model)
 
 
 BACKEND = TensorFlowBackend()

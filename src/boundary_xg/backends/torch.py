@@ -79,6 +79,11 @@ class TorchBackend(Backend):
     def is_floating(self, t: Any) -> bool:
         return t.is_floating_point()
 
+    def fingerprint(self, model: Any) -> Tuple:
+        if not isinstance(model, torch.nn.Module):
+            return (id(model),)
+        return tuple((id(p), tuple(p.shape)) for p in model.parameters())
+
     # --- the model ----------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
@@ -201,6 +206,60 @@ class TorchBackend(Backend):
         if not t.is_floating_point():
             return True
         return bool(torch.isfinite(t).all())
+
+    # --- boundary search (issue 4): primitives used by search/ ---------------------
+    def sign(self, t: Any) -> Any:
+        return torch.sign(t)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return torch.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return torch.maximum(a, b)
+
+    def tanh(self, t: Any) -> Any:
+        return torch.tanh(t)
+
+    def atanh(self, t: Any) -> Any:
+        return torch.atanh(t)
+
+    def logsumexp(self, t: Any, axis: int = -1) -> Any:
+        return torch.logsumexp(t, dim=axis)
+
+    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        return torch.rand(tuple(shape), generator=rng, device=like.device, dtype=like.dtype)
+
+    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
+        return torch.nn.functional.one_hot(labels.long(), int(depth)).to(like.dtype)
+
+    def not_equal(self, a: Any, b: Any) -> Any:
+        return torch.ne(a, b)
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return torch.logical_and(a, b)
+
+    def logical_or(self, a: Any, b: Any) -> Any:
+        return torch.logical_or(a, b)
+
+    def logical_not(self, a: Any) -> Any:
+        return torch.logical_not(a)
+
+    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            value, aux = fn(xg)
+            (grad,) = torch.autograd.grad(value.sum(), xg)
+        return value.detach(), aux.detach(), grad
+
+    # --- X-DNN toolkit (issue 6): primitives used by xdnn/priors.py ----------------
+    def sort(self, t: Any, axis: int = -1) -> Any:
+        return torch.sort(t, dim=axis).values
+
+    # --- DeepLIFT (issue 3): Rescale kernel, see _torch_rescale.py -------------------
+    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
+        from ._torch_rescale import deeplift_grad
+
+        return deeplift_grad(f, x, baseline, labels)
 
 
 BACKEND = TorchBackend()

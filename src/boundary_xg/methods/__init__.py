@@ -1,1 +1,4 @@
 """Attribution methods, each written once over the backend interface."""
+
+# registers the boundary variants (BSM, BSG, BIG, BDT) once the base methods are in the table
+from . import boundary as _boundary  # noqa: E402,F401

@@ -9,11 +9,16 @@ All ``N * steps`` path points are batched into the batch dimension, in chunks of
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import logging
+import numbers
+from typing import Any, Callable, Dict, Optional
 
 from ..backends import Backend
-from ..ops import path_gradients, predict
+from ..errors import InputError, MethodError
+from ..ops import gradients_at, path_gradients, predict
 from .quadrature import quadrature
+
+logger = logging.getLogger(__name__)
 
 
 def integrated_gradients(
@@ -27,6 +32,7 @@ def integrated_gradients(
     rule: str = "gausslegendre",
     batch_size: Optional[int] = None,
     return_gap: bool = False,
+    exact: bool = False,
 ) -> Any:
     """Integrated Gradients from ``baseline`` to ``x``.
 
@@ -39,13 +45,24 @@ def integrated_gradients(
         batch_size: model inputs per forward/backward (default 256).
         return_gap: also return the completeness gap per example,
             ``sum(attr) - (F_y(x) - F_y(baseline))``, shape ``(N,)``.
+        exact: the model is an X-DNN (certified by the front end's
+            :func:`prepare_exact`) and ``baseline`` is zero: compute IG in one pass
+            as X-Gradient ``x * grad F_y(x)``, exact for such models (Hesse et al.,
+            NeurIPS 2021). ``steps`` and ``rule`` are then unused.
 
     Returns:
         Attributions shaped like ``x``, or ``(attributions, gap)``.
+
+    Raises:
+        MethodError: ``exact=True`` and ``F(a x) != a F(x)`` on the first examples
+            (e.g. an activation applied functionally that the layer scan cannot see).
     """
-    alphas, weights = quadrature(rule, steps)
-    delta = x - baseline
-    attr = delta * path_gradients(B, f, baseline, delta, labels, alphas, weights, batch_size)
+    if exact:
+        attr = _exact_ig(B, f, x, labels, batch_size)
+    else:
+        alphas, weights = quadrature(rule, steps)
+        delta = x - baseline
+        attr = delta * path_gradients(B, f, baseline, delta, labels, alphas, weights, batch_size)
     if not return_gap:
         return attr
     return attr, completeness_gap(B, f, attr, x, baseline, labels, batch_size)
@@ -62,3 +79,64 @@ def completeness_gap(
     axes = tuple(range(1, len(B.shape(x))))
     return B.sum(attr, axis=axes) - (ends[:n] - ends[n:])
 
+
+#: worst relative error of F(a x) = a F(x) accepted by ``exact=True`` (float32 rounding)
+EXACT_RTOL = 1e-4
+
+
+def _exact_ig(B: Backend, f: Callable, x: Any, labels: Any, batch_size: Optional[int]) -> Any:
+    """IG from zero on an X-DNN: one pass, after a numerical check of homogeneity."""
+    from ..xdnn.homogeneity import scaling_error
+
+    # The layer scan cannot see activations applied functionally inside forward();
+    # F(a x) = a F(x) on a few examples catches them for 2-3 extra forward rows each.
+    err = scaling_error(B, f, x[:2], batch_size=batch_size)
+    if not err <= EXACT_RTOL:
+        raise MethodError(
+            f"IG exact=True: the model is not nonnegatively homogeneous on x (worst relative "
+            f"error of F(a x) = a F(x) is {err:.2e} > {EXACT_RTOL:g}), so X-Gradient is not IG. "
+            "Use exact=False."
+        )
+    _, g = gradients_at(B, f, x, labels, batch_size)
+    logger.info(
+        "IG exact=True: model certified nonnegatively homogeneous (an X-DNN); IG from the "
+        "zero baseline computed in one pass as X-Gradient x * grad (scaling error %.1e).", err,
+    )
+    return x * g
+
+
+def prepare_exact(B: Backend, model: Any, x: Any, options: Dict[str, Any]) -> None:
+    """The front end's pre-check of ``IG(exact=True)``: certify the model and the baseline.
+
+    Args:
+        B: the backend; model: the user's model; x: the converted input.
+        options: IG's options (``exact``, ``baseline``), checked in place.
+
+    Raises:
+        InputError: ``exact=True`` with a baseline other than None or 0 (the
+            one-pass identity holds for the zero baseline only).
+        MethodError: ``exact=True`` on a model the layer scan of
+            :func:`boundary_xg.xdnn.check_homogeneous` does not certify; the
+            message names the offending layers.
+    """
+    if not options.get("exact"):
+        return
+    baseline = options.get("baseline")
+    is_zero = baseline is None or (
+        isinstance(baseline, numbers.Real) and not isinstance(baseline, bool) and baseline == 0
+    )
+    if not is_zero:
+        raise InputError(
+            "IG exact=True computes IG from the zero baseline (in the model's input space); "
+            "pass baseline=None or 0, or use exact=False for another baseline."
+        )
+    from ..xdnn.homogeneity import static_report
+
+    report = static_report(B, model)
+    if report.offenders:
+        raise MethodError(
+            "IG exact=True needs a nonnegatively homogeneous model (an X-DNN: no biases, no "
+            "normalisation layers, ReLU-type activations); these layers break it: "
+            f"{report.offender_summary()}. Use exact=False, an X-architecture from "
+            "boundary_xg.xdnn, or boundary_xg.xdnn.strip_bias(model) and fine-tune."
+        )

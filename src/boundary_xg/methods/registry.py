@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import InputError, MethodError
-from .integrated_gradients import integrated_gradients
+from .integrated_gradients import integrated_gradients, prepare_exact
 from .quadrature import RULES
 from .saliency import input_x_gradient, saliency
 from .smoothgrad import VARIANTS, smoothgrad
-from .xgradient import xgradient
+from .xgradient import warn_if_not_homogeneous, xgradient
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class MethodSpec:
         supports_gap: ``return_gap=True`` gives the completeness gap.
         passes: forward+backward passes per input, as a function of the options.
         paper: the reference to cite.
+        prepare: optional ``prepare(B, model, x, options)`` the front end calls
+            after converting ``x`` and before running the model: checks that need
+            the model (XG's homogeneity warning, IG's ``exact=True``) and
+            conversion of method-specific options in place (EG's ``background``).
     """
 
     name: str
@@ -46,6 +50,7 @@ class MethodSpec:
     supports_gap: bool = False
     passes: Callable[[Mapping[str, Any]], int] = field(default=lambda o: 1)
     paper: str = ""
+    prepare: Optional[Callable[..., None]] = None
 
 
 def _key(name: str) -> str:
@@ -132,6 +137,7 @@ CHECKS: Dict[str, Callable[[Any], None]] = {
     "abs": _boolean("abs"),
     "create_graph": _boolean("create_graph"),
     "return_gap": _boolean("return_gap"),
+    "exact": _boolean("exact"),
     "seed": _seed,
     "batch_size": _batch_size,
     "model_mode": _one_of("model_mode", ("eval", "as_is")),
@@ -168,9 +174,10 @@ register(MethodSpec(
 ))
 register(MethodSpec(
     name="integrated_gradients", short="IG", func=integrated_gradients,
-    defaults={"baseline": None, "steps": 50, "rule": "gausslegendre"},
+    defaults={"baseline": None, "steps": 50, "rule": "gausslegendre", "exact": False},
     aliases=("integratedgradients", "intgrad"), uses_baseline=True, supports_gap=True,
-    passes=lambda o: int(o["steps"]),
+    passes=lambda o: 1 if o.get("exact") else int(o["steps"]),
+    prepare=prepare_exact,
     paper="Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
 ))
 register(MethodSpec(
@@ -182,6 +189,29 @@ register(MethodSpec(
 ))
 register(MethodSpec(
     name="x_gradient", short="XG", func=xgradient, defaults={"create_graph": False},
-    aliases=("xgradient", "x-gradient"),
+    aliases=("xgradient", "x-gradient"), prepare=warn_if_not_homogeneous,
     paper="Hesse et al., Fast Axiomatic Attribution for Neural Networks, NeurIPS 2021",
+))
+
+# --- Expected Gradients (issue 6) ---------------------------------------------------
+from .expected_gradients import expected_gradients, prepare_background  # noqa: E402
+
+register(MethodSpec(
+    name="expected_gradients", short="EG", func=expected_gradients,
+    defaults={"background": None, "num_samples": 50, "seed": None},
+    aliases=("expectedgradients", "expgrad"), supports_gap=True,
+    passes=lambda o: int(o["num_samples"]), prepare=prepare_background,
+    paper="Erion et al., Improving performance of deep learning models with axiomatic "
+          "attribution priors and expected gradients, Nature Machine Intelligence 2021",
+))
+
+# --- DeepLIFT (issue 3) -------------------------------------------------------------
+from .deeplift import deeplift  # noqa: E402
+
+register(MethodSpec(
+    name="deeplift", short="DeepLIFT", func=deeplift, defaults={"baseline": None},
+    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
+    passes=lambda o: 2,
+    paper="Shrikumar, Greenside, Kundaje, Learning Important Features Through Propagating "
+          "Activation Differences, ICML 2017",
 ))

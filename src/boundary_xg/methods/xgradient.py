@@ -8,7 +8,7 @@ NeurIPS 2021. Cost: one forward and one backward pass.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..backends import Backend
 from ..ops import gradients_at
@@ -38,3 +38,18 @@ def xgradient(
     """
     _, g = gradients_at(B, f, x, labels, batch_size, create_graph=create_graph)
     return x * g
+
+
+def warn_if_not_homogeneous(B: Backend, model: Any, x: Any, options: Dict[str, Any]) -> None:
+    """The front end's pre-check of XG: warn once per model that is not an X-DNN.
+
+    Uses the static layer scan of :func:`boundary_xg.xdnn.check_homogeneous`
+    (cached per model), so the check costs nothing on repeated calls.
+
+    Warns:
+        NonHomogeneousWarning: the model has biases, normalisation layers or
+            non-homogeneous activations; XG is then Input x Gradient, not IG.
+    """
+    from ..xdnn.homogeneity import warn_once_if_not_homogeneous
+
+    warn_once_if_not_homogeneous(B, model)

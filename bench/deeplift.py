@@ -1,0 +1,87 @@
+"""Speed of DeepLIFT against its floor: one forward+backward over a batch of 2N.
+
+DeepLIFT runs the inputs and the baselines as one doubled batch, so its floor is
+one plain forward+backward (gradient of the label logit w.r.t. the input) over
+``2N`` rows. This prints both times and their ratio (target <= 1.3x) for
+
+* the small CNN at 3x32x32 (torch and, with the same weights, Keras), N = 32;
+* torchvision resnet18 at 3x224x224 (random weights), N = 8;
+
+on the CPU. Run: ``.venv/bin/python bench/deeplift.py`` (well under 2 minutes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import torch  # torch before tensorflow (see README)
+import torchvision
+
+import boundary_xg as bxg
+from boundary_xg.testing import models as tm
+
+
+def best_time(fn, repeat=3):
+    """Best wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def torch_case(name, model, shape, n):
+    x = torch.randn((n,) + shape)
+    b = 0.1 * torch.randn((n,) + shape)
+    y = torch.zeros(n, dtype=torch.long)
+    z2, y2 = torch.cat([x, b]), torch.cat([y, y])
+
+    def floor():
+        z = z2.detach().requires_grad_(True)
+        torch.autograd.grad(model(z).gather(1, y2[:, None]).sum(), z)
+
+    def ours():
+        bxg.attribute(model, x, y, method="DeepLIFT", baseline=b)
+
+    t_floor, t_ours = best_time(floor), best_time(ours)
+    print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:8.1f} ms   DeepLIFT {t_ours * 1e3:8.1f} ms"
+          f"   ratio {t_ours / t_floor:5.2f}x")
+
+
+def keras_case(name, model, shape, n):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((n,) + shape).astype(np.float32))
+    b = tf.constant((0.1 * rng.standard_normal((n,) + shape)).astype(np.float32))
+    y = tf.zeros(n, dtype=tf.int64)
+    z2, y2 = tf.concat([x, b], 0), tf.concat([y, y], 0)
+
+    def floor():
+        with tf.GradientTape() as tape:
+            tape.watch(z2)
+            s = tf.reduce_sum(tf.gather(model(z2, training=False), y2, axis=1, batch_dims=1))
+        tape.gradient(s, z2)
+
+    def ours():
+        bxg.attribute(model, x, y, method="DeepLIFT", baseline=b)
+
+    t_floor, t_ours = best_time(floor), best_time(ours)
+    print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:8.1f} ms   DeepLIFT {t_ours * 1e3:8.1f} ms"
+          f"   ratio {t_ours / t_floor:5.2f}x   (eager floor)")
+
+
+def main():
+    torch.manual_seed(0)
+    w = tm.cnn_weights(0, size=32)
+    torch_case("small CNN 3x32x32 (torch)", tm.torch_cnn(w), (3, 32, 32), 32)
+    torch_case("resnet18 3x224x224 (torch)", torchvision.models.resnet18().eval(), (3, 224, 224), 8)
+    keras_case("small CNN 32x32x3 (keras)", tm.keras_cnn(w), (32, 32, 3), 32)
+
+
+if __name__ == "__main__":
+    main()

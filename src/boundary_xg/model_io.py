@@ -1,0 +1,243 @@
+"""Loading a user's model and images for the command line, safely.
+
+Models: a Keras ``.keras`` file (``keras.saving.load_model(safe_mode=True)``: no
+arbitrary code), a TorchScript file (``torch.jit.load``: no pickle), or
+``module:callable`` returning a model, optionally with weights from a PyTorch
+state dict (``torch.load(weights_only=True)``) or a Keras ``.weights.h5`` file.
+Images: PNG / JPEG files or one ``.npy`` batch (``allow_pickle=False``).
+Every failure raises :class:`CLIError` with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import warnings
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .backends import import_frameworks
+
+TORCHSCRIPT_EXT = (".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip")
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class CLIError(Exception):
+    """A user-facing error of the command line: one line, with the fix."""
+
+
+def _need(framework: str) -> Any:
+    if importlib.util.find_spec(framework) is None:
+        extra = "torch" if framework == "torch" else "tensorflow"
+        raise CLIError(f"{framework} is not installed; install it with: pip install 'boundary_xg[{extra}]'")
+    import_frameworks([framework])
+    return sys.modules[framework]
+
+
+def framework_of(model: Any) -> str:
+    """``"torch"`` or ``"tensorflow"`` for a loaded model."""
+    for klass in type(model).__mro__:
+        if (klass.__module__ or "").split(".")[0] == "torch":
+            return "torch"
+    return "tensorflow"
+
+
+def load_model(spec: str, weights: Optional[str] = None) -> Tuple[Any, str]:
+    """Load the model named by ``spec``; return ``(model, framework)``.
+
+    Args:
+        spec: a ``.keras`` file, a TorchScript file (``.pt``/``.pth``/``.ts``...),
+            or ``package.module:callable`` (the callable is called without
+            arguments and returns a model; the current directory is importable).
+        weights: with ``module:callable``, a PyTorch state dict (``.pt``/``.pth``,
+            loaded with ``weights_only=True``) or Keras weights (``.weights.h5``).
+
+    Raises:
+        CLIError: missing file, unsupported format, framework not installed,
+            a file that is not what its name says.
+    """
+    if os.path.isfile(spec):
+        low = spec.lower()
+        if low.endswith(".keras"):
+            if weights:
+                raise CLIError("--weights is only used with --model module:callable; a .keras file holds its weights.")
+            _need("tensorflow")
+            import keras
+
+            try:
+                return keras.saving.load_model(spec, safe_mode=True, compile=False), "tensorflow"
+            except Exception as err:
+                raise CLIError(f"could not load Keras model {spec!r} ({_first_line(err)}); save it with model.save('model.keras').") from err
+        if low.endswith(TORCHSCRIPT_EXT):
+            if weights:
+                raise CLIError("--weights is only used with --model module:callable; a TorchScript file holds its weights.")
+            torch = _need("torch")
+            try:
+                with warnings.catch_warnings():
+                    # torch 2.10+ marks TorchScript deprecated; it is still the safe format
+                    warnings.simplefilter("ignore", FutureWarning)
+                    return torch.jit.load(spec, map_location="cpu").eval(), "torch"
+            except Exception as err:
+                raise CLIError(
+                    f"{spec!r} is not a TorchScript file ({_first_line(err)}); save the model with "
+                    "torch.jit.save(torch.jit.script(model), 'model.pt'), or for a state dict pass "
+                    "--model module:callable --weights FILE."
+                ) from err
+        raise CLIError(
+            f"unsupported model file {spec!r}; use a .keras file, a TorchScript file (.pt), or "
+            "module:callable."
+        )
+    if ":" in spec and not os.path.exists(spec):
+        return _from_callable(spec, weights)
+    raise CLIError(f"model file {spec!r} not found; pass a .keras file, a TorchScript file or module:callable.")
+
+
+def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise CLIError(f"--model {spec!r}: expected module:callable, e.g. mypkg.models:build.")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(mod_name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:  # before importing any framework: a typo should fail fast
+        raise CLIError(f"could not import module {mod_name!r} (not found); check the name and that it is on the path.")
+    # torch first, whatever the module imports afterwards
+    import_frameworks([n for n in ("torch", "tensorflow") if importlib.util.find_spec(n)])
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise CLIError(f"could not import module {mod_name!r} ({_first_line(err)}); check the name and that it is on the path.") from err
+    fn = mod
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise CLIError(f"module {mod_name!r} has no attribute {attr!r}.")
+        fn = getattr(fn, part)
+    model = fn() if callable(fn) and not _is_model(fn) else fn
+    fw = framework_of(model)
+    if weights:
+        if not os.path.isfile(weights):
+            raise CLIError(f"weights file {weights!r} not found.")
+        if fw == "torch":
+            torch = sys.modules["torch"]
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+                model.load_state_dict(state)
+            except Exception as err:
+                raise CLIError(f"could not load state dict {weights!r} ({_first_line(err)}); save it with torch.save(model.state_dict(), FILE).") from err
+            model.eval()
+        else:
+            try:
+                model.load_weights(weights)
+            except Exception as err:
+                raise CLIError(f"could not load Keras weights {weights!r} ({_first_line(err)}).") from err
+    return model, fw
+
+
+def _is_model(obj: Any) -> bool:
+    root = (type(obj).__module__ or "").split(".")[0]
+    return root in ("torch", "keras", "tensorflow")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def load_images(
+    paths: Sequence[str],
+    framework: str,
+    size: Optional[Tuple[int, int]] = None,
+    grayscale: bool = False,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Read images into a batch in the framework's layout.
+
+    Args:
+        paths: PNG / JPEG files (scaled to [0, 1]), or one ``.npy`` batch already
+            in the model's layout (``(N, C, H, W)`` for torch, ``(N, H, W, C)`` for
+            Keras; one example without the batch axis also works).
+        framework: ``"torch"`` (NCHW) or ``"tensorflow"`` (NHWC).
+        size: ``(H, W)`` to resize image files to.
+        grayscale: read image files as one channel.
+        mean, std: per-channel normalisation ``(x - mean) / std`` (one value or one per channel).
+
+    Returns:
+        ``(x, shown, names)``: the model input (float32), the images before
+        normalisation (for display) and one name per example.
+
+    Raises:
+        CLIError: missing file, unsupported format, images of different sizes.
+    """
+    if not paths:
+        raise CLIError("no images given; pass --images FILE.png ... or --images batch.npy.")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise CLIError(f"image file {p!r} not found.")
+    channels_first = framework == "torch"
+    if len(paths) == 1 and paths[0].lower().endswith(".npy"):
+        try:
+            x = np.load(paths[0], allow_pickle=False)
+        except Exception as err:
+            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({_first_line(err)}).") from err
+        if x.dtype.kind not in "biuf":
+            raise CLIError(f"{paths[0]!r} holds dtype {x.dtype}; expected numbers.")
+        x = x.astype(np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        names = [f"{os.path.basename(paths[0])}[{i}]" for i in range(len(x))]
+    else:
+        bad = [p for p in paths if not p.lower().endswith(IMAGE_EXT)]
+        if bad:
+            raise CLIError(f"unsupported image file {bad[0]!r}; use PNG/JPEG files or one .npy batch.")
+        from PIL import Image
+
+        arrs = []
+        for p in paths:
+            try:
+                im = Image.open(p).convert("L" if grayscale else "RGB")
+            except Exception as err:
+                raise CLIError(f"could not read image {p!r} ({_first_line(err)}).") from err
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+            arrs.append(a[..., None] if a.ndim == 2 else a)
+        shapes = {a.shape for a in arrs}
+        if len(shapes) > 1:
+            raise CLIError(f"the images have different sizes {sorted(shapes)}; pass --size H,W to resize them.")
+        x = np.stack(arrs)  # NHWC
+        if channels_first:
+            x = np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
+        names = [os.path.basename(p) for p in paths]
+    shown = x.copy()
+    if mean is not None or std is not None:
+        cax = 1 if channels_first else x.ndim - 1
+        c = x.shape[cax] if x.ndim == 4 else 1
+        shape = [1] * x.ndim
+        if x.ndim == 4:
+            shape[cax] = c
+        m = _per_channel(mean, 0.0, c, "--mean").reshape(shape)
+        s = _per_channel(std, 1.0, c, "--std").reshape(shape)
+        if np.any(s == 0):
+            raise CLIError("--std holds a zero; expected positive values.")
+        x = (x - m) / s
+    return x.astype(np.float32), shown, names
+
+
+def _per_channel(values: Optional[Sequence[float]], default: float, c: int, flag: str) -> np.ndarray:
+    if values is None:
+        return np.full(c, default, np.float32)
+    v = np.asarray(values, np.float32).reshape(-1)
+    if v.size == 1:
+        return np.full(c, float(v[0]), np.float32)
+    if v.size != c:
+        raise CLIError(f"{flag} has {v.size} values but the images have {c} channels; give 1 or {c}.")
+    return v

@@ -1,0 +1,113 @@
+"""Composites of the boundary search, written once over the backend primitives.
+
+Per-example norms, the steepest-ascent direction of a norm, projections onto
+norm balls, clipping to (per-channel) bounds, random starts and the attack
+losses. Every function takes the backend ``B`` first and works on batches
+``(N, ...)``; per-example scalars have shape ``(N,)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import Backend
+from ..ops import expand_rows
+
+NORMS = ("l2", "linf")
+_TINY = 1e-12
+
+
+def flat_axes(B: Backend, t: Any) -> tuple:
+    """Every axis but the batch axis."""
+    return tuple(range(1, len(t.shape)))  # rank only: shapes may be unknown under tf.function
+
+
+def per_sample_norm(B: Backend, t: Any, norm: str = "l2") -> Any:
+    """``||t_n||`` over all but the batch axis, shape ``(N,)`` (``norm``: "l2" or "linf")."""
+    if norm == "l2":
+        return B.sqrt(B.sum(t * t, axis=flat_axes(B, t)))
+    return B.max(B.abs(t), axis=flat_axes(B, t))
+
+
+def l2_distance(B: Backend, a: Any, b: Any) -> Any:
+    """Per-example L2 distance between two batches, shape ``(N,)``."""
+    return per_sample_norm(B, a - b, "l2")
+
+
+def ascent_direction(B: Backend, g: Any, norm: str) -> Any:
+    """The unit step of steepest ascent: ``g / ||g||_2`` (L2) or ``sign(g)`` (Linf)."""
+    if norm == "l2":
+        n = per_sample_norm(B, g, "l2")
+        return g / expand_rows(B, B.maximum(n, B.zeros_like(n) + _TINY), len(g.shape))
+    return B.sign(g)
+
+
+def project(B: Backend, delta: Any, eps: Any, norm: str) -> Any:
+    """Project perturbations onto the ``eps`` ball (``eps`` a scalar tensor or ``(N,)``)."""
+    nd = len(delta.shape)
+    if norm == "l2":
+        n = per_sample_norm(B, delta, "l2")
+        factor = B.minimum(eps / B.maximum(n, B.zeros_like(n) + _TINY), B.zeros_like(n) + 1.0)
+        return delta * expand_rows(B, factor, nd)
+    e = expand_rows(B, eps, nd)
+    return B.maximum(B.minimum(delta, e), -e)
+
+
+def clip_to(B: Backend, t: Any, lo: Any, hi: Any) -> Any:
+    """Clip ``t`` into ``[lo, hi]`` (tensors broadcastable to ``t``; may be infinite)."""
+    return B.maximum(B.minimum(t, hi), lo)
+
+
+def random_start(B: Backend, rng: Any, x: Any, eps: Any, norm: str) -> Any:
+    """A uniform random perturbation in the ``eps`` ball around ``x`` (not yet clipped).
+
+    L2: uniform in the ball, drawn as the first ``n`` coordinates of a uniform
+    point on the unit sphere of dimension ``n + 2`` (in high dimension it lies
+    almost on the sphere, as in foolbox). Linf: ``U(-eps, eps)`` per coordinate.
+    """
+    shape = B.shape(x)
+    nd = len(shape)
+    if norm == "l2":
+        n = 1
+        for d in shape[1:]:
+            n *= d
+        z = B.normal(rng, (shape[0], n + 2), like=x)
+        z = z / expand_rows(B, per_sample_norm(B, z, "l2"), 2)
+        u = B.reshape(z[:, :n], shape)
+        return u * expand_rows(B, eps, nd)
+    u = B.uniform(rng, shape, like=x) * 2.0 - 1.0
+    return u * expand_rows(B, eps, nd)
+
+
+def cross_entropy(B: Backend, logits: Any, labels: Any) -> Any:
+    """Per-example cross-entropy of ``labels`` on ``logits`` (the PGD loss), ``(N,)``."""
+    return B.logsumexp(logits, axis=1) - B.take_along_axis(logits, labels)
+
+
+def margin(B: Backend, logits: Any, onehot: Any) -> Any:
+    """``F_y - max_{j != y} F_j`` per example (the CW loss term), ``(N,)``."""
+    own = B.sum(logits * onehot, axis=1)
+    other = B.max(logits - onehot * 1e9, axis=1)
+    return own - other
+
+
+def misclassified(B: Backend, logits: Any, labels: Any) -> Any:
+    """Boolean ``(N,)``: the model's top class differs from ``labels``."""
+    return B.not_equal(B.argmax(logits, axis=1), labels)
+
+
+class Cost:
+    """Counts the model rows actually run: ``passes`` forward+backward, ``forwards`` forward only.
+
+    Counted on the host from shapes (never from tensor values), so counting
+    costs no synchronisation.
+    """
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.forwards = 0
+
+
+def put_rows(B: Backend, full: Any, rows: Any, values: Any) -> Any:
+    """``full`` with the rows at indices ``rows`` replaced by ``values`` (a new tensor)."""
+    return B.index_add(full, rows, values - B.gather(full, rows))

@@ -1,0 +1,472 @@
+"""DeepLIFT (Rescale) in both backends.
+
+Oracles: Captum's DeepLift where it is correct (distinct, non-in-place
+activation modules), summation-to-delta, the same NumPy weights in torch and
+Keras, hand-computed max-pooling cases, and equalities between models that
+compute the same function in different ways (reused vs distinct ReLU objects,
+in-place vs functional activations, PReLU(a) vs LeakyReLU(a)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import build_cnn, needs_both, needs_captum, needs_tf, needs_torch, to_nchw
+
+import boundary_xg as bxg
+from boundary_xg.errors import MethodError
+from boundary_xg.testing import models as tm
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
+BASE = (0.3 * RNG.standard_normal((4, 3, 8, 8))).astype(np.float32)
+Y = np.array([0, 1, 2, 3])
+
+
+def _dl(model, x, labels, **kw):
+    return bxg.attribute(model, x, labels, method="DeepLIFT", **kw)
+
+
+def _assert_summation(gap, delta, rtol=1e-5):
+    """Summation-to-delta to ``rtol`` relative (float32), with a floor for tiny deltas."""
+    gap, delta = np.asarray(gap), np.asarray(delta)
+    assert np.all(np.abs(gap) <= rtol * np.maximum(np.abs(delta), 1e-2)), (gap, delta)
+
+
+# --- PyTorch ---------------------------------------------------------------------------
+def _torch_mlp(act_factory, seed=0, features=6, hidden=10, classes=3):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(features, hidden), act_factory(), nn.Linear(hidden, hidden), act_factory(),
+        nn.Linear(hidden, classes),
+    ).eval()
+
+
+@needs_captum
+@pytest.mark.parametrize("act", ["relu", "leaky", "elu", "sigmoid", "tanh", "softplus"])
+def test_torch_matches_captum_mlp(act):
+    import torch
+    from captum.attr import DeepLift
+    from torch import nn
+
+    factory = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU,
+               "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": nn.Softplus}[act]
+    model = _torch_mlp(factory)
+    x = torch.from_numpy(RNG.standard_normal((5, 6)).astype(np.float32))
+    b = torch.from_numpy(RNG.standard_normal((5, 6)).astype(np.float32))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    ours = _dl(model, x, y, baseline=b)
+    ref = DeepLift(model).attribute(x, baselines=b, target=y)
+    np.testing.assert_allclose(ours.detach().numpy(), ref.detach().numpy(), atol=1e-5)
+
+
+@needs_captum
+def test_torch_matches_captum_cnn_with_maxpool():
+    import torch
+    from captum.attr import DeepLift
+
+    model, _ = build_cnn("torch", seed=0)
+    zero = torch.zeros(4, 3, 8, 8)
+    ref, ref_gap = DeepLift(model).attribute(torch.from_numpy(X), baselines=zero,
+                                             target=torch.from_numpy(Y), return_convergence_delta=True)
+    assert ref_gap.abs().max() < 1e-5  # Captum is correct here, so it is an oracle
+    ours = _dl(model, X, Y, baseline=0.0)
+    np.testing.assert_allclose(ours, ref.detach().numpy(), atol=1e-5)
+
+
+@needs_captum
+def test_torch_max_pool_keeps_summation_where_captum_loses_it():
+    import torch
+    from captum.attr import DeepLift
+
+    # after a ReLU, both halves are often 0 at x's maximum: Captum falls back to the gradient there and loses summation-to-delta; our rule keeps it
+    model, _ = build_cnn("torch", seed=3)
+    _, ref_gap = DeepLift(model).attribute(torch.from_numpy(X), baselines=torch.from_numpy(BASE),
+                                           target=torch.from_numpy(Y), return_convergence_delta=True)
+    _, gap = _dl(model, X, Y, baseline=BASE, return_gap=True)
+    assert ref_gap.abs().max() > 1e-2
+    assert np.abs(gap).max() < 1e-5
+
+
+def _residual_pair():
+    """The same residual block twice: one reusing one in-place ReLU object with
+    functional calls and an in-place residual addition, one with distinct
+    non-in-place ReLU modules (the form Captum handles)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Reused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+            self.conv1b = nn.Conv2d(4, 4, 3, padding=1)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.proj = nn.Conv2d(3, 4, 1)
+            self.mid = nn.Conv2d(4, 4, 1)
+            self.relu = nn.ReLU(inplace=True)
+            self.fc = nn.Linear(4 * 4 * 4, 5)
+
+        def forward(self, x):
+            out = self.relu(self.conv1(x))
+            out = F.relu(self.conv1b(out))               # functional F.relu
+            out = self.conv2(out)
+            out += self.proj(x)                          # in-place residual addition
+            out = self.relu(out)                         # the same in-place ReLU object again
+            out = F.avg_pool2d(out, 2)
+            return self.fc(torch.relu(self.mid(out) - 0.1).flatten(1))  # torch.relu
+
+    class Distinct(nn.Module):
+        def __init__(self, src):
+            super().__init__()
+            for name in ("conv1", "conv1b", "conv2", "proj", "mid", "fc"):
+                setattr(self, name, getattr(src, name))
+            self.r1, self.r2, self.r3, self.r4 = nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()
+            self.pool = nn.AvgPool2d(2)
+
+        def forward(self, x):
+            out = self.r2(self.conv1b(self.r1(self.conv1(x))))
+            out = self.pool(self.r3(self.conv2(out) + self.proj(x)))
+            return self.fc(self.r4(self.mid(out) - 0.1).flatten(1))
+
+    torch.manual_seed(0)
+    reused = Reused().eval()
+    return reused, Distinct(reused).eval()
+
+
+@needs_captum
+def test_torch_reused_inplace_functional_relus_match_distinct_and_captum():
+    import torch
+    from captum.attr import DeepLift
+
+    reused, distinct = _residual_pair()
+    x, b = X[:, :, :8, :8], BASE
+    a_reused, gap = _dl(reused, x, Y, baseline=b, return_gap=True)
+    a_distinct = _dl(distinct, x, Y, baseline=b)
+    np.testing.assert_allclose(a_reused, a_distinct, atol=1e-6)
+    ref, ref_gap = DeepLift(distinct).attribute(
+        torch.from_numpy(x), baselines=torch.from_numpy(b), target=torch.from_numpy(Y),
+        return_convergence_delta=True)
+    assert ref_gap.abs().max() < 1e-5
+    np.testing.assert_allclose(a_distinct, ref.detach().numpy(), atol=1e-5)
+    with torch.no_grad():
+        fx, fb = reused(torch.from_numpy(x)), reused(torch.from_numpy(b))
+    delta = (fx - fb).numpy()[np.arange(4), Y]
+    _assert_summation(gap, delta)
+
+
+@needs_torch
+def test_torch_max_pool_rule_hand_computed():
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.MaxPool2d(2), nn.Flatten()).eval()
+    # x's maximum is 3 at (0,1), where delta_in = 3 - 0 = 3, and delta_out = 3 - 4
+    # = -1: multiplier -1/3 at (0,1), attribution -1 there, 0 elsewhere
+    x = np.array([[[[1, 3], [2, 0]]]], np.float32)
+    b = np.array([[[[4, 0], [0, 1]]]], np.float32)
+    expected = np.array([[[[0, -1], [0, 0]]]], np.float32)
+    np.testing.assert_allclose(_dl(model, x, [0], baseline=b), expected, atol=1e-7)
+    # x's maximum (all 0, a tie) has delta_in = 0 wherever torch puts it except at
+    # (0,1): the difference -2 goes to the baseline's maximum (0,1)
+    x0 = np.zeros((1, 1, 2, 2), np.float32)
+    b0 = np.array([[[[0, 2], [0, 0]]]], np.float32)
+    attr, gap = _dl(model, x0, [0], baseline=b0, return_gap=True)
+    np.testing.assert_allclose(attr, [[[[0, -2], [0, 0]]]], atol=1e-7)
+    assert abs(float(gap[0])) < 1e-7
+    # overlapping windows (3x3, stride 1 on 3x4): the routed differences add up
+    m2 = nn.Sequential(nn.MaxPool2d(3, stride=1), nn.Flatten(), nn.Linear(2, 1)).eval()
+    with torch.no_grad():
+        m2[2].weight.copy_(torch.tensor([[1.0, 2.0]]))
+        m2[2].bias.zero_()
+    x2 = np.zeros((1, 1, 3, 4), np.float32)
+    x2[0, 0, 1, 1] = 5.0  # the maximum of both windows for x; the baseline is 0
+    attr = _dl(m2, x2, [0], baseline=np.zeros_like(x2))
+    expected = np.zeros_like(x2)
+    expected[0, 0, 1, 1] = 15.0  # 1 * 5 + 2 * 5, all at the one element
+    np.testing.assert_allclose(attr, expected, atol=1e-6)
+
+
+@needs_torch
+def test_torch_resnet18_summation_to_delta():
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    b = 0.2 * torch.randn(2, 3, 64, 64)
+    y = torch.tensor([1, 7])
+    attr, gap = _dl(model, x, y, baseline=b, return_gap=True)
+    with torch.no_grad():
+        delta = (model(x) - model(b))[torch.arange(2), y]
+    assert attr.shape == x.shape
+    _assert_summation(gap.numpy(), delta.numpy())
+
+
+@needs_torch
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["vgg11_bn", "mobilenet_v2", "densenet121"])
+def test_torch_torchvision_summation_to_delta(arch):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(num_classes=10).eval()
+    # random BN statistics make batch norm a non-trivial affine map
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    b = 0.2 * torch.randn(2, 3, 64, 64)
+    y = torch.tensor([1, 7])
+    _, gap = _dl(model, x, y, baseline=b, return_gap=True)
+    with torch.no_grad():
+        delta = (model(x) - model(b))[torch.arange(2), y]
+    _assert_summation(gap.numpy(), delta.numpy())
+
+
+@needs_torch
+def test_torch_chunking_and_aliases_agree():
+    model, _ = build_cnn("torch", seed=1)
+    whole = _dl(model, X, Y, baseline=BASE)
+    chunked = bxg.attribute(model, X, Y, method="dl", baseline=BASE, batch_size=2)
+    np.testing.assert_allclose(whole, chunked, atol=1e-6)
+    zero = bxg.attribute(model, X, Y, method="rescale")
+    np.testing.assert_allclose(zero, _dl(model, X, Y, baseline=np.zeros_like(X)), atol=1e-7)
+
+
+def _torch_state(model):
+    import torch
+
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [(m.training, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+         for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        torch._C._len_torch_function_stack(),
+    )
+
+
+def _same_torch_state(a, b):
+    import torch
+
+    assert a[1:] == b[1:]
+    assert all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+
+
+@needs_torch
+def test_torch_model_unchanged_after_call_and_error():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    model, _ = build_cnn("torch", seed=0)
+    model.train()
+    model[1].training = False  # mixed flags must survive too
+    before = _torch_state(model)
+    _dl(model, X, Y, baseline=BASE)
+    _same_torch_state(before, _torch_state(model))
+    assert torch._C._len_torch_function_stack() == 0
+
+    class SoftmaxInside(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.b(F.softmax(self.a(x), dim=1))
+
+    bad = SoftmaxInside().eval()
+    before = _torch_state(bad)
+    with pytest.raises(MethodError, match="softmax"):
+        _dl(bad, RNG.standard_normal((2, 6)).astype(np.float32), [0, 1])
+    _same_torch_state(before, _torch_state(bad))
+    assert torch._C._len_torch_function_stack() == 0
+
+
+# --- Keras / TensorFlow -----------------------------------------------------------------
+def _mlp_weights(seed=0, features=6, hidden=10, classes=3):
+    rng = np.random.default_rng(seed)
+    shapes = [(hidden, features), (hidden, hidden), (classes, hidden)]
+    return [((rng.standard_normal(s) / np.sqrt(s[1])).astype(np.float32),
+             (0.1 * rng.standard_normal(s[0])).astype(np.float32)) for s in shapes]
+
+
+def _torch_mlp_from(weights, act):
+    import torch
+    from torch import nn
+
+    layers = []
+    for i, (w, bias) in enumerate(weights):
+        lin = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(bias))
+        layers.append(lin)
+        if i < len(weights) - 1:
+            layers.append(act())
+    return nn.Sequential(*layers).eval()
+
+
+def _keras_mlp(weights, style):
+    """The same MLP in Keras with its ReLUs expressed in ``style``."""
+    import keras
+
+    L = keras.layers
+    (w1, b1), (w2, b2), (w3, b3) = weights
+    if style == "ops":
+        class Sub(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.d1, self.d2, self.d3 = L.Dense(10), L.Dense(10), L.Dense(3)
+
+            def call(self, x):
+                return self.d3(keras.ops.relu(self.d2(keras.ops.relu(self.d1(x)))))
+
+        model = Sub()
+        model(np.zeros((1, 6), np.float32))
+        dense = [model.d1, model.d2, model.d3]
+    else:
+        def act():
+            return {"layer": L.ReLU, "activation": lambda: L.Activation("relu"),
+                    "leaky": lambda: L.LeakyReLU(negative_slope=0.2),
+                    "prelu": lambda: L.PReLU(alpha_initializer=keras.initializers.Constant(0.2))}[style]()
+
+        if style == "dense":
+            dense = [L.Dense(10, activation="relu"), L.Dense(10, activation="relu"), L.Dense(3)]
+            model = keras.Sequential([keras.Input((6,))] + dense)
+        else:
+            dense = [L.Dense(10), L.Dense(10), L.Dense(3)]
+            model = keras.Sequential([keras.Input((6,)), dense[0], act(), dense[1], act(), dense[2]])
+    for layer, (w, bias) in zip(dense, weights):
+        layer.set_weights([w.T, bias])
+    return model
+
+
+@needs_tf
+@needs_captum
+@pytest.mark.parametrize("style", ["dense", "layer", "activation", "ops", "leaky", "prelu"])
+def test_keras_activation_styles_match_captum(style):
+    import torch
+    from captum.attr import DeepLift
+    from torch import nn
+
+    weights = _mlp_weights(seed=2)
+    act = (lambda: nn.LeakyReLU(0.2)) if style in ("leaky", "prelu") else nn.ReLU
+    x = RNG.standard_normal((5, 6)).astype(np.float32)
+    b = RNG.standard_normal((5, 6)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1])
+    ref = DeepLift(_torch_mlp_from(weights, act)).attribute(
+        torch.from_numpy(x), baselines=torch.from_numpy(b), target=torch.from_numpy(y)).detach().numpy()
+    ours = _dl(_keras_mlp(weights, style), x, y, baseline=b)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@needs_tf
+def test_keras_max_pool_rule_hand_computed():
+    import keras
+
+    model = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.MaxPooling2D(2), keras.layers.Flatten()])
+    x = np.array([[1, 3], [2, 0]], np.float32).reshape(1, 2, 2, 1)
+    b = np.array([[4, 0], [0, 1]], np.float32).reshape(1, 2, 2, 1)
+    np.testing.assert_allclose(_dl(model, x, [0], baseline=b).reshape(2, 2), [[0, -1], [0, 0]], atol=1e-7)
+    x0 = np.zeros((1, 2, 2, 1), np.float32)
+    b0 = np.array([[0, 2], [0, 0]], np.float32).reshape(1, 2, 2, 1)
+    attr, gap = _dl(model, x0, [0], baseline=b0, return_gap=True)
+    np.testing.assert_allclose(attr.reshape(2, 2), [[0, -2], [0, 0]], atol=1e-7)
+    assert abs(float(gap[0])) < 1e-7
+
+
+@needs_both
+@pytest.mark.parametrize("bias", [True, False])
+def test_cross_backend_same_weights(bias):
+    out = {}
+    for backend in ("torch", "tensorflow"):
+        model, make_input = build_cnn(backend, seed=5, bias=bias)
+        attr, gap = _dl(model, make_input(X), Y, baseline=make_input(BASE), return_gap=True)
+        out[backend] = to_nchw(backend, attr)
+        assert np.all(np.abs(gap) < 1e-5)
+    np.testing.assert_allclose(out["torch"], out["tensorflow"], atol=1e-4)
+
+
+def _keras_state(model):
+    import keras
+    import tensorflow as tf
+
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    return (
+        [(id(l), getattr(l, "activation", None), "call" in l.__dict__) for l in layers],
+        [w.numpy().copy() for w in model.weights],
+        (keras.ops.relu, keras.ops.max_pool, keras.ops.softmax, keras.activations.relu, tf.nn.relu),
+    )
+
+
+def _same_keras_state(a, b):
+    assert a[0] == b[0] and a[2] == b[2]
+    assert all(np.array_equal(u, v) for u, v in zip(a[1], b[1]))
+
+
+@needs_tf
+def test_keras_model_unchanged_after_call_and_error():
+    import keras
+
+    model, make_input = build_cnn("tensorflow", seed=0)
+    dense_relu = _keras_mlp(_mlp_weights(), "dense")
+    for m, x in ((model, make_input(X)), (dense_relu, RNG.standard_normal((3, 6)).astype(np.float32))):
+        before = _keras_state(m)
+        _dl(m, x, [0, 1, 2, 0][: len(x)])
+        _same_keras_state(before, _keras_state(m))
+
+    L = keras.layers
+    inner = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="relu"), L.Softmax(name="mid_softmax"),
+                              L.Dense(3)])
+    before = _keras_state(inner)
+    with pytest.raises(MethodError, match="mid_softmax"):
+        _dl(inner, RNG.standard_normal((2, 6)).astype(np.float32), [0, 1])
+    _same_keras_state(before, _keras_state(inner))
+
+    class OpsSoftmax(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d1, self.d2 = L.Dense(4, activation="relu"), L.Dense(3)
+
+        def call(self, x):
+            return self.d2(keras.ops.softmax(self.d1(x)))
+
+    sub = OpsSoftmax()
+    sub(np.zeros((1, 6), np.float32))
+    before = _keras_state(sub)
+    with pytest.raises(MethodError, match="softmax"):
+        _dl(sub, RNG.standard_normal((2, 6)).astype(np.float32), [0, 1])
+    _same_keras_state(before, _keras_state(sub))
+
+
+@needs_tf
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["ResNet50", "MobileNetV2"])
+def test_keras_applications_summation_to_delta(arch):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, arch)(weights=None, input_shape=(64, 64, 3), classes=10)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 64, 64, 3)).astype(np.float32)
+    b = (0.2 * rng.standard_normal((2, 64, 64, 3))).astype(np.float32)
+    y = np.array([1, 7])
+    with pytest.warns(UserWarning):  # the final softmax is switched off
+        _, gap = _dl(model, x, y, baseline=b, return_gap=True)
+    # F_y(x) - F_y(b) on the pre-softmax logits
+    last = model.layers[-1]
+    last.activation, act = keras.activations.linear, last.activation
+    try:
+        logits = model(np.concatenate([x, b]), training=False).numpy()
+    finally:
+        last.activation = act
+    delta = logits[[0, 1], y] - logits[[2, 3], y]
+    _assert_summation(gap, delta)

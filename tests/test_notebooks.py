@@ -1,0 +1,62 @@
+"""The example notebooks run top to bottom (nbclient, the current interpreter's kernel).
+
+They are executed from the committed files, so a notebook that no longer runs
+against the package fails here; their outputs are checked for the figures that
+must hold whatever the random state (XG equals IG on the X-model).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_tf, needs_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+
+def run_notebook(name: str, monkeypatch) -> str:
+    # the kernel inherits this environment: one thread per op suits the tiny models
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.delenv("BXG_ONLINE", raising=False)
+    nb = nbformat.read(str(ROOT / name), as_version=4)
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    text = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.output_type != "error", f"{out.get('ename')}: {out.get('evalue')}"
+            text.append(out.get("text", ""))
+    return "\n".join(text)
+
+
+def check(text: str) -> None:
+    assert "accuracy on 360 held-out digits" in text
+    m = re.search(r"X-model\s*: XG vs IG relative L1 difference ([0-9.e+-]+)", text)
+    assert m and float(m.group(1)) < 1e-4, text
+    assert "skipped: set BXG_ONLINE=1" in text
+
+
+@needs_torch
+def test_example_pytorch(monkeypatch):
+    check(run_notebook("example_pytorch.ipynb", monkeypatch))
+
+
+@needs_tf
+def test_example_tensorflow(monkeypatch):
+    check(run_notebook("example_tensorflow.ipynb", monkeypatch))
+
+
+def test_notebooks_are_committed_with_outputs():
+    for name in ("example_pytorch.ipynb", "example_tensorflow.ipynb"):
+        nb = nbformat.read(str(ROOT / name), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code and all(c.get("outputs") for c in code), f"{name}: run scripts/make_notebooks.py --execute"

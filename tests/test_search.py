@@ -1,0 +1,233 @@
+"""The boundary search: analytic oracle (linear classifier), invariants, errors, backends."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import boundary_xg as bxg
+from boundary_xg.errors import InputError
+from boundary_xg.search.pipeline import AlreadyMisclassifiedWarning, BoundaryNotFoundWarning
+from boundary_xg.testing import models as tm
+from conftest import BACKENDS, build_cnn, needs_both, needs_torch
+
+FEATURES, CLASSES = 12, 4
+
+
+def _linear(backend, seed=0):
+    w = tm.linear_weights(seed, features=FEATURES, classes=CLASSES)
+    model = tm.torch_linear(w) if backend == "torch" else tm.keras_linear(w)
+    return model, w["weight"].astype(np.float64), w["bias"].astype(np.float64)
+
+
+def _exact_distance(x, y, W, b):
+    """Closed form: distance to the nearest boundary of a linear classifier, no box."""
+    return np.array([
+        min((xi @ (W[yi] - W[j]) + b[yi] - b[j]) / np.linalg.norm(W[yi] - W[j])
+            for j in range(W.shape[0]) if j != yi)
+        for xi, yi in zip(x.astype(np.float64), y)
+    ])
+
+
+def _data(n=8, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, FEATURES)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_distance_matches_closed_form(backend):
+    model, W, b = _linear(backend)
+    x = _data()
+    y = (x @ W.T + b).argmax(1)
+    res = bxg.find_boundary(model, x, y, attacks=[
+        bxg.PGD(eps=[0.25, 0.5, 1, 2, 4], steps=20), bxg.CW(steps=100, step_size=0.05)])
+    exact = _exact_distance(x, y, W, b)
+    assert res.found.all()
+    np.testing.assert_allclose(res.distances, exact, rtol=0.05)
+    # every found point is misclassified (NumPy oracle of the same weights)
+    assert np.all((res.points @ W.T + b).argmax(1) != y)
+    np.testing.assert_allclose(res.distances, np.linalg.norm(res.points - x, axis=1), rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.BoundaryNotFoundWarning")
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pgd_points_within_eps_and_bounds(backend, norm, images):
+    model, conv = build_cnn(backend)
+    x = conv(np.clip(images, -1.5, 1.5))
+    lo = np.array([-1.6, -1.7, -1.8], np.float32)
+    hi = np.array([1.6, 1.7, 1.8], np.float32)
+    shape = (3, 1, 1) if backend == "torch" else (3,)
+    eps = 0.8 if norm == "l2" else 0.1
+    res = bxg.find_boundary(model, x, None, attacks=[bxg.PGD(eps=[eps], steps=10, norm=norm)],
+                            bounds=(lo.reshape(shape), hi.reshape(shape)), progress=False)
+    d = (res.points - x).reshape(len(x), -1)
+    size = np.linalg.norm(d, axis=1) if norm == "l2" else np.abs(d).max(axis=1)
+    assert np.all(size <= eps * (1 + 1e-5))
+    assert np.all(res.points >= lo.reshape(shape) - 1e-6) and np.all(res.points <= hi.reshape(shape) + 1e-6)
+    assert res.found.any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_not_found_and_already_misclassified_are_reported(backend):
+    model, W, b = _linear(backend)
+    x = _data(4)
+    y = (x @ W.T + b).argmax(1)
+    y[0] = (y[0] + 1) % CLASSES  # the model already disagrees with this label
+    with pytest.warns(AlreadyMisclassifiedWarning, match="1 of 4"):
+        with pytest.warns(BoundaryNotFoundWarning, match="3 of 4"):
+            res = bxg.find_boundary(model, x, y, attacks=[bxg.PGD(eps=[1e-3], steps=2)])
+    assert res.found.tolist() == [True, False, False, False]
+    assert res.distances[0] == 0 and np.all(np.isinf(res.distances[1:]))
+    np.testing.assert_array_equal(res.points, x)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eps=[-0.1, 0.2]), "eps"),
+    (dict(eps=[0.5, 0.2]), "increasing"),
+    (dict(eps=0.0), "eps"),
+    (dict(norm="l3"), "norm"),
+    (dict(steps=0), "steps"),
+    (dict(step_size=-1.0), "step_size"),
+])
+def test_pgd_rejects_bad_settings(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        bxg.PGD(**kwargs)
+
+
+def test_cw_rejects_bad_settings():
+    with pytest.raises(InputError, match="steps"):
+        bxg.CW(steps=0)
+    with pytest.raises(InputError, match="step_size"):
+        bxg.CW(step_size=0)
+
+
+@needs_torch
+@pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.BoundaryNotFoundWarning")
+def test_bounds_must_contain_x_and_model_unchanged():
+    import torch
+
+    model, W, b = _linear("torch")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _data(3)
+    with pytest.raises(InputError, match="do not contain x"):
+        bxg.find_boundary(model, x, None, bounds=(-0.5, 0.5))
+    with pytest.raises(InputError, match="attacks"):
+        bxg.find_boundary(model, x, None, attacks=["pgd"])
+    bxg.find_boundary(model, x, None, attacks=[bxg.PGD(eps=[1.0, 2.0], steps=5), bxg.CW(steps=5, binary_search_steps=2)])
+    assert model.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+@needs_torch
+def test_masking_and_compaction_agree_on_validity():
+    """Both strategies return misclassified points at the smallest successful radius."""
+    import torch
+
+    from boundary_xg.backends import get_backend
+    from boundary_xg.search.pgd import pgd_search
+    from boundary_xg.search._ops import Cost
+
+    model, W, b = _linear("torch")
+    B = get_backend("torch")
+    x = torch.from_numpy(_data(8))
+    y = torch.from_numpy((x.numpy() @ W.T + b).argmax(1))
+    atk = bxg.PGD(eps=[0.5, 1, 2, 4], steps=10)
+    lo, hi = torch.tensor(-np.inf).reshape(1, 1), torch.tensor(np.inf).reshape(1, 1)
+    out = {}
+    for compact in (True, False):
+        pts, found = pgd_search(B, model, atk, x, y, lo, hi, B.rng(0, x), Cost(), compact)
+        pts, found = pts.detach().numpy(), found.numpy()
+        assert np.all((pts[found] @ W.T + b).argmax(1) != y.numpy()[found])
+        out[compact] = found
+    assert out[True].all() and out[False].all()
+
+
+@needs_both
+def test_torch_and_tensorflow_find_similar_distances(images):
+    xs, ds = {}, {}
+    for backend in ("torch", "tensorflow"):
+        model, conv = build_cnn(backend, seed=3)
+        res = bxg.find_boundary(model, conv(images), None, attacks=[
+            bxg.PGD(eps=[0.25, 0.5, 1.0, 2.0], steps=20), bxg.CW(steps=50, step_size=0.05, binary_search_steps=6)],
+            bounds=(-4.0, 4.0), seed=0)
+        assert res.found.all()
+        ds[backend] = res.distances
+    np.testing.assert_allclose(ds["tensorflow"], ds["torch"], rtol=0.10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cw_informed_constant_matches_closed_form(backend):
+    """CW alone with its default informed constant and early stops: the linear oracle holds."""
+    model, W, b = _linear(backend)
+    x = _data()
+    y = (x @ W.T + b).argmax(1)
+    res = bxg.find_boundary(model, x, y, attacks=[bxg.CW(step_size=0.05, steps=200)])
+    assert res.found.all()
+    np.testing.assert_allclose(res.distances, _exact_distance(x, y, W, b), rtol=0.05)
+    assert np.all((res.points @ W.T + b).argmax(1) != y)
+    ref = bxg.find_boundary(model, x, y, attacks=[
+        bxg.CW(step_size=0.05, steps=200, initial_const=1e-3, const_rtol=0, dist_rtol=0)])
+    assert res.passes < ref.passes / 2  # far fewer binary-search steps
+
+
+@needs_torch
+def test_cw_warm_start_never_returns_a_farther_point():
+    """With PGD's points as the warm start, CW's points are misclassified, never farther, near the oracle."""
+    import torch
+
+    from boundary_xg.backends import get_backend
+    from boundary_xg.search._ops import Cost
+    from boundary_xg.search.cw import cw_search
+
+    model, W, b = _linear("torch")
+    B = get_backend("torch")
+    xn = _data(8)
+    yn = (xn @ W.T + b).argmax(1)
+    exact = _exact_distance(xn, yn, W, b)
+    # a misclassified start far beyond the boundary: the oracle's direction, 3x the distance
+    own = W[yn] - W[[np.argmin([(xi @ (W[yi] - W[j]) + b[yi] - b[j]) / np.linalg.norm(W[yi] - W[j])
+                                if j != yi else np.inf for j in range(CLASSES)]) for xi, yi in zip(xn, yn)]]
+    far = xn - 3 * exact[:, None] * own / np.linalg.norm(own, axis=1, keepdims=True)
+    assert np.all((far @ W.T + b).argmax(1) != yn)
+    x, y = torch.from_numpy(xn), torch.from_numpy(yn)
+    init = (torch.from_numpy(far.astype(np.float32)), torch.ones(8, dtype=torch.bool))
+    lo, hi = torch.tensor(-np.inf).reshape(1, 1), torch.tensor(np.inf).reshape(1, 1)
+    pts, found = cw_search(B, model, bxg.CW(step_size=0.05, steps=200), x, y, lo, hi, CLASSES, Cost(), init=init)
+    pts = pts.detach().numpy()
+    d = np.linalg.norm(pts - xn, axis=1)
+    assert found.all()
+    assert np.all(d <= 3 * exact * (1 + 1e-5))
+    assert np.all((pts @ W.T + b).argmax(1) != yn)
+    np.testing.assert_allclose(d, exact, rtol=0.05)
+
+
+@pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.BoundaryNotFoundWarning")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_radius_bisection_agrees_with_increasing_order(backend):
+    """On a linear model (success monotone in the radius) both orders find the same examples."""
+    model, W, b = _linear(backend)
+    x = _data(8)
+    y = (x @ W.T + b).argmax(1)
+    exact = _exact_distance(x, y, W, b)
+    eps = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
+    out = {}
+    for order in ("bisect", "increasing"):
+        res = bxg.find_boundary(model, x, y, attacks=[bxg.PGD(eps=eps, steps=20, radius_search=order)])
+        f = res.found
+        assert np.all((res.points[f] @ W.T + b).argmax(1) != y[f])
+        assert np.all(res.distances[f] >= exact[f] * (1 - 1e-4))  # never closer than the boundary
+        out[order] = res
+    np.testing.assert_array_equal(out["bisect"].found, out["increasing"].found)
+    assert out["bisect"].passes <= out["increasing"].passes
+
+
+def test_new_settings_are_checked():
+    with pytest.raises(InputError, match="radius_search"):
+        bxg.PGD(radius_search="random")
+    with pytest.raises(InputError, match="const_rtol"):
+        bxg.CW(const_rtol=-1)
+    with pytest.raises(InputError, match="initial_const"):
+        bxg.CW(initial_const=0)
