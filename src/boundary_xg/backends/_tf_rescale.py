@@ -24,9 +24,10 @@ A Rescale version computes the ordinary output and carries a
 ``tf.custom_gradient`` whose gradient is the multiplier
 ``(g(u) - g(u')) / (u - u')`` of the pair (the local gradient where
 ``|u - u'| < 1e-10``). Max pooling routes each window's ``grad * delta_out`` to
-the window's maximum for x, divided there by ``delta_in``; where that
-``|delta_in| < 1e-10`` it goes to the maximum for the baseline instead, and
-where both are that small, the plain gradient is used. These are the rules of
+the window's maximum for x when ``delta_out >= 0`` and to the baseline's maximum
+when ``delta_out < 0``, divided there by ``delta_in`` (never smaller than
+``|delta_out|``, so multipliers lie in [0, 1]); where that divisor is below
+1e-10, the plain gradient is used. These are the rules of
 ``_torch_rescale.py``, so both backends give the same attributions.
 
 Batch norm and dropout in inference mode are linear and need nothing. A
@@ -133,13 +134,13 @@ def _rescale_max_pool(pool: Callable, u: Any) -> Any:
                 with tf.autodiff.ForwardAccumulator(vb, d_in) as acc_b:
                     ob = pool(vb)
                 at_x, at_b = acc_x.jvp(ox), acc_b.jvp(ob)
-                ok_x, ok_b = tf.abs(at_x) >= EPS, tf.abs(at_b) >= EPS
-                one = tf.ones_like(at_x)
-                zero = tf.zeros_like(at_x)
-                v_ = gx * d_out
-                to_x = tf.where(ok_x, v_ / tf.where(ok_x, at_x, one), tf.where(ok_b, zero, gx))
-                to_b = tf.where(tf.logical_and(tf.logical_not(ok_x), ok_b),
-                                v_ / tf.where(ok_b, at_b, one), zero)
+                up = d_out >= 0
+                div = tf.where(up, at_x, at_b)
+                ok = tf.abs(div) >= EPS
+                zero = tf.zeros_like(div)
+                val = gx * d_out / tf.where(ok, div, tf.ones_like(div))
+                to_x = tf.where(ok, tf.where(up, val, zero), gx)
+                to_b = tf.where(tf.logical_and(ok, tf.logical_not(up)), val, zero)
                 with tf.GradientTape(persistent=True) as tape:
                     tape.watch([vx, vb])
                     px, pb = pool(vx), pool(vb)

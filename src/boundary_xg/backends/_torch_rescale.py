@@ -31,17 +31,19 @@ Rules
   gradient ``g'(u)`` where ``|u - u'| < 1e-10`` (the two points coincide, the
   ratio is 0/0). Rescale is well defined for any element-wise function, and
   summation-to-delta holds exactly for it.
-* Max pooling (1-3d, adaptive included): each window's output difference
-  ``out(x) - out(x')`` (times the incoming multiplier) is routed to the window's
-  maximum **for x** and divided there by that element's ``u - u'``; overlapping
-  windows add up. Where that ``|u - u'| < 1e-10`` (common after a ReLU: both
-  are 0) the difference goes to the maximum **for the baseline** instead, and
-  only where both are below 1e-10 (then ``out(x) = out(x')`` up to that) is the
-  plain gradient used, so summation-to-delta holds. Captum's DeepLift routes to
-  one of the two maxima too, but not always to x's (in our experiments it often
-  picks the baseline's), and falls back to the gradient where the divisor is 0,
-  which loses summation-to-delta after ReLUs. The DeepLIFT paper passes the
-  plain gradient through max pooling, which breaks summation-to-delta in general.
+* Max pooling (1-3d, adaptive included): per window, the output difference
+  ``d = max(u) - max(u')`` (times the incoming multiplier) is routed to one
+  element and divided there by that element's ``u - u'``: to the window's
+  maximum **for x** when ``d >= 0``, to the maximum **for the baseline** when
+  ``d < 0``. That divisor is never smaller than ``|d|``, so every multiplier lies
+  in ``[0, 1]`` like a ReLU's, and summation-to-delta holds without dividing by
+  tiny numbers (which in float32 would amplify rounding errors). Overlapping
+  windows add up. Where the divisor is below 1e-10 (then so is ``|d|``) the plain
+  gradient is used. In our experiments Captum's DeepLift gives the same result
+  where it satisfies summation-to-delta; it falls back to the gradient where its
+  divisor is 0 (common after a ReLU, both halves 0), which loses it. The
+  DeepLIFT paper passes the plain gradient through max pooling, which breaks
+  summation-to-delta in general.
 * Linear operations (convolutions, linear layers, average pooling, batch norm and
   dropout in inference mode, reshapes, concatenations, additions) need nothing:
   their gradient is already the multiplier.
@@ -110,12 +112,12 @@ class _Rescale(torch.autograd.Function):
 class _RescaleMaxPool(torch.autograd.Function):
     """Max pooling forward; backward routes each window's ``delta_out`` to one maximum.
 
-    Per window ``j``: ``v_j = grad_j * (out_j(x) - out_j(x'))`` goes to the window's
-    maximum for x, ``i*``, divided by ``delta_in[i*]``; where
-    ``|delta_in[i*]| < EPS`` it goes to the maximum for the baseline, ``k*``,
-    divided by ``delta_in[k*]``; where both are below ``EPS`` (then
-    ``out(x) = out(x')`` up to EPS) the plain gradient goes to ``i*``.
-    Overlapping windows add up.
+    Per window ``j`` with ``d = out_j(x) - out_j(x')``: ``grad_j * d`` goes to the
+    window's maximum for x, ``i*``, when ``d >= 0`` and to the maximum for the
+    baseline, ``k*``, when ``d < 0``, divided by that element's ``delta_in``. The
+    divisor is at least ``|d|`` (``delta_in[i*] >= d`` and ``delta_in[k*] <= d``),
+    so every multiplier lies in ``[0, 1]``. Where the divisor is below ``EPS`` (so
+    is ``|d|``) the plain gradient goes to ``i*``. Overlapping windows add up.
     """
 
     @staticmethod
@@ -131,19 +133,17 @@ class _RescaleMaxPool(torch.autograd.Function):
     def backward(ctx, grad_out):
         d_in, d_out, idx_x, idx_b = ctx.saved_tensors
         n = d_in.shape[0]
-        g = grad_out[:n]
+        g = grad_out[:n].flatten(2)
         flat = d_in.flatten(2)
         ix, ib = idx_x.flatten(2), idx_b.flatten(2)
-        at_x = flat.gather(2, ix)
-        at_b = flat.gather(2, ib)
-        ok_x, ok_b = at_x.abs() >= EPS, at_b.abs() >= EPS
-        v = (g * d_out).flatten(2)
-        gf = g.flatten(2)
-        one = torch.ones_like(at_x)
-        to_x = torch.where(ok_x, v / torch.where(ok_x, at_x, one), torch.where(ok_b, 0.0, gf))
-        to_b = torch.where(~ok_x & ok_b, v / torch.where(ok_b, at_b, one), 0.0)
-        gx = torch.zeros_like(flat).scatter_add_(2, ix, to_x).scatter_add_(2, ib, to_b)
-        gx = gx.view_as(d_in)
+        d = d_out.flatten(2)
+        up = d >= 0
+        idx = torch.where(up, ix, ib)
+        div = flat.gather(2, idx)
+        ok = div.abs() >= EPS
+        val = torch.where(ok, g * d / torch.where(ok, div, torch.ones_like(div)), g)
+        idx = torch.where(ok, idx, ix)
+        gx = torch.zeros_like(flat).scatter_add_(2, idx, val).view_as(d_in)
         return torch.cat([gx, torch.zeros_like(gx)]), None
 
 
