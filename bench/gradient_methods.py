@@ -8,6 +8,7 @@ CPU) this prints the seconds per explained input of every method and
   (b) the ratio to Captum with the same settings and its best
       ``internal_batch_size`` (skipped when Captum is missing);
 
+DeepLIFT counts two rows per input (input and baseline in one doubled batch);
 then the TensorFlow backend against the torch backend on the same small CNN
 (same weights), with and without ``tf.function``.
 
@@ -90,18 +91,21 @@ def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
         ("IG", {"steps": steps}, steps, ("IntegratedGradients", {"n_steps": steps, "method": "gausslegendre"})),
         ("SG", {"num_samples": samples, "sigma_abs": 0.15, "seed": 0}, samples,
          ("NoiseTunnel", {"nt_samples": samples, "stdevs": 0.15, "nt_type": "smoothgrad"})),
+        # one forward and one backward over the doubled batch (input and baseline)
+        ("DeepLIFT", {}, 2, ("DeepLift", {})),
     ]
     have_captum = importlib.util.find_spec("captum") is not None
     for method, opts, passes, captum_case in cases:
         ours = best_time(lambda: bxg.attribute(model, x, y, method=method, **opts), repeat=2) / n
         theirs = None
         if have_captum and captum_case is not None:
-            theirs = captum_time(model, x, y, captum_case, captum_ibs) / n
+            theirs = captum_time(model, x, y, captum_case, captum_ibs)
+            theirs = None if theirs is None else theirs / n
         rows.append((method, passes, ours, ours / (passes * floor), theirs))
-    print(f"{'method':6} {'passes':>6} {'s/input':>9} {'/floor':>7} {'captum s/input':>15} {'ours/captum':>11}")
+    print(f"{'method':8} {'passes':>6} {'s/input':>9} {'/floor':>7} {'captum s/input':>15} {'ours/captum':>11}")
     for method, passes, ours, to_floor, theirs in rows:
         cap = f"{theirs:15.4f} {ours / theirs:11.2f}" if theirs else f"{'-':>15} {'-':>11}"
-        print(f"{method:6} {passes:6d} {ours:9.4f} {to_floor:7.2f} {cap}")
+        print(f"{method:8} {passes:6d} {ours:9.4f} {to_floor:7.2f} {cap}")
     return rows
 
 
@@ -113,6 +117,13 @@ def captum_time(model, x, y, case, ibs_choices):
     if kind in ("Saliency", "InputXGradient"):
         algo = getattr(ca, kind)(model)
         return best_time(lambda: algo.attribute(x.clone(), target=y, **({"abs": False} if kind == "Saliency" else {})), 2)
+    if kind == "DeepLift":
+        try:  # Captum fails on reused or in-place ReLUs (torchvision ResNets)
+            algo = ca.DeepLift(model)
+            return best_time(lambda: algo.attribute(x.clone(), target=y), 2)
+        except Exception as err:  # noqa: BLE001 - report, do not stop the benchmark
+            print(f"  (Captum DeepLift failed: {type(err).__name__}: {str(err).splitlines()[0][:80]})")
+            return None
     best = float("inf")
     for ibs in ibs_choices:
         if kind == "IntegratedGradients":
