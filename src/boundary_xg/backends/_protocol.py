@@ -253,3 +253,12 @@ class Backend:
                 (softmax inside the network), naming it.
         """
         raise NotImplementedError
+
+    # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
+    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
+        """A copy of ``acc`` with the rows at ``index`` (unique, ``(R,)``) replaced by ``rows``.
+
+        Exact, unlike ``index_add(acc, index, rows - gather(acc, index))``, which
+        cancels to 0 in float32 when ``acc`` holds a sentinel such as 1e10.
+        """
+        raise NotImplementedError

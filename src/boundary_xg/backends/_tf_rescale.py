@@ -39,7 +39,8 @@ backend's session before this runs).
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -81,9 +82,16 @@ class _Inside:
         _guard.depth = _depth() - 1
 
 
-def _halves(u: Any) -> Tuple[Any, Any, Any]:
-    n = tf.shape(u)[0] // 2
-    return n, u[:n], u[n:]
+def _pairs(t: Any) -> Any:
+    """``t`` of shape ``(2n, ...)`` viewed as ``(2, n, ...)``: ``[0]`` is x's half, ``[1]`` the baseline's.
+
+    A reshape (no copy) where the example shape is static, as it is when tracing with
+    an unknown batch size; slicing or concatenating halves would copy.
+    """
+    inner = t.shape[1:]
+    if inner.is_fully_defined():
+        return tf.reshape(t, [2, -1] + inner.as_list())
+    return tf.reshape(t, tf.concat([[2, -1], tf.shape(t)[1:]], 0))
 
 
 def _rescale(fn: Callable, u: Any) -> Any:
@@ -93,21 +101,24 @@ def _rescale(fn: Callable, u: Any) -> Any:
     def op(v):
         with _Inside():
             out = fn(v)
-            n, vx, vb = _halves(v)
-            d_in = vx - vb
-            small = tf.abs(d_in) < EPS
-            ratio = (out[:n] - out[n:]) / tf.where(small, tf.ones_like(d_in), d_in)
-            with tf.GradientTape() as tape:
-                tape.watch(vx)
-                yx = fn(vx)
-            dg = tape.gradient(yx, vx)
-        m = tf.where(small, dg, ratio)
-        mm = tf.concat([m, m], 0)
 
         def grad(g, variables=None):
+            # the multiplier is built here, in the backward pass, where it is used
+            with _Inside():
+                v2, o2 = _pairs(v), _pairs(out)
+                vx = v2[0]
+                d_in = vx - v2[1]
+                with tf.GradientTape() as tape:
+                    tape.watch(vx)
+                    yx = fn(vx)
+                dg = tape.gradient(yx, vx)
+            # 0/0 where the halves coincide: tf.where picks the gradient there (the
+            # unused NaN is never differentiated, the multiplier is a constant)
+            m = tf.where(tf.abs(d_in) < EPS, dg, (o2[0] - o2[1]) / d_in)
+            gi = tf.reshape(_pairs(g) * m, tf.shape(g))  # one multiplier for both halves
             if variables:
-                return g * mm, [None] * len(variables)
-            return g * mm
+                return gi, [None] * len(variables)
+            return gi
 
         return out, grad
 
@@ -121,32 +132,31 @@ def _rescale_max_pool(pool: Callable, u: Any) -> Any:
     def op(v):
         with _Inside():
             out = pool(v)
-        n, vx, vb = _halves(v)
-        d_in = vx - vb
-        d_out = out[:n] - out[n:]
 
         def grad(g, variables=None):
-            gx = g[:n]
+            v2, o2 = _pairs(v), _pairs(out)
+            d_in = v2[0] - v2[1]
+            d_out = o2[0] - o2[1]
+            gx = _pairs(g)[0]
             with _Inside():
-                # delta_in at each window's maximum (for x, for the baseline): a JVP
-                with tf.autodiff.ForwardAccumulator(vx, d_in) as acc_x:
-                    ox = pool(vx)
-                with tf.autodiff.ForwardAccumulator(vb, d_in) as acc_b:
-                    ob = pool(vb)
-                at_x, at_b = acc_x.jvp(ox), acc_b.jvp(ob)
+                # delta_in at each window's maximum, for x and for the baseline at once:
+                # one JVP of the pooling over the doubled batch
+                with tf.autodiff.ForwardAccumulator(v, tf.concat([d_in, d_in], 0)) as acc:
+                    pv = pool(v)
+                at2 = _pairs(acc.jvp(pv))
                 up = d_out >= 0
-                div = tf.where(up, at_x, at_b)
+                div = tf.where(up, at2[0], at2[1])
                 ok = tf.abs(div) >= EPS
+                val = gx * d_out / div  # NaN only where not ok, never selected
                 zero = tf.zeros_like(div)
-                val = gx * d_out / tf.where(ok, div, tf.ones_like(div))
                 to_x = tf.where(ok, tf.where(up, val, zero), gx)
                 to_b = tf.where(tf.logical_and(ok, tf.logical_not(up)), val, zero)
-                with tf.GradientTape(persistent=True) as tape:
-                    tape.watch([vx, vb])
-                    px, pb = pool(vx), pool(vb)
-                routed = tape.gradient(px, vx, output_gradients=to_x) + tape.gradient(
-                    pb, vb, output_gradients=to_b)
-                del tape
+                # route both to the maxima with one VJP over the doubled batch
+                with tf.GradientTape() as tape:
+                    tape.watch(v)
+                    pv = pool(v)
+                r2 = _pairs(tape.gradient(pv, v, output_gradients=tf.concat([to_x, to_b], 0)))
+            routed = r2[0] + r2[1]
             gi = tf.concat([routed, tf.zeros_like(routed)], 0)
             if variables:
                 return gi, [None] * len(variables)
@@ -157,18 +167,20 @@ def _rescale_max_pool(pool: Callable, u: Any) -> Any:
     return op(tf.convert_to_tensor(u))
 
 
-def _check_rows(name: str, u: Any, rows: int) -> None:
+def _check_rows(name: str, u: Any, rows: Optional[int]) -> None:
+    # rows None: traced with an unknown batch size, so a first axis of known size is
+    # not the batch axis
     first = getattr(u, "shape", None)
     first = first[0] if first is not None and len(first) else None
     if first is not None and first != rows:
         raise MethodError(
             f"DeepLIFT: {name} received a tensor of shape {tuple(u.shape)} whose first axis is "
-            f"not the doubled batch ({rows} rows); DeepLIFT needs models that keep the batch "
+            f"not the doubled batch ({rows or 'batch'} rows); DeepLIFT needs models that keep the batch "
             "axis first and examples independent."
         )
 
 
-def _wrap_elementwise(orig: Callable, name: str, rows: int) -> Callable:
+def _wrap_elementwise(orig: Callable, name: str, rows: Optional[int]) -> Callable:
     def rescaled(x, *args, **kwargs):
         if _depth():
             return orig(x, *args, **kwargs)
@@ -180,7 +192,7 @@ def _wrap_elementwise(orig: Callable, name: str, rows: int) -> Callable:
     return rescaled
 
 
-def _wrap_max_pool(orig: Callable, rows: int) -> Callable:
+def _wrap_max_pool(orig: Callable, rows: Optional[int]) -> Callable:
     def rescaled(x, *args, **kwargs):
         if _depth():
             return orig(x, *args, **kwargs)
@@ -215,13 +227,14 @@ class RescalePatches:
     Args:
         model: the Keras model whose layers' ``activation`` attributes are swapped
             (None: only the module functions are patched).
-        rows: ``2 N``, the rows of the doubled batch.
+        rows: ``2 N``, the rows of the doubled batch (None: tracing with an unknown
+            batch size).
 
     Raises:
         MethodError: a layer of ``model`` is a softmax (or has a softmax activation).
     """
 
-    def __init__(self, model: Any, rows: int):
+    def __init__(self, model: Any, rows: Optional[int]):
         self.model = model
         self.rows = rows
         self._undo: List[Tuple[Any, str, Any]] = []
@@ -299,19 +312,88 @@ def _multipliers(f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
     return tape.gradient(total, z)[:n]
 
 
-def deeplift_grad(f: Callable, x: Any, baseline: Any, labels: Any, *, model: Optional[Any] = None) -> Any:
+# --- the compiled path ------------------------------------------------------------------
+# owner (the Keras model, or ``f`` without one) -> {trace key: ConcreteFunction}. Weak, so
+# a deleted model frees its graphs. The graph reads the model's variables, so new values
+# (``set_weights``) need no retrace; new variables or new activations change the key.
+_TRACES: "weakref.WeakKeyDictionary[Any, Dict[Tuple, Any]]" = weakref.WeakKeyDictionary()
+
+#: number of traces made so far (tests use it to see that a second call does not retrace)
+trace_count = 0
+
+
+def _layer_state(model: Any) -> Tuple:
+    """What of the layers goes into the graph at trace time besides the variables."""
+    if model is None or not hasattr(model, "_flatten_layers"):
+        return ()
+    return tuple(
+        (id(layer), id(getattr(layer, "activation", None)), id(layer.__dict__.get("call")))
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+    )
+
+
+def _spec(t: Any, batch_free: bool = True) -> Any:
+    shape = [None] + list(t.shape[1:]) if batch_free else list(t.shape)
+    return tf.TensorSpec(shape, t.dtype)
+
+
+def _compiled(f: Callable, model: Optional[Any], x: Any, baseline: Any, labels: Any,
+              fingerprint: Tuple) -> Optional[Callable]:
+    """The DeepLIFT graph for this model and input signature, traced once under the patches.
+
+    The batch axis of the signature is ``None``, so every chunk size reuses one graph
+    and TensorFlow never retraces behind our back (a ConcreteFunction does not
+    retrace; a new example shape or dtype is a new key, traced here, under the
+    patches). Returns None where the owner cannot be weakly referenced (run eagerly).
+    """
+    global trace_count
+    owner = model if model is not None else f
+    try:
+        per_owner = _TRACES.setdefault(owner, {})
+    except TypeError:
+        return None
+    key = (id(f), fingerprint, _layer_state(model), _spec(x), _spec(baseline), _spec(labels))
+    fn = per_owner.get(key)
+    if fn is None:
+        def step(xs, bs, ys):
+            global trace_count
+            trace_count += 1  # a Python side effect: runs only while tracing
+            return _multipliers(f, xs, bs, ys)
+
+        with RescalePatches(model, None):
+            fn = tf.function(step).get_concrete_function(_spec(x), _spec(baseline), _spec(labels))
+        per_owner[key] = fn
+    return fn
+
+
+def deeplift_grad(f: Callable, x: Any, baseline: Any, labels: Any, *, model: Optional[Any] = None,
+                  compile: bool = True, fingerprint: Tuple = ()) -> Any:
     """DeepLIFT multipliers of each example's label logit with respect to ``x``.
+
+    The first call for a model (and example shape/dtype) traces one forward and
+    backward over the doubled batch inside ``tf.function`` while the Rescale
+    patches are on, and takes them off right after tracing; the graph keeps the
+    Rescale ops, so later calls run it without patching anything.
 
     Args:
         f: the model's inference-mode logits function; x, baseline: ``(n, ...)``;
         labels: ``(n,)`` integer classes; model: the Keras model behind ``f`` (its
-        layers' activations are swapped; None: module functions only).
+        layers' activations are swapped while tracing; None: module functions only).
+        compile: False runs eagerly under the patches (debugging, benchmarks).
+        fingerprint: identifies the model's variables (``B.fingerprint(model)``);
+            part of the trace key.
 
     Returns:
         Multipliers shaped like ``x`` (attribution = multipliers * (x - baseline)).
+
+    Raises:
+        MethodError: the model uses a nonlinearity the Rescale rule rejects.
     """
-    rows = 2 * int(x.shape[0])
-    with RescalePatches(model, rows):
-        # eager on purpose: a tf.function traced under the patches would keep their
-        # graph, and one forward/backward per chunk gains little from compiling
+    baseline = tf.convert_to_tensor(baseline)
+    labels = tf.convert_to_tensor(labels)
+    if compile:
+        fn = _compiled(f, model, x, baseline, labels, fingerprint)
+        if fn is not None:
+            return fn(x, baseline, labels)
+    with RescalePatches(model, 2 * int(x.shape[0])):
         return _multipliers(f, x, baseline, labels)

@@ -331,7 +331,12 @@ class TensorFlowBackend(Backend):
         from ._tf_rescale import deeplift_grad
 
         model = f._model() if isinstance(f, _KerasLogits) else None
-        return deeplift_grad(f, x, baseline, labels, model=model)
+        return deeplift_grad(f, x, baseline, labels, model=model, compile=self.use_tf_function,
+                             fingerprint=self.fingerprint(model) if model is not None else ())
+
+    # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
+    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
+        return tf.tensor_scatter_nd_update(acc, tf.reshape(index, (-1, 1)), rows)
 
 
 BACKEND = TensorFlowBackend()

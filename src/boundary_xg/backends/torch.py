@@ -261,5 +261,9 @@ class TorchBackend(Backend):
 
         return deeplift_grad(f, x, baseline, labels)
 
+    # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
+    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
+        return acc.index_copy(0, index, rows)
+
 
 BACKEND = TorchBackend()

@@ -15,8 +15,10 @@ The first constant is derived per example from the margin and its gradient at
 ``x`` (``initial_const=None``), so one or two steps find the bracket instead of
 the reference's tenfold growth from 1e-3; an example leaves the binary search
 once its bracket is tight or a step no longer improves its distance, and within
-a step once its run aborts early (compaction: passes are rows actually run). A
-warm start (``init``, PGD's points) gives the distance to beat.
+a step once its run aborts early. Every binary-search step of every example is a
+job of a row pool refilled with waiting jobs as rows finish (passes are rows
+actually run; each row has its own Adam clock). A warm start (``init``, PGD's
+points) gives the distance to beat.
 
 All state (constants, bounds of the search, Adam moments, best points) lives on
 the device and is updated with ``where``; the host reads a flag vector only at the
@@ -35,12 +37,13 @@ import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
-from ..ops import expand_rows
+from ..ops import expand_rows, row_chunks
 from ._ops import Cost, l2_distance, margin, misclassified, put_rows
+from ._pool import Pool
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _NO_UPPER = 1e10  # "upper bound of c not found yet"
-_FAR = 1e30  # "no point yet": finite, so rows can be moved with index_add
+_FAR = 1e30  # "no point yet"
 
 
 @dataclass(frozen=True)
@@ -111,30 +114,53 @@ def _to_input(B: Backend, bounded: bool, w: Any, d: Any, a: Any, b: Any) -> Any:
 
 def _cw_step(B: Backend, f: Callable, bounded: bool,
              x: Any, w: Any, a: Any, b: Any, x_rec: Any, labels: Any, onehot: Any,
-             const: Any, kappa: Any, lr: Any, bc1: Any, bc2: Any,
-             d: Any, m: Any, v: Any, best: Any, best_d: Any, hit: Any):
-    """One Adam iteration of CW for a batch, with the bookkeeping of the best point."""
+             const: Any, kappa: Any, lr: Any, p1: Any, p2: Any,
+             d: Any, m: Any, v: Any, best: Any, best_d: Any, hit: Any, prev: Any):
+    """One Adam iteration of CW for a batch, with the bookkeeping of the best point.
+
+    Each row has its own Adam clock: ``p1 = beta1**t``, ``p2 = beta2**t`` before
+    the step (1 for a row that just entered), so rows that entered the pool at
+    different times share a batch. ``prev`` (the loss at the last abort check)
+    is negative for a fresh row and takes the loss of its first iterate.
+    """
     nd = len(x.shape)  # rank only: shapes may be unknown under tf.function
     axes = tuple(range(1, nd))
 
-    def loss(dd):
-        xa = _to_input(B, bounded, w, dd, a, b)
-        logits = f(xa)
-        hinge = B.maximum(margin(B, logits, onehot) + kappa, B.zeros_like(const))
-        return const * hinge + B.sum((xa - x_rec) ** 2, axis=axes), logits
+    # the gradient is taken at the input only (the model's part); the distance
+    # term and the tanh map are differentiated by hand, so they run once, outside
+    # the recorded graph
+    if bounded:
+        th = B.tanh(w + d)
+        xa = th * b + a
+    else:
+        xa = w + d
 
-    value, logits, g = B.value_aux_and_grad(loss, d)
-    xa = _to_input(B, bounded, w, d, a, b)  # cheaper than a tuple through the backend
+    def loss(z):
+        logits = f(z)
+        return const * B.maximum(margin(B, logits, onehot) + kappa, B.zeros_like(const)), logits
+
+    hinge, logits, g = B.value_aux_and_grad(loss, xa)
+    diff = xa - x_rec
+    value = hinge + B.sum(diff * diff, axis=axes)
+    g = g + diff * 2.0
+    if bounded:
+        g = g * (b * (1.0 - th * th))
     mis = misclassified(B, logits, labels)
     dist = l2_distance(B, xa, x)
     better = B.logical_and(mis, dist < best_d)
     best = B.where(expand_rows(B, better, nd), xa, best)
     best_d = B.where(better, dist, best_d)
     hit = B.logical_or(hit, mis)
+    prev = B.where(prev < 0, value, prev)
+    p1 = p1 * _BETA1
+    p2 = p2 * _BETA2
+    # bias corrections folded into one per-row scale: lr * sqrt(1 - p2) / (1 - p1)
+    scale = expand_rows(B, lr * B.sqrt(1.0 - p2) / (1.0 - p1), nd)
+    eps_hat = expand_rows(B, B.sqrt(1.0 - p2), nd) * _ADAM_EPS
     m = m * _BETA1 + g * (1 - _BETA1)
     v = v * _BETA2 + g * g * (1 - _BETA2)
-    d = d - lr * (m / bc1) / (B.sqrt(v / bc2) + _ADAM_EPS)
-    return d, m, v, value, best, best_d, hit
+    d = d - scale * m / (B.sqrt(v) + eps_hat)
+    return d, m, v, value, best, best_d, hit, prev, p1, p2
 
 
 def _start(B: Backend, bounded: bool, warm: bool, best: Any, best_d: Any, w: Any, a: Any, b: Any) -> Any:
@@ -159,42 +185,50 @@ def _margin_and_grad(B: Backend, bounded: bool, f: Callable, w: Any, a: Any, b: 
     return mrg, B.sum(g * g, axis=tuple(range(1, len(g.shape))))
 
 
+def _tanh_space(B: Backend, bounded: bool, x: Any, a: Any, b: Any) -> Tuple[Any, Any]:
+    """``(w, x_rec)``: the optimised variable's origin for rows ``x`` and the point it maps to."""
+    if not bounded:
+        return x, x
+    ratio = B.maximum(B.minimum((x - a) / b, B.zeros_like(x) + 1.0), B.zeros_like(x) - 1.0)
+    w = B.atanh(ratio * 0.999999)
+    return w, B.tanh(w) * b + a
+
+
 def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any, hi: Any,
-              num_classes: int, cost: Cost, tick: Callable[[], None] = lambda: None,
-              init: Optional[Tuple[Any, Any]] = None) -> Tuple[Any, Any]:
+              num_classes: int, cost: Cost, tick: Callable[[int], None] = lambda k: None,
+              init: Optional[Tuple[Any, Any]] = None, batch_size: Optional[int] = None) -> Tuple[Any, Any]:
     """Run CW on every row of ``x``; return ``(points, found)`` (``x`` where not found).
 
     Args:
         init: optional warm start ``(points, found)`` (e.g. PGD's result): found
             points are the best so far, so CW keeps only closer ones and its
             returned points are never farther than these.
+        batch_size: rows per model call (None: all of ``x``).
+        tick: called with the number of binary-search steps finished (progress bar).
 
-    Each binary-search step attacks the examples whose search goes on, in one
-    batch; rows whose run aborted early leave it at the checks (compaction).
+    Every binary-search step of every example is a job of a :class:`Pool`: a
+    run ends after ``steps`` iterations or when it aborts early (read at the
+    checks); the example's constant is then updated on the device, its next
+    step (if its search goes on) waits in the queue, and the freed rows take
+    waiting jobs at once.
     """
     n = B.shape(x)[0]
     nd = len(B.shape(x))
+    cap = n if batch_size is None else int(batch_size)
     bounded = bool(np.all(np.isfinite(B.to_numpy(lo)))) and bool(np.all(np.isfinite(B.to_numpy(hi))))
-    if bounded:
-        a = (hi + lo) / 2.0
-        b = (hi - lo) / 2.0
-        ratio = B.maximum(B.minimum((x - a) / b, B.zeros_like(x) + 1.0), B.zeros_like(x) - 1.0)
-        w = B.atanh(ratio * 0.999999)
-        x_rec = B.tanh(w) * b + a
-        a = a + B.zeros_like(x)  # per-row copies, so rows can be gathered
-        b = b + B.zeros_like(x)
-    else:
-        a = b = B.zeros_like(x)
-        w = x
-        x_rec = x
-    onehot = B.one_hot(labels, num_classes, like=x)
+    a, b = ((hi + lo) / 2.0, (hi - lo) / 2.0) if bounded else (lo, hi)  # unused without bounds
     zeros_n = B.zeros_like(B.sum(x, axis=tuple(range(1, nd))))
     if attack.initial_const is None:
         # informed start: on a linear margin m(d) = m0 + g.d the smallest constant
         # that reaches the boundary is 2 m0 / ||g||^2; start at half of it
-        mrg, g2 = _margin_and_grad(B, bounded, f, w, a, b, onehot)
-        cost.passes += n
-        c0 = B.maximum(mrg, zeros_n + 1e-6) / B.maximum(g2, zeros_n + 1e-12)
+        parts = []
+        for r0, r1 in row_chunks(n, cap):
+            xc = x[r0:r1]
+            wc, _ = _tanh_space(B, bounded, xc, a, b)
+            mrg, g2 = _margin_and_grad(B, bounded, f, wc, a, b, B.one_hot(labels[r0:r1], num_classes, like=x))
+            cost.passes += r1 - r0
+            parts.append(B.maximum(mrg, B.zeros_like(mrg) + 1e-6) / B.maximum(g2, B.zeros_like(g2) + 1e-12))
+        c0 = parts[0] if len(parts) == 1 else B.concat(parts)
         const = B.minimum(B.maximum(c0, zeros_n + 1e-6), zeros_n + 1e8)
     else:
         const = zeros_n + attack.initial_const
@@ -209,83 +243,75 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
     kappa = B.constant([attack.confidence], like=x)
     lr = B.constant([attack.step_size], like=x)
     step = B.jit(_cw_step, f, B, f, bounded)
-    check = max(1, math.ceil(attack.steps / 10))
-    going = np.ones(n, dtype=bool)  # host: the example's binary search goes on
-    steps_done = 0
-    for _ in range(attack.binary_search_steps):
-        idx = np.nonzero(going)[0]
-        if idx.size == 0:
+    pool = Pool(B, labels, cap, max(1, math.ceil(attack.steps / 10)))
+    rounds = np.zeros(n, dtype=np.int64)  # binary-search steps run per example
+    queue, head, jobs = list(range(n)), 0, 0
+    while True:
+        room = pool.free()
+        if room and head < len(queue):
+            ex = np.asarray(queue[head:head + room], dtype=np.int64)
+            head += ex.size
+            it = pool.index(ex)
+            xs, ys = (x, labels) if ex.size == n else (B.gather(x, it), B.gather(labels, it))
+            ws, xr = _tanh_space(B, bounded, xs, a, b)
+            cs, bst, bst_d = (B.gather(u, it) for u in (const, best, best_d))
+            ones = B.zeros_like(cs) + 1.0
+            pool.add(dict(xs=xs, ws=ws, xr=xr, ys=ys, oh=B.one_hot(ys, num_classes, like=x), cs=cs,
+                          d=_start(B, bounded, attack.warm_start, bst, bst_d, ws, a, b),
+                          m=B.zeros_like(xs), v=B.zeros_like(xs), bst=bst, bst_d=bst_d, start_d=bst_d,
+                          hit=B.not_equal(B.zeros_like(ys), B.zeros_like(ys)), prev=-ones, p1=ones, p2=ones),
+                     dict(ex=ex))
+        if not pool.size:
             break
-        steps_done += 1
-        it = B.asarray(idx, like=labels)
-        full = idx.size == n
-        rows = [v if full else B.gather(v, it) for v in (x, w, a, b, x_rec, labels, onehot, const, best, best_d)]
-        xs, ws, as_, bs_, xr, ys, oh, cs, bst, bst_d = rows
-        hit = B.not_equal(B.zeros_like(ys), B.zeros_like(ys))  # all False
-        start_d = bst_d
-        m = v = B.zeros_like(xs)
-        d = _start(B, bounded, attack.warm_start, bst, bst_d, ws, as_, bs_)
-        prev = None
-        pos = np.arange(idx.size)  # rows of this step's batch still running, as positions in idx
-        hits = B.zeros_like(cs)
-        bests, bests_d = bst, bst_d
-        for t in range(attack.steps):
-            bc = B.constant([1 - _BETA1 ** (t + 1), 1 - _BETA2 ** (t + 1)], like=x)
-            d, m, v, value, bst, bst_d, hit = step(
-                xs, ws, as_, bs_, xr, ys, oh, cs, kappa, lr, bc[0:1], bc[1:2], d, m, v, bst, bst_d, hit)
-            cost.passes += pos.size
-            if not attack.abort_early or t % check:
-                continue
-            if prev is None:
-                prev = value
-                continue
+        dv = pool.dev
+        out = step(dv["xs"], dv["ws"], a, b, dv["xr"], dv["ys"], dv["oh"], dv["cs"], kappa, lr, dv["p1"], dv["p2"],
+                   *(dv[k] for k in ("d", "m", "v", "bst", "bst_d", "hit", "prev")))
+        value = out[3]
+        for k, val in zip(("d", "m", "v", "bst", "bst_d", "hit", "prev", "p1", "p2"), out[:3] + out[4:]):
+            dv[k] = val
+        cost.passes += pool.size
+        pool.tick()
+        t = pool.host["t"]
+        ended = t >= attack.steps
+        # the reference's abort checks fall on the first iterate and every `check` after
+        # it (steps 0, 10, ...); rows enter on multiples of `check`, so one step after them
+        check = attack.abort_early and pool.clock % pool.check == (0 if __import__('os').environ.get('ALIGN') else 1 % pool.check)  # EXP
+        if not (check or ended.any()):
+            continue
+        fin = ended.copy()
+        if check:
             # per example: stop when the loss has not fallen by 0.01 % since the last check
-            stop = B.to_numpy(value > prev * 0.9999).astype(bool)  # sync at checks only
-            prev = value
-            if stop.any():
-                # rows leaving the batch hand their state back, the others go on
-                out = B.asarray(pos[stop], like=labels)
-                sel = B.asarray(np.nonzero(stop)[0], like=labels)
-                bests = put_rows(B, bests, out, B.gather(bst, sel))
-                bests_d = put_rows(B, bests_d, out, B.gather(bst_d, sel))
-                hits = put_rows(B, hits, out, B.cast(B.gather(hit, sel), cs))
-                keep = np.nonzero(~stop)[0]
-                pos = pos[keep]
-                if pos.size == 0:
-                    break
-                kt = B.asarray(keep, like=labels)
-                xs, ws, as_, bs_, xr, ys, oh, cs, d, m, v, bst, bst_d, hit, prev = (
-                    B.gather(u, kt) for u in (xs, ws, as_, bs_, xr, ys, oh, cs, d, m, v, bst, bst_d, hit, prev))
-        if pos.size:
-            out = B.asarray(pos, like=labels)
-            bests = put_rows(B, bests, out, bst)
-            bests_d = put_rows(B, bests_d, out, bst_d)
-            hits = put_rows(B, hits, out, B.cast(hit, cs))
+            # (a row's first check compares with its first iterate); the host reads here only
+            stop = B.to_numpy(value > dv["prev"] * 0.9999).astype(bool) & (t >= 2)
+            dv["prev"] = value
+            fin |= stop
+        if not fin.any():
+            continue
+        ex = pool.host["ex"][fin]
+        it = pool.index(ex)
+        bst, bst_d, hit, start_d = pool.rows(("bst", "bst_d", "hit", "start_d"), fin)
+        best = put_rows(B, best, it, bst)
+        best_d = put_rows(B, best_d, it, bst_d)
         # binary search on the device: found -> lower the ceiling, else raise the floor
-        hit_b = hits > 0.5
-        c_all = B.gather(const, it) if not full else const
-        up = B.where(hit_b, B.minimum(B.gather(upper, it) if not full else upper, c_all),
-                     B.gather(upper, it) if not full else upper)
-        low = B.where(hit_b, B.gather(lower, it) if not full else lower,
-                      B.maximum(B.gather(lower, it) if not full else lower, c_all))
-        c_new = B.where(up < _NO_UPPER, (low + up) / 2.0, c_all * 10.0)
-        if full:
-            best, best_d, upper, lower, const = bests, bests_d, up, low, c_new
-        else:
-            best = put_rows(B, best, it, bests)
-            best_d = put_rows(B, best_d, it, bests_d)
-            upper = put_rows(B, upper, it, up)
-            lower = put_rows(B, lower, it, low)
-            const = put_rows(B, const, it, c_new)
+        c, up, low = (B.gather(u, it) for u in (const, upper, lower))
+        up = B.where(hit, B.minimum(up, c), up)
+        low = B.where(hit, low, B.maximum(low, c))
+        const = put_rows(B, const, it, B.where(up < _NO_UPPER, (low + up) / 2.0, c * 10.0))
+        upper = put_rows(B, upper, it, up)
+        lower = put_rows(B, lower, it, low)
+        rounds[ex] += 1
+        going = rounds[ex] < attack.binary_search_steps
         if attack.const_rtol > 0 or attack.dist_rtol > 0:
-            # once per binary-search step: which examples have converged
-            up_np, low_np, hit_np = (B.to_numpy(u) for u in (up, low, hit_b))
-            gain = B.to_numpy(start_d - bests_d) / np.maximum(B.to_numpy(start_d), 1e-12)
+            # once per finished run: which examples have converged
+            up_np, low_np, hit_np, s_np, b_np = (B.to_numpy(u) for u in (up, low, hit, start_d, bst_d))
+            gain = (s_np - b_np) / np.maximum(s_np, 1e-12)
             tight = (up_np < _NO_UPPER) & (up_np - low_np <= attack.const_rtol * up_np)
-            stalled = hit_np.astype(bool) & (B.to_numpy(start_d) < _FAR) & (gain < attack.dist_rtol)
-            going[idx[tight | stalled]] = False
-        tick()
-    for _ in range(attack.binary_search_steps - steps_done):
-        tick()
+            stalled = hit_np.astype(bool) & (s_np < _FAR) & (gain < attack.dist_rtol)
+            going &= ~(tight | stalled)
+        queue.extend(int(e) for e in ex[going])
+        jobs += ex.size
+        tick(int(ex.size))
+        pool.keep(~fin)
+    tick(max(0, n * attack.binary_search_steps - jobs))
     found = best_d < _FAR
     return best, found

@@ -11,12 +11,13 @@ The radii are probed by bisection (``radius_search="bisect"``, default: the
 largest first, then halving the bracket between the largest radius known to
 fail and the smallest known to succeed) or in increasing order
 (``"increasing"``, the reference's order); an example stops being attacked once
-its smallest successful radius is known. Each round attacks every undecided
-example in one batch, each at its own radius. With ``early_exit`` an example is
-frozen at its first misclassified iterate (closer to ``x`` than the last one)
-and leaves the batch at the next check (compaction: passes are rows actually
-run); the host reads one flag vector every ``ceil(steps / 10)`` steps and once
-per round, never per step.
+its smallest successful radius is known. Each (example, radius) run is a job of
+a :class:`~boundary_xg.search._pool.Pool` of ``batch_size`` rows: a job ends when
+its example is frozen at its first misclassified iterate (``early_exit``, closer
+to ``x`` than the last one) or after ``steps`` steps, and its rows are refilled
+at once with waiting jobs (the example's next radius, or another example), so
+the model sees full batches while work remains; passes are rows actually run.
+The host reads one flag vector every ``ceil(steps / 10)`` steps, never per step.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import numpy as np
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows
-from ._ops import (NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, project, put_rows,
-                   random_start)
+from ._ops import (_TINY, NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, per_sample_norm,
+                   project, put_rows, random_start)
+from ._pool import Pool
 
 #: the reference's L2 radii in normalised ImageNet units (spec 2.2)
 DEFAULT_EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
@@ -126,8 +128,13 @@ def _pgd_step(B: Backend, f: Callable, norm: str, early_exit: bool,
 
     _, logits, g = B.value_aux_and_grad(loss, x_adv)
     nd = len(x_adv.shape)
-    new = x_adv + ascent_direction(B, g, norm) * expand_rows(B, step, nd)
-    new = clip_to(B, x0 + project(B, new - x0, eps, norm), lo, hi)
+    if norm == "l2":
+        # step * g / ||g||: the per-row scale first, one pass over g
+        gn = per_sample_norm(B, g, "l2")
+        move = g * expand_rows(B, step / B.maximum(gn, B.zeros_like(gn) + _TINY), nd)
+    else:
+        move = ascent_direction(B, g, norm) * expand_rows(B, step, nd)
+    new = clip_to(B, x0 + project(B, (x_adv - x0) + move, eps, norm), lo, hi)
     if early_exit:
         # the iterate just evaluated is misclassified: keep it, stop moving it
         done = B.logical_or(done, misclassified(B, logits, labels))
@@ -194,68 +201,114 @@ def pgd_radius(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, eps: A
     return out, ok
 
 
-def _bisect(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any, hi: Any,
-            rng: Any, cost: Cost, compact: bool, tick: Callable[[], None]) -> Tuple[Any, np.ndarray]:
-    """Radius bisection: every undecided example in one batch per round, each at its own radius."""
+def _next_probe(attack: PGD, probe: int, ok: bool, fail: int, succ: int) -> int:
+    """The radius index an example probes next, or -1 when its search is over."""
+    k = len(attack.eps)
+    if attack.radius_search == "bisect":
+        return (fail + succ) // 2 if succ - fail > 1 else -1
+    return probe + 1 if not ok and probe + 1 < k else -1
+
+
+def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any, hi: Any,
+              rng: Any, cost: Cost, capacity: int, tick: Callable[[int], None]) -> Tuple[Any, np.ndarray]:
+    """Every example's radius jobs through one :class:`Pool`; returns ``(points, found)``.
+
+    A job is one PGD run of an example at one radius. It ends when the example is
+    frozen at a misclassified iterate (read at the checks) or after ``steps``
+    steps (then one forward pass says whether the last iterate is
+    misclassified); the example's next radius (bisection or the next larger one)
+    goes back to the queue, and the freed rows take waiting jobs at once.
+    """
     n, k = B.shape(x)[0], len(attack.eps)
-    radii = np.asarray(attack.eps)
+    radii = np.asarray(attack.eps, dtype=np.float64)
+    steps_np = np.array([attack.absolute_step(float(e)) for e in radii])
     fail = np.full(n, -1)   # largest radius index known to fail
     succ = np.full(n, k)    # smallest radius index known to succeed (k: none)
+    nxt = np.full(n, k - 1 if attack.radius_search == "bisect" else 0)
+    queue = list(range(n))  # examples whose next job waits, in order
+    head = 0
     points = x
-    rounds = 0
+    step = B.jit(_pgd_step, f, B, f, attack.norm, attack.early_exit)
+    pool = Pool(B, labels, capacity, max(1, math.ceil(attack.steps / 10)))
+    jobs = 0
     while True:
-        idx = np.nonzero(succ - fail > 1)[0]
-        if idx.size == 0:
+        room = pool.free()
+        if room and head < len(queue):
+            ex = np.asarray(queue[head:head + room], dtype=np.int64)
+            head += ex.size
+            probe = nxt[ex]
+            if ex.size == n:  # the first admission of a full batch: no gather
+                x0, ys = x, labels
+            else:
+                it = pool.index(ex)
+                x0, ys = B.gather(x, it), B.gather(labels, it)
+            eps_t = B.cast(B.asarray(radii[probe], like=x), x)
+            step_t = B.cast(B.asarray(steps_np[probe], like=x), x)
+            xs = clip_to(B, x0 + random_start(B, rng, x0, eps_t, attack.norm), lo, hi) if attack.random_start else x0
+            done = B.not_equal(B.zeros_like(ys), B.zeros_like(ys))  # all False
+            pool.add(dict(xs=xs, x0=x0, ys=ys, eps=eps_t, step=step_t, done=done), dict(ex=ex, probe=probe))
+        if not pool.size:
             break
-        probe = np.where(fail[idx] < 0, k - 1, 0) if rounds == 0 else (fail[idx] + succ[idx]) // 2
-        it = B.asarray(idx, like=labels)
-        xs = x if idx.size == n else B.gather(x, it)
-        ys = labels if idx.size == n else B.gather(labels, it)
-        adv, ok = pgd_radius(B, f, attack, xs, ys, radii[probe], lo, hi, rng, cost, compact)
+        d = pool.dev
+        d["xs"], d["done"] = step(d["xs"], d["x0"], d["ys"], d["eps"], d["step"], lo, hi, d["done"])
+        cost.passes += pool.size
+        pool.tick()
+        ended = pool.host["t"] >= attack.steps
+        check = attack.early_exit and pool.at_boundary()
+        if not (check or ended.any()):
+            continue
+        # the only host reads: the frozen flags, every `check` steps (and when runs end)
+        frozen = B.to_numpy(d["done"]).astype(bool) if attack.early_exit else np.zeros(pool.size, bool)
+        fin = frozen | ended
+        if not fin.any():
+            continue
+        ok = frozen.copy()
+        last = ended & ~frozen
+        if last.any():
+            xl, yl = pool.rows(("xs", "ys"), last)
+            ok[last] = B.to_numpy(misclassified(B, B.forward(f, xl), yl)).astype(bool)
+            cost.forwards += int(last.sum())
         if ok.any():
-            sel = B.asarray(np.nonzero(ok)[0], like=labels)
-            points = put_rows(B, points, B.asarray(idx[ok], like=labels), B.gather(adv, sel))
-        succ[idx[ok]] = probe[ok]
-        fail[idx[~ok]] = probe[~ok]
-        rounds += 1
-        tick()
-    for _ in range(k - rounds):
-        tick()
+            (good,) = pool.rows(("xs",), ok)
+            points = put_rows(B, points, pool.index(pool.host["ex"][ok]), good)
+        for e, p, o in zip(pool.host["ex"][fin], pool.host["probe"][fin], ok[fin]):
+            if o:
+                succ[e] = p
+            else:
+                fail[e] = p
+            nxt[e] = _next_probe(attack, int(p), bool(o), int(fail[e]), int(succ[e]))
+            if nxt[e] >= 0:
+                queue.append(int(e))
+        jobs += int(fin.sum())
+        tick(int(fin.sum()))
+        pool.keep(~fin)
+    tick(max(0, n * k - jobs))  # the radii skipped count as done for the progress bar
     return points, succ < k
 
 
 def pgd_search(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any, hi: Any,
-               rng: Any, cost: Cost, compact: bool = True, tick: Callable[[], None] = lambda: None
-               ) -> Tuple[Any, Any]:
+               rng: Any, cost: Cost, compact: bool = True, tick: Callable[[int], None] = lambda k: None,
+               batch_size: Optional[int] = None) -> Tuple[Any, Any]:
     """Run ``attack`` over its radii; return ``(points, found)`` for every row of ``x``.
 
-    ``points`` holds the point found at the smallest successful radius, or ``x``
-    where no radius succeeded (``found`` False there; a bool tensor on the
-    device). ``compact=False`` keeps the full batch and masks finished examples
-    with ``where`` (``radius_search="increasing"`` only; kept to measure).
+    Args:
+        compact: True (default) runs the radius jobs of all examples through a
+            pool of ``batch_size`` rows (None: all of ``x``) that refills the
+            rows of finished jobs with waiting ones. False keeps the full batch
+            and masks finished examples with ``where`` (``radius_search=
+            "increasing"`` only; kept to measure).
+        tick: called with the number of radius jobs finished (progress bar).
+
+    Returns:
+        ``points`` holds the point found at the smallest successful radius, or
+        ``x`` where no radius succeeded; ``found`` is a bool tensor on the device.
     """
     n = B.shape(x)[0]
     nd = len(B.shape(x))
     points = x
-    if compact and attack.radius_search == "bisect":
-        points, found = _bisect(B, f, attack, x, labels, lo, hi, rng, cost, compact, tick)
-        return points, B.asarray(found, like=labels)
     if compact:
-        found = np.zeros(n, dtype=bool)
-        for eps in attack.eps:
-            idx = np.nonzero(~found)[0]
-            if idx.size == 0:
-                tick()
-                continue
-            it = B.asarray(idx, like=labels)
-            xs = x if idx.size == n else B.gather(x, it)
-            ys = labels if idx.size == n else B.gather(labels, it)
-            adv, ok = pgd_radius(B, f, attack, xs, ys, eps, lo, hi, rng, cost, compact)
-            if ok.any():
-                sel = B.asarray(np.nonzero(ok)[0], like=labels)
-                points = put_rows(B, points, B.asarray(idx[ok], like=labels), B.gather(adv, sel))
-                found[idx[ok]] = True
-            tick()
+        points, found = _pgd_pool(B, f, attack, x, labels, lo, hi, rng, cost,
+                                  n if batch_size is None else batch_size, tick)
         return points, B.asarray(found, like=labels)  # bool tensor on the device
     found_t = B.not_equal(B.zeros_like(labels), B.zeros_like(labels))
     for eps in attack.eps:
@@ -264,9 +317,8 @@ def pgd_search(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: An
         new = B.logical_and(ok_t, B.logical_not(found_t))
         points = B.where(expand_rows(B, new, nd), adv, points)
         found_t = B.logical_or(found_t, ok_t)
-        tick()
+        tick(n)
         if bool(np.all(B.to_numpy(found_t))):  # once per radius: nothing left to attack
-            for _ in attack.eps[attack.eps.index(eps) + 1:]:
-                tick()
+            tick(n * len(attack.eps[attack.eps.index(eps) + 1:]))
             break
     return points, found_t

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
-from ..ops import expand_rows, predict, row_chunks
-from ._ops import Cost, l2_distance, misclassified
+from ..ops import expand_rows, predict
+from ._ops import Cost, l2_distance, misclassified, put_rows
 from .cw import CW, cw_search
 from .pgd import PGD, pgd_search
 
@@ -132,14 +132,17 @@ def prepare_bounds(B: Backend, bounds: Any, x: Any) -> Tuple[Any, Any]:
 
 
 def _progress_bar(progress: Optional[bool], total: int):
-    """A tqdm bar when ``progress`` is True, or None and stderr is a terminal; else None."""
+    """A tqdm bar when ``progress`` is True, or None and stderr is a terminal; else None.
+
+    It counts jobs: one per example and radius (PGD) or binary-search step (CW).
+    """
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is optional
         return None
-    return tqdm(total=total, desc="boundary search", unit="stage", leave=False)
+    return tqdm(total=total, desc="boundary search", unit="job", leave=False)
 
 
 def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Sequence[Any],
@@ -148,8 +151,10 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
                     compact: bool = True, warn: bool = True) -> BoundaryResult:
     """The search over backend tensors (``x`` ``(N, ...)``, ``labels`` ``(N,)``); see :func:`find_boundary`.
 
-    ``batch_size`` examples are attacked together (None: all of them); the loop
-    runs over batches, radii and iterations, never over examples.
+    Each attack runs over all examples at once through a pool of ``batch_size``
+    rows (None: all of them) whose finished rows are refilled with waiting work,
+    so model calls stay full while work remains; the loops run over steps,
+    never over examples.
     """
     n = B.shape(x)[0]
     nd = len(B.shape(x))
@@ -157,52 +162,46 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     rng = B.rng(seed, like=x)
     cost = Cost()
     stages = sum(len(a.eps) if isinstance(a, PGD) else a.binary_search_steps for a in attacks)
-    chunks = list(row_chunks(n, bs))
-    bar = _progress_bar(progress, stages * len(chunks))
-    tick = (lambda: bar.update(1)) if bar is not None else (lambda: None)
-    points, dists, founds = [], [], []
-    already_count = 0
+    bar = _progress_bar(progress, stages * n)
+    tick = (lambda k: bar.update(k)) if bar is not None else (lambda k: None)
     try:
-        for a0, a1 in chunks:
-            xb, yb = x[a0:a1], labels[a0:a1]
-            m = a1 - a0
-            already = misclassified(B, B.forward(f, xb), yb)
-            cost.forwards += m
-            already_np = B.to_numpy(already).astype(bool)
-            already_count += int(already_np.sum())
-            # rows not attacked are already misclassified: distance 0, point x
-            best, best_d = xb, B.zeros_like(B.sum(xb, axis=tuple(range(1, nd))))
-            todo = np.nonzero(~already_np)[0]
-            if todo.size:
-                it = B.asarray(todo, like=yb)
-                xs = xb if todo.size == m else B.gather(xb, it)
-                ys = yb if todo.size == m else B.gather(yb, it)
-                sub, sub_d = xs, B.gather(best_d, it) + float("inf")
-                for attack in attacks:
-                    if isinstance(attack, PGD):
-                        cand, ok = pgd_search(B, f, attack, xs, ys, lo, hi, rng, cost, compact, tick)
-                    else:
-                        # warm start: the best point so far is the distance to beat
-                        init = (sub, sub_d < float("inf"))
-                        cand, ok = cw_search(B, f, attack, xs, ys, lo, hi, num_classes, cost, tick, init)
-                    d = l2_distance(B, cand, xs)
-                    closer = B.logical_and(ok, d < sub_d)
-                    sub = B.where(expand_rows(B, closer, nd), cand, sub)
-                    sub_d = B.where(closer, d, sub_d)
-                # verify once: every kept point must be misclassified (numerical ties)
-                ok_final = misclassified(B, predict(B, f, sub), ys)
-                cost.forwards += int(todo.size)
-                sub_d = B.where(ok_final, sub_d, B.zeros_like(sub_d) + float("inf"))
-                sub = B.where(expand_rows(B, ok_final, nd), sub, xs)
-                best = B.index_add(best, it, sub - B.gather(best, it))
-                best_d = B.index_add(best_d, it, sub_d)
-            points.append(best)
-            dists.append(best_d)
+        already = misclassified(B, predict(B, f, x, bs), labels)
+        cost.forwards += n
+        already_np = B.to_numpy(already).astype(bool)
+        already_count = int(already_np.sum())
+        # rows not attacked are already misclassified: distance 0, point x
+        best, best_d = x, B.zeros_like(B.sum(x, axis=tuple(range(1, nd))))
+        todo = np.nonzero(~already_np)[0]
+        if todo.size:
+            it = B.asarray(todo, like=labels)
+            xs = x if todo.size == n else B.gather(x, it)
+            ys = labels if todo.size == n else B.gather(labels, it)
+            sub, sub_d = xs, B.gather(best_d, it) + float("inf")
+            for attack in attacks:
+                if isinstance(attack, PGD):
+                    cand, ok = pgd_search(B, f, attack, xs, ys, lo, hi, rng, cost, compact, tick, bs)
+                else:
+                    # warm start: the best point so far is the distance to beat
+                    init = (sub, sub_d < float("inf"))
+                    cand, ok = cw_search(B, f, attack, xs, ys, lo, hi, num_classes, cost, tick, init, bs)
+                d = l2_distance(B, cand, xs)
+                closer = B.logical_and(ok, d < sub_d)
+                sub = B.where(expand_rows(B, closer, nd), cand, sub)
+                sub_d = B.where(closer, d, sub_d)
+            # verify once: every kept point must be misclassified (numerical ties)
+            ok_final = misclassified(B, predict(B, f, sub, bs), ys)
+            cost.forwards += int(todo.size)
+            sub_d = B.where(ok_final, sub_d, B.zeros_like(sub_d) + float("inf"))
+            sub = B.where(expand_rows(B, ok_final, nd), sub, xs)
+            if todo.size == n:
+                best, best_d = sub, sub_d
+            else:
+                best = put_rows(B, best, it, sub)
+                best_d = put_rows(B, best_d, it, sub_d)
     finally:
         if bar is not None:
             bar.close()
-    points_t = points[0] if len(points) == 1 else B.concat(points)
-    dist_t = dists[0] if len(dists) == 1 else B.concat(dists)
+    points_t, dist_t = best, best_d
     found = dist_t < float("inf")
     if warn:
         missing = int(np.sum(~B.to_numpy(found).astype(bool)))
@@ -239,7 +238,9 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         bounds: ``(low, high)`` of the input space, scalars or per-channel arrays
             broadcastable to one example; None (default) for no bounds.
         seed: seed of the random starts (default 0; None: fresh randomness).
-        batch_size: examples attacked together (default: all).
+        batch_size: rows per model call: at most this many examples are attacked
+            at once, and the rows of finished work are refilled with waiting
+            work, so calls stay full (default: all examples at once).
         progress: tqdm bar over batches and stages; None (default) shows it when
             stderr is a terminal, False never.
         backend: "torch" or "tensorflow" to override the detection.
