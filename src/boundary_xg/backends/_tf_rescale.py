@@ -361,7 +361,7 @@ def _compiled(f: Callable, model: Optional[Any], x: Any, baseline: Any, labels: 
             return _multipliers(f, xs, bs, ys)
 
         with RescalePatches(model, None):
-            fn = tf.function(step).get_concrete_function(_spec(x), _spec(baseline), _spec(labels))
+            fn = tf.function(step, autograph=False).get_concrete_function(_spec(x), _spec(baseline), _spec(labels))
         per_owner[key] = fn
     return fn
 

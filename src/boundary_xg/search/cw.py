@@ -275,7 +275,7 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
         ended = t >= attack.steps
         # the reference's abort checks fall on the first iterate and every `check` after
         # it (steps 0, 10, ...); rows enter on multiples of `check`, so one step after them
-        check = attack.abort_early and pool.clock % pool.check == (0 if __import__('os').environ.get('ALIGN') else 1 % pool.check)  # EXP
+        check = attack.abort_early and pool.clock % pool.check == 1 % pool.check
         if not (check or ended.any()):
             continue
         fin = ended.copy()
