@@ -32,7 +32,7 @@ import boundary_xg as bxg
 from boundary_xg.testing import models as tm
 
 
-def best_time(fn, repeat=3):
+def best_time(fn, repeat=5):
     """Best wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
     fn()
     best = float("inf")
@@ -54,7 +54,7 @@ def torch_floor(model, shape, batch_sizes):
             z = x.detach().requires_grad_(True)
             torch.autograd.grad(model(z).gather(1, y[:, None]).sum(), z)
 
-        out[b] = best_time(step, repeat=2) / b
+        out[b] = best_time(step) / b
     return min(out.values()), out
 
 
@@ -96,7 +96,7 @@ def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
     ]
     have_captum = importlib.util.find_spec("captum") is not None
     for method, opts, passes, captum_case in cases:
-        ours = best_time(lambda: bxg.attribute(model, x, y, method=method, **opts), repeat=2) / n
+        ours = best_time(lambda: bxg.attribute(model, x, y, method=method, **opts), repeat=3) / n
         theirs = None
         if have_captum and captum_case is not None:
             theirs = captum_time(model, x, y, captum_case, captum_ibs)

@@ -15,7 +15,7 @@ import pytest
 
 import boundary_xg as bxg
 from boundary_xg.errors import InputError, LabelError, MethodError, UnsupportedModelError
-from conftest import BACKENDS, build_cnn, needs_both, needs_tf, needs_torch
+from conftest import BACKENDS, HAS_TF, HAS_TORCH, build_cnn, needs_both, needs_tf, needs_torch
 
 SRC = pathlib.Path(bxg.__file__).parent
 
@@ -380,3 +380,36 @@ def test_either_framework_alone_is_enough(framework):
     assert "OK (2," in out.stdout, out.stderr[-2000:]
     other = "tensorflow" if framework == "torch" else "torch"
     assert "MISSING" in out.stdout and f"boundary_xg[{other}]" in out.stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_default_chunks_are_sized_by_the_input_on_cpu(backend):
+    """256 rows for small inputs; on a CPU at most 2**20 input elements per chunk."""
+    from boundary_xg.backends import get_backend
+    from boundary_xg.ops import CPU_CHUNK_ELEMENTS, default_batch_size
+
+    B = get_backend(backend)
+    for shape, rows in (((2, 3, 32, 32), 256), ((2, 3, 64, 64), 85), ((2, 3, 224, 224), 6),
+                        ((1, 3, 1024, 1024), 1)):
+        x = B.asarray(np.zeros(shape, np.float32))
+        assert not B.on_accelerator(x)
+        assert default_batch_size(B, x) == rows
+        assert rows == 256 or rows * int(np.prod(shape[1:])) <= CPU_CHUNK_ELEMENTS or rows == 1
+
+
+def test_every_backend_implements_the_protocol_with_its_signatures():
+    """Each primitive of the protocol exists in every installed backend with the same parameters."""
+    import inspect
+
+    from boundary_xg.backends import get_backend
+    from boundary_xg.backends._protocol import Backend
+
+    names = [n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")]
+    installed = [b for b, ok in (("torch", HAS_TORCH), ("tensorflow", HAS_TF)) if ok]
+    for name in names:
+        want = list(inspect.signature(getattr(Backend, name)).parameters)
+        for b in installed:
+            impl = getattr(type(get_backend(b)), name)
+            assert impl is not getattr(Backend, name) or name in ("fingerprint", "jit"), (b, name)
+            got = list(inspect.signature(impl).parameters)
+            assert got[: len(want)] == want, (b, name, got, want)

@@ -19,7 +19,7 @@ import numpy as np
 from .backends import Backend, backend_for
 from .errors import InputError, LabelError
 from .methods.registry import COMMON_OPTIONS, MethodSpec, check_options, lookup
-from .ops import predict
+from .ops import default_batch_size, predict
 
 
 class ProbabilityOutputWarning(UserWarning):
@@ -239,6 +239,8 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
     mode = opts.pop("model_mode")
     return_gap = bool(opts.pop("return_gap", False))
     xt, kind, np_dtype = _prepare_x(B, model, x)
+    if opts.get("batch_size") is None:
+        opts["batch_size"] = default_batch_size(B, xt)
     if spec.prepare is not None:  # checks that need the model; converts method options
         spec.prepare(B, model, xt, opts)
     if mode != "eval":
@@ -324,7 +326,7 @@ def attribute(model: Any, x: Any, labels: Any = None, method: str = "IG", **opti
             ("gausslegendre"), ``return_gap``; SG ``num_samples`` (50), ``sigma``
             (0.15 of each input's range), ``sigma_abs``, ``variant``, ``seed``; SM
             ``abs`` (False); XG ``create_graph`` (False). Every method takes
-            ``batch_size`` (model inputs per pass, default 256), ``backend`` and
+            ``batch_size`` (model inputs per pass; default 256, and on a CPU at most 2**20 input elements), ``backend`` and
             ``model_mode`` ("eval" or "as_is").
 
     Returns:

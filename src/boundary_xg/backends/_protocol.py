@@ -55,6 +55,10 @@ class Backend:
         """The device the model's weights live on (None: the framework's default)."""
         raise NotImplementedError
 
+    def on_accelerator(self, t: Any) -> bool:
+        """True when tensor ``t`` lives on a GPU/TPU (sizes the default chunks)."""
+        raise NotImplementedError
+
     def model_dtype(self, model: Any) -> Any:
         """The floating dtype the model computes in (default float32)."""
         raise NotImplementedError

@@ -96,6 +96,10 @@ class TensorFlowBackend(Backend):
     def model_device(self, model: Any) -> Any:
         return None
 
+    def on_accelerator(self, t: Any) -> bool:
+        device = getattr(t, "device", "") or ""
+        return ":GPU:" in device or ":TPU:" in device
+
     def model_dtype(self, model: Any) -> Any:
         name = getattr(model, "compute_dtype", None) or "float32"
         return tf.as_dtype(name)

@@ -69,6 +69,9 @@ class TorchBackend(Backend):
                 return b.device
         return None
 
+    def on_accelerator(self, t: Any) -> bool:
+        return t.device.type != "cpu"
+
     def model_dtype(self, model: Any) -> Any:
         if isinstance(model, torch.nn.Module):
             for p in model.parameters():

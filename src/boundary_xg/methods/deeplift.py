@@ -44,7 +44,7 @@ def deeplift(
         labels: ``(N,)`` integer classes explained.
         baseline: tensor shaped like ``x`` (the API turns None into zeros and
             broadcasts scalars and arrays).
-        batch_size: model rows per forward/backward (default 256); each chunk
+        batch_size: model rows per forward/backward (default: :func:`~boundary_xg.ops.default_batch_size`); each chunk
             holds ``batch_size // 2`` examples and their baselines (at least 1).
         return_gap: also return the summation-to-delta gap per example,
             ``sum(attr) - (F_y(x) - F_y(baseline))``, shape ``(N,)``.

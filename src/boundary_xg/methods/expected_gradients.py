@@ -49,7 +49,7 @@ def expected_gradients(
         num_samples: (reference, path point) draws per example (default 50).
         seed: seed of the generator drawing references and path points (None:
             fresh randomness).
-        batch_size: model inputs per forward/backward (default 256).
+        batch_size: model inputs per forward/backward (default: :func:`~boundary_xg.ops.default_batch_size`).
         return_gap: also return ``sum(attr) - (F_y(x) - mean_j F_y(r_j))`` per
             example, ``(N,)``, over the references ``r_j`` drawn for it; its
             expectation over the path points is zero (one extra forward per row).

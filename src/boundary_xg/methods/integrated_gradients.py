@@ -42,7 +42,7 @@ def integrated_gradients(
         steps: number of quadrature nodes (default 50).
         rule: quadrature rule (default ``"gausslegendre"``), see
             :func:`~boundary_xg.methods.quadrature.quadrature`.
-        batch_size: model inputs per forward/backward (default 256).
+        batch_size: model inputs per forward/backward (default: :func:`~boundary_xg.ops.default_batch_size`).
         return_gap: also return the completeness gap per example,
             ``sum(attr) - (F_y(x) - F_y(baseline))``, shape ``(N,)``.
         exact: the model is an X-DNN (certified by the front end's

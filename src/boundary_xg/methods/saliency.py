@@ -24,7 +24,7 @@ def saliency(
         labels: integer class per example, ``(N,)``.
         abs: return ``|grad|`` (Captum's default) instead of the signed gradient
             (default False, as in the boundary-attribution paper).
-        batch_size: model inputs per forward/backward (default 256).
+        batch_size: model inputs per forward/backward (default: :func:`~boundary_xg.ops.default_batch_size`).
 
     Returns:
         Tensor shaped like ``x``.

@@ -42,7 +42,7 @@ def smoothgrad(
         variant: ``"smoothgrad"`` (mean gradient), ``"smoothgrad_sq"`` (mean squared
             gradient) or ``"vargrad"`` (variance of the gradient).
         seed: seed of the noise generator (None: fresh randomness).
-        batch_size: model inputs per forward/backward (default 256).
+        batch_size: model inputs per forward/backward (default: :func:`~boundary_xg.ops.default_batch_size`).
 
     Returns:
         Tensor shaped like ``x``.

@@ -30,7 +30,7 @@ def xgradient(
         create_graph: keep the result differentiable with respect to the model's
             weights (and ``x`` if it requires grad), for training with attribution
             priors (double back-propagation). Default False.
-        batch_size: model inputs per pass (default 256).
+        batch_size: model inputs per pass (default: :func:`~boundary_xg.ops.default_batch_size`).
 
     Returns:
         Tensor shaped like ``x``. On a model that is not homogeneous this is

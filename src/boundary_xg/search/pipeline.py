@@ -21,7 +21,7 @@ import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
-from ..ops import expand_rows, predict
+from ..ops import default_batch_size, expand_rows, predict
 from ._ops import Cost, l2_distance, misclassified, put_rows
 from .cw import CW, cw_search
 from .pgd import PGD, pgd_search
@@ -240,7 +240,8 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         seed: seed of the random starts (default 0; None: fresh randomness).
         batch_size: rows per model call: at most this many examples are attacked
             at once, and the rows of finished work are refilled with waiting
-            work, so calls stay full (default: all examples at once).
+            work, so calls stay full (default: 256 rows; on a CPU also at most
+            2**20 input elements, see :func:`boundary_xg.ops.default_batch_size`).
         progress: tqdm bar over batches and stages; None (default) shows it when
             stderr is a terminal, False never.
         backend: "torch" or "tensorflow" to override the detection.
@@ -268,6 +269,8 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
     B = backend_for(model, x, backend)
     xt, kind, np_dtype = _api._prepare_x(B, model, x)
     lo, hi = prepare_bounds(B, bounds, xt)
+    if batch_size is None:
+        batch_size = default_batch_size(B, xt)
     with B.session(model, mode="eval") as f:
         num_classes = _api._probe(B, model, f, xt)
         y = _api._prepare_labels(B, f, labels, xt, num_classes, batch_size)
