@@ -22,6 +22,7 @@ Usage::
 
     .venv/bin/python scripts/train_digits.py            # writes the files, prints accuracies
     .venv/bin/python scripts/train_digits.py --check    # retrains and compares with the shipped files
+                                                        # (exit status 1 when a file differs)
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
     xtr, ytr, xte_u8, yte = split()
     xte = xte_u8.astype(np.float32) / 16.0
     os.makedirs(DATA, exist_ok=True)
+    differs = 0
     for variant, bias in (("regular", True), ("x", False)):
         w = train(bias, xtr, ytr)
         path = os.path.join(DATA, f"digits_cnn_{variant}.npz")
@@ -126,14 +128,20 @@ def main(argv=None) -> int:
             old = dict(np.load(path, allow_pickle=False))
             same = all(np.array_equal(old[k], w[k]) for k in w) and set(old) == set(w)
             print(f"  {path}: {'identical' if same else 'DIFFERS'}")
+            differs += not same
         else:
             np.savez_compressed(path, **w)
     test_path = os.path.join(DATA, "digits_test.npz")
-    if not args.check:
+    if args.check:
+        with np.load(test_path, allow_pickle=False) as f:
+            same = np.array_equal(f["images"], xte_u8) and np.array_equal(f["labels"], yte)
+        print(f"  {test_path}: {'identical' if same else 'DIFFERS'}")
+        differs += not same
+    else:
         # uint8 0..16 keeps the file tiny; the loader divides by 16
         np.savez_compressed(test_path, images=xte_u8, labels=yte.astype(np.uint8))
         print(f"wrote {DATA}")
-    return 0
+    return 1 if differs else 0
 
 
 if __name__ == "__main__":

@@ -132,6 +132,13 @@ def test_heatmap_positive_only_and_sign_selection(tmp_path):
     fig = Figure(figsize=(2, 2))
     out = heatmap(attr, ax=fig.add_subplot(), sign="negative")
     assert np.all(out == 0)  # no negative evidence
+    # negative evidence: blue with sign="all" and "negative", never red
+    for sign in ("all", "negative"):
+        fig = Figure(figsize=(2, 2))
+        out = heatmap(-attr, ax=fig.add_subplot(), sign=sign)
+        assert (out.min(), out.max() < 0) == (-1.0, True) if sign == "all" else out.max() == 1.0, sign
+        px = _png_pixels(fig, tmp_path / f"neg_{sign}.png")
+        assert _is_blue(px).sum() > 20 and not _is_red(px).any(), sign
 
 
 def test_zero_has_the_same_colour_whatever_the_data_range():
@@ -143,6 +150,15 @@ def test_zero_has_the_same_colour_whatever_the_data_range():
         rgb = HeatmapVisualizer(normalization_type=t)(a, imshow=False)
         assert np.allclose(rgb[0, 3, 3], rgb[1, 3, 3]), t
         assert np.allclose(rgb[:, 3, 3], 1.0, atol=0.01), t  # bwr's centre is white
+    for t in ("magnitude_max", "magnitude_sum"):  # sequential map: zero at its light end
+        rgb = HeatmapVisualizer(normalization_type=t)(a, imshow=False)
+        assert np.allclose(rgb[0, 3, 3], rgb[1, 3, 3]), t
+        assert np.allclose(rgb[0, 3, 3], matplotlib.colormaps["Reds"](0.0)[:3]), t
+    # a signed map of much smaller values: zero keeps its colour, the extremes stay saturated
+    rgb = HeatmapVisualizer()(a * 1e-6, imshow=False)
+    assert np.allclose(rgb[:, 3, 3], 1.0, atol=0.01)
+    assert np.allclose(rgb[0, 0, 0], matplotlib.colormaps["bwr"](1.0)[:3])
+    assert np.allclose(rgb[1, 0, 1], matplotlib.colormaps["bwr"](0.0)[:3])
 
 
 def test_outlier_clipping():
@@ -195,8 +211,50 @@ def test_seed_snippet_draws_into_the_figure(tmp_path):
     finally:
         plt.close(fig)
     path = tmp_path / "viz.png"
-    mask_viz(attr, img, output_file=str(path), imshow=False)
-    assert plt.imread(str(path)).shape[0] > 50
+    mask_viz(np.abs(attr), np.full_like(img, 0.5), output_file=str(path), imshow=False)
+    px = plt.imread(str(path))[..., :3]
+    assert px.shape[0] > 50
+    assert _is_red(px).sum() > 100 and not _is_blue(px).any()  # positive evidence only: red, never blue
+
+
+# --- the grid, pixel by pixel --------------------------------------------------------------
+def _panel(img: np.ndarray, ax, margin: int = 3) -> np.ndarray:
+    """The pixels of ``ax`` (frame excluded) in a PNG saved at the figure's dpi."""
+    bb = ax.get_window_extent()
+    h = img.shape[0]
+    return img[int(h - bb.y1) + margin:int(h - bb.y0) - margin, int(bb.x0) + margin:int(bb.x1) - margin]
+
+
+def test_plot_grid_pixels(tmp_path):
+    from boundary_xg.viz import Column, plot_grid
+
+    rng = np.random.default_rng(0)
+    images = np.tile(np.linspace(0, 1, 8), (2, 1, 8, 1))  # grey ramps, (2, 1, 8, 8)
+    pos = np.abs(rng.standard_normal((2, 1, 8, 8))) + 0.05
+    mixed = pos.copy()
+    mixed[..., 4:] *= -1  # left half for, right half against
+    path = tmp_path / "grid.png"
+    fig = plot_grid(images, [Column("pos", pos, ["d=0.50", "d=0.25"]), ("neg", -pos), ("mixed", mixed)],
+                    ["label 1", "label 2"], output_file=str(path), dpi=60)
+    px = plt.imread(str(path))[..., :3]
+    axes = np.array(fig.axes).reshape(2, 4)
+    assert [a.get_title() for a in axes[0]] == ["image", "pos", "neg", "mixed"]
+    assert [a.get_ylabel() for a in axes[:, 0]] == ["label 1", "label 2"]
+    assert axes[1, 1].get_xlabel() == "d=0.25" and axes[1, 2].get_xlabel() == ""
+    for i in range(2):
+        im = _panel(px, axes[i, 0])
+        assert np.allclose(im[..., 0], im[..., 2], atol=0.02)  # the image is grey
+        assert im.min() < 0.1 and im.max() > 0.9  # min-max scaled: black to white
+        p = _panel(px, axes[i, 1])
+        assert _is_red(p).mean() > 0.5 and not _is_blue(p).any()
+        n = _panel(px, axes[i, 2])
+        assert _is_blue(n).mean() > 0.5 and not _is_red(n).any()
+        m = _panel(px, axes[i, 3])
+        half = m.shape[1] // 2
+        assert not _is_blue(m[:, : half - 2]).any() and not _is_red(m[:, half + 2:]).any()
+    # a column whose attributions do not match the images names the column
+    with pytest.raises(InputError, match="column 'bad'"):
+        plot_grid(images, [("bad", np.ones((3, 1, 8, 8)))], output_file=str(tmp_path / "x.png"))
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -231,6 +289,27 @@ def test_torch_tensors_are_accepted():
     v = HeatmapVisualizer()
     t = torch.from_numpy(a).requires_grad_()
     assert np.allclose(v(t * 1, t.detach(), imshow=False), v(a, a, imshow=False))
+
+
+@needs_torch
+def test_compare_accepts_tensors_in_either_layout(tmp_path):
+    import torch
+
+    import boundary_xg as bxg
+    from boundary_xg.demo_models import load_digit_model, load_digit_test_set
+    from boundary_xg.viz import compare
+
+    model = load_digit_model("torch")
+    x, y = load_digit_test_set()
+    xt, yt = torch.from_numpy(x[:2]), torch.from_numpy(y[:2])
+    res = compare(model, xt, yt, methods=["SM", "IG"], options={"IG": {"steps": 8}},
+                  images=np.transpose(x[:2], (0, 2, 3, 1)),  # shown in NHWC: the layout is read from the shape
+                  output_file=str(tmp_path / "g.png"))
+    assert isinstance(res.attributions["SM"], np.ndarray)
+    np.testing.assert_allclose(res.attributions["SM"], bxg.attribute(model, x[:2], y[:2], method="SM"), rtol=1e-5)
+    assert list(res.labels) == list(y[:2]) and set(res.seconds) == {"SM", "IG"}
+    with pytest.raises(bxg.MethodError, match="NOPE"):
+        compare(model, xt, yt, methods=["NOPE"], output_file=str(tmp_path / "h.png"))
 
 
 @needs_tf

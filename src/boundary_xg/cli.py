@@ -12,7 +12,8 @@ Commands:
 - ``backends``: which frameworks import, their versions and devices.
 
 Errors print one line with the fix and exit with status 1 (2 for bad usage);
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead (and TensorFlow's start-up log, which is
+otherwise silenced while the framework is imported).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def cmd_demo(args) -> int:
     # framework is imported, and a user's own setting wins
     for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(var, "1")
+    from .model_io import import_quietly
+
+    import_quietly([args.backend])
     summary = run_demo(args.out, backend=args.backend, n=args.examples)
     print(format_table(summary))
     return 0
@@ -110,12 +114,13 @@ def cmd_explain(args) -> int:
 
     from .api import attribute
     from .methods.registry import lookup
-    from .model_io import load_images, load_model
+    from .model_io import load_images, load_model, pixel_bounds
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
     spec = lookup(args.method)  # a bad name fails before a framework is imported
     model, fw = load_model(args.model, args.weights)
     x, shown, names = load_images(args.images, fw, args.size, args.grayscale, args.mean, args.std)
+    from_files = not (len(args.images) == 1 and args.images[0].lower().endswith(".npy"))
     preds = predicted_labels(model, x)
     labels = preds if args.labels is None else np.asarray(args.labels, dtype=np.int64)
     if args.labels is not None and len(labels) == 1 and len(x) > 1:
@@ -124,6 +129,10 @@ def cmd_explain(args) -> int:
     boundary = is_boundary_method(spec)
     if boundary:
         options["return_dis"] = True
+        if from_files and "bounds" in spec.defaults and "bounds" not in options:
+            # image files hold pixels in [0, 1]: keep the boundary search among real
+            # images, per channel after --mean/--std (a .npy batch: --option bounds=[lo,hi])
+            options["bounds"] = pixel_bounds(x, fw, args.mean, args.std)
     out = attribute(model, x, labels, method=args.method, **options)
     attr, dis = (out[0], out[-1]) if boundary else (out, None)
     attr = np.asarray(attr)
@@ -147,10 +156,13 @@ def cmd_explain(args) -> int:
 
 def backend_report() -> List[dict]:
     """One entry per framework: name, installed, version, devices, error."""
-    from .backends import import_frameworks
+    from .model_io import import_quietly
 
     rows = []
-    import_frameworks([n for n in ("torch", "tensorflow") if importlib.util.find_spec(n)])
+    try:
+        import_quietly(["torch", "tensorflow"])
+    except Exception:  # a broken install: its row below says what fails
+        pass
     for name in ("torch", "tensorflow"):
         row = {"framework": name, "installed": importlib.util.find_spec(name) is not None,
                "version": None, "devices": [], "error": None}
@@ -209,8 +221,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from . import model_io
     from .errors import BoundaryXGError
     from .model_io import CLIError
+
+    model_io.QUIET_IMPORTS = not args.debug
 
     handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends}
     try:

@@ -10,12 +10,14 @@ Every failure raises :class:`CLIError` with one line that says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+import pickle
 import sys
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,15 +27,57 @@ TORCHSCRIPT_EXT = (".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+#: set by the command line (off with ``--debug``): hide the C++ start-up log lines
+#: TensorFlow writes straight to file descriptor 2 while it is imported (its absl
+#: logging ignores ``TF_CPP_MIN_LOG_LEVEL``), so an error stays one line
+QUIET_IMPORTS = False
+
+
 class CLIError(Exception):
     """A user-facing error of the command line: one line, with the fix."""
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (Python exceptions still propagate)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. some notebook kernels)
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_quietly(names: Sequence[str]) -> None:
+    """Import the installed frameworks among ``names`` (torch first), silencing their
+    native start-up logs when :data:`QUIET_IMPORTS` is set."""
+    wanted = [n for n in names if n not in sys.modules and importlib.util.find_spec(n) is not None]
+    if not wanted:
+        return
+    with _native_stderr_silenced() if QUIET_IMPORTS else contextlib.nullcontext():
+        import_frameworks([n for n in wanted if n != "tensorflow"])
+        if "tensorflow" in wanted:
+            if "torchvision" not in sys.modules and "torch" in sys.modules \
+                    and importlib.util.find_spec("torchvision") is not None:
+                # torchvision imported after TensorFlow crashes some interpreters:
+                # a process that will hold both gets it first
+                importlib.import_module("torchvision")
+            import_frameworks(["tensorflow"])
 
 
 def _need(framework: str) -> Any:
     if importlib.util.find_spec(framework) is None:
         extra = "torch" if framework == "torch" else "tensorflow"
         raise CLIError(f"{framework} is not installed; install it with: pip install 'boundary_xg[{extra}]'")
-    import_frameworks([framework])
+    import_quietly([framework])
     return sys.modules[framework]
 
 
@@ -70,7 +114,11 @@ def load_model(spec: str, weights: Optional[str] = None) -> Tuple[Any, str]:
             try:
                 return keras.saving.load_model(spec, safe_mode=True, compile=False), "tensorflow"
             except Exception as err:
-                raise CLIError(f"could not load Keras model {spec!r} ({_first_line(err)}); save it with model.save('model.keras').") from err
+                raise CLIError(
+                    f"could not load Keras model {spec!r} ({_reason(err)}); save it with "
+                    "model.save('model.keras'); custom layers must be registered with "
+                    "keras.saving.register_keras_serializable (no Lambda layers: safe_mode)."
+                ) from err
         if low.endswith(TORCHSCRIPT_EXT):
             if weights:
                 raise CLIError("--weights is only used with --model module:callable; a TorchScript file holds its weights.")
@@ -82,7 +130,7 @@ def load_model(spec: str, weights: Optional[str] = None) -> Tuple[Any, str]:
                     return torch.jit.load(spec, map_location="cpu").eval(), "torch"
             except Exception as err:
                 raise CLIError(
-                    f"{spec!r} is not a TorchScript file ({_first_line(err)}); save the model with "
+                    f"{spec!r} is not a TorchScript file ({_reason(err)}); save the model with "
                     "torch.jit.save(torch.jit.script(model), 'model.pt'), or for a state dict pass "
                     "--model module:callable --weights FILE."
                 ) from err
@@ -107,20 +155,25 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
         found = False
     if not found:  # before importing any framework: a typo should fail fast
         raise CLIError(f"could not import module {mod_name!r} (not found); check the name and that it is on the path.")
-    # torch first, whatever the module imports afterwards
-    import_frameworks([n for n in ("torch", "tensorflow") if importlib.util.find_spec(n)])
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # torch (and torchvision) before anything the module imports: importing them
+    # after TensorFlow crashes some interpreters; TensorFlow itself is left to the
+    # module, so a PyTorch model does not pay for it
+    import_quietly(["torch"] + (["tensorflow"] if _mentions_keras(mod_name) else []))
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as err:
-        raise CLIError(f"could not import module {mod_name!r} ({_first_line(err)}); check the name and that it is on the path.") from err
+        raise CLIError(f"could not import module {mod_name!r} ({_reason(err)}); check the name and that it is on the path.") from err
     fn = mod
     for part in attr.split("."):
         if not hasattr(fn, part):
             raise CLIError(f"module {mod_name!r} has no attribute {attr!r}.")
         fn = getattr(fn, part)
     model = fn() if callable(fn) and not _is_model(fn) else fn
+    if not _is_model(model):
+        raise CLIError(
+            f"--model {spec!r} gave a {type(model).__name__}, not a torch.nn.Module or a Keras model; "
+            "point it at a function that returns the model (or at the model itself)."
+        )
     fw = framework_of(model)
     if weights:
         if not os.path.isfile(weights):
@@ -128,27 +181,77 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
         if fw == "torch":
             torch = sys.modules["torch"]
             try:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
+                    # weights_only: tensors and plain containers only, never pickled code
+                    state = torch.load(weights, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as err:
+                raise CLIError(
+                    f"{weights!r} is not a plain state dict: it holds pickled objects, which are "
+                    "never loaded (weights_only=True); save it with torch.save(model.state_dict(), FILE)."
+                ) from err
+            except Exception as err:
+                raise CLIError(f"could not read state dict {weights!r} ({_reason(err)}); save it with torch.save(model.state_dict(), FILE).") from err
+            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                state = state["state_dict"]  # a checkpoint dict that holds the state dict
+            try:
                 model.load_state_dict(state)
             except Exception as err:
-                raise CLIError(f"could not load state dict {weights!r} ({_first_line(err)}); save it with torch.save(model.state_dict(), FILE).") from err
+                raise CLIError(
+                    f"the state dict {weights!r} does not fit the model of {spec!r} ({_reason(err)}); "
+                    "check that the callable builds the same architecture."
+                ) from err
             model.eval()
         else:
             try:
                 model.load_weights(weights)
             except Exception as err:
-                raise CLIError(f"could not load Keras weights {weights!r} ({_first_line(err)}).") from err
+                raise CLIError(f"could not load Keras weights {weights!r} ({_reason(err)}); save them with model.save_weights('model.weights.h5').") from err
     return model, fw
 
 
+def _mentions_keras(mod_name: str) -> bool:
+    """Whether the module's source names TensorFlow or Keras (then it is imported first, quietly)."""
+    try:
+        origin = importlib.util.find_spec(mod_name).origin
+        with open(origin, encoding="utf-8", errors="ignore") as fh:
+            text = fh.read(200_000)
+    except (ImportError, ValueError, AttributeError, TypeError, OSError):
+        return False
+    return "tensorflow" in text or "keras" in text
+
+
 def _is_model(obj: Any) -> bool:
-    root = (type(obj).__module__ or "").split(".")[0]
-    return root in ("torch", "keras", "tensorflow")
+    """Whether ``obj`` is an instance of a torch / Keras / TF class (user subclasses included)."""
+    return any((k.__module__ or "").split(".")[0] in ("torch", "keras", "tensorflow")
+               for k in type(obj).__mro__)
 
 
-def _first_line(err: BaseException) -> str:
+def _reason(err: BaseException, limit: int = 140) -> str:
+    """The first sentence of the first line of ``err``'s message, at most ``limit`` characters."""
     text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    first = text.splitlines()[0].strip()
+    cut = first.find(". ")
+    if 0 < cut:
+        first = first[:cut]
+    return first if len(first) <= limit else first[: limit - 3].rstrip() + "..."
+
+
+def pixel_bounds(x: np.ndarray, framework: str, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The box of valid model inputs for pixels in [0, 1] after ``(p - mean) / std``.
+
+    Per channel, ``((0 - mean) / std, (1 - mean) / std)``, shaped ``(C, 1, 1)`` for
+    NCHW (torch) and ``(C,)`` for NHWC, so the boundary search stays among real images.
+    """
+    channels_first = framework == "torch"
+    c = x.shape[1] if channels_first else x.shape[-1]
+    m = _per_channel(mean, 0.0, c, "--mean").astype(np.float64)
+    s = _per_channel(std, 1.0, c, "--std").astype(np.float64)
+    shape = (c, 1, 1) if channels_first else (c,)
+    return ((0.0 - m) / s).reshape(shape), ((1.0 - m) / s).reshape(shape)
 
 
 def load_images(
@@ -183,11 +286,15 @@ def load_images(
         if not os.path.isfile(p):
             raise CLIError(f"image file {p!r} not found.")
     channels_first = framework == "torch"
+    if any(p.lower().endswith(".npy") for p in paths) and len(paths) > 1:
+        raise CLIError("pass either one .npy batch or image files, not several .npy files; stack them with np.stack.")
     if len(paths) == 1 and paths[0].lower().endswith(".npy"):
+        if size is not None or grayscale:
+            raise CLIError("--size and --grayscale apply to image files; a .npy batch is used as it is (in the model's layout).")
         try:
             x = np.load(paths[0], allow_pickle=False)
         except Exception as err:
-            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({_first_line(err)}).") from err
+            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({_reason(err)}); save it with np.save (no object arrays).") from err
         if x.dtype.kind not in "biuf":
             raise CLIError(f"{paths[0]!r} holds dtype {x.dtype}; expected numbers.")
         x = x.astype(np.float32)
@@ -205,7 +312,7 @@ def load_images(
             try:
                 im = Image.open(p).convert("L" if grayscale else "RGB")
             except Exception as err:
-                raise CLIError(f"could not read image {p!r} ({_first_line(err)}).") from err
+                raise CLIError(f"could not read image {p!r} ({_reason(err)}); use PNG or JPEG files.") from err
             if size is not None:
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255.0

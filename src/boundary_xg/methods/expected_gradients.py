@@ -12,7 +12,7 @@ replacement, uniformly from the ``background`` rows) and its own ``a``: unlike t
 FAA and REC reference code (spec 3.5, 4.2), examples never share a reference or an
 ``a``, and every reference is paired with its own gradient. All ``N * num_samples``
 rows are batched into the batch dimension, in chunks of ``batch_size``. The random
-draws are made once up front, so results repeat for the same ``seed`` whatever
+draws are made once up front (in float32), so results repeat for the same ``seed`` whatever
 ``batch_size`` is.
 
 Completeness holds in expectation: ``E[sum(attr)] = F_y(x) - E_r[F_y(r)]``.
@@ -64,9 +64,13 @@ def expected_gradients(
     rng = B.rng(seed, like=x)
     total = n * s
     rows_all = B.arange(0, total, like=x)
+    # The draws are made in float32 whatever x's dtype: a float16/bfloat16 uniform
+    # (8-11 bits) would reach only some of the references of a large background, and
+    # the same seed gives the same draws for every input dtype.
+    f32 = B.asarray([0.0], like=x, dtype="float32")
     # Float -> int casts truncate; "% m" maps the rare u * m that rounds up to m back in range.
-    ref_index = B.cast(B.uniform(rng, (total,), like=x) * m, like=rows_all) % m
-    alphas = B.uniform(rng, (total,), like=x)
+    ref_index = B.cast(B.uniform(rng, (total,), like=f32) * m, like=rows_all) % m
+    alphas = B.cast(B.uniform(rng, (total,), like=f32), like=x)
     step = compiled_label_grad(B, f)
     acc = B.zeros_like(x)
     ref_scores = B.zeros_like(B.sum(x, axis=tuple(range(1, nd)))) if return_gap else None

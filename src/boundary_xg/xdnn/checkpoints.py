@@ -36,8 +36,11 @@ def map_checkpoint_keys(
 ) -> Dict[str, Any]:
     """Rename checkpoint keys to the model's: remove every DataParallel ``module`` component.
 
-    ``module.features.0.weight`` and ``features.module.0.weight`` both become
-    ``features.0.weight``.
+    ``module.features.0.weight`` (the whole model wrapped: the X-models, the
+    Fixup-ResNets) and ``features.module.0.weight`` (only ``features`` wrapped: the
+    paper's AlexNet and VGG16) both become ``features.0.weight``. A key the model
+    already has (given ``model_keys``) is kept as it is, so a model with a
+    sub-module really named ``module`` still loads.
 
     Args:
         state_dict: the checkpoint's weights (after :func:`unwrap_state_dict`).
@@ -52,7 +55,9 @@ def map_checkpoint_keys(
     keep = set(model_keys) if model_keys is not None else None
     out: Dict[str, Any] = {}
     for key, value in state_dict.items():
-        new = ".".join(part for part in str(key).split(".") if part != "module")
+        new = str(key)
+        if keep is None or new not in keep:
+            new = ".".join(part for part in new.split(".") if part != "module")
         if drop_bias and keep is not None and new not in keep and "bias" in new.rsplit(".", 1)[-1]:
             continue
         out[new] = value

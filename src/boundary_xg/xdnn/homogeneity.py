@@ -140,8 +140,10 @@ def check_homogeneous(
     mean), input normalisation inside the model, non-homogeneous activations
     (GELU, SiLU, sigmoid, tanh, ELU, softplus, softmax, clipped ReLUs, ...) and
     non-zero additive buffers. A final softmax that the backends strip anyway is
-    not counted. With ``x``, ``F(a x) = a F(x)`` is also measured, which catches
-    what a scan cannot see (activations applied functionally in ``forward``).
+    not counted. With ``x``, ``F(a x) = a F(x)`` is also measured over all logits
+    of all examples, as ``max_a max|F(a x) - a F(x)| / (a max|F(x)|)`` (one batched
+    forward of the scaled copies), which catches what a scan cannot see
+    (activations applied functionally in ``forward``, a Keras ``Lambda``).
 
     Args:
         model: a ``torch.nn.Module`` or a Keras 3 model (TensorFlow backend).
