@@ -7,16 +7,16 @@ over the reference's 7 radii x 40 steps, then CW 9 x 100) and bounds (-2.118,
 wall seconds (best of two runs for the small CNN, one for resnet18), the ratio
 to the floor, success rate, mean distance of the found points and the passes as
 a fraction of the reference's 7 x 40 + 9 x 100 = 1180. The search runs with the
-default ``batch_size`` (256 rows at 3x32x32, 85 at 3x64x64 on a CPU) and enough
+default ``batch_size`` (170 rows at 3x32x32, 42 at 3x64x64 on a CPU) and enough
 inputs that its row pool stays full but for the last jobs, as when a data set
 is explained; with only as many inputs as rows, the pool empties as examples
 finish and the ratio to the floor grows (about 1.5x on the small CNN at 128
 inputs in torch, more in TensorFlow, whose per-call cost is larger).
 
-* floor = passes x the best per-example time of one forward+backward of plain
-  framework code (the gradient of the label's logit, the same primitive the
-  search uses), taken over several batch sizes, after a warm-up, best of
-  several repeats.
+* floor = passes x the best per-row time of plain framework code (the gradient
+  of the label's logit, the same primitive the search uses) over several batch
+  sizes, each timed as about 2 s of back-to-back passes right after each search
+  run, so that both see the same load of a shared machine; best of the runs.
 * "reference emulation" rows run our attacks configured like the reference
   (spec 2.3): PGD with the absolute step 2*eps^2/steps, random start, last
   iterate, no early exit, every radius for every example, the first successful
@@ -55,48 +55,58 @@ EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
 HEADER = f"{'case':<46} {'passes':>7} {'s/input':>8} {'/floor':>6} {'succ':>6} {'dist':>7} {'/1180':>7}"
 
 
-def floor_per_example(B, f, x, y, batch_sizes, repeat=3):
-    """Best per-example time of one forward+backward per batch size (warm-up, best of ``repeat``)."""
+def floor_per_row(B, f, x, y, batch_sizes, seconds=2.0):
+    """Best per-row time of plain forward+backward passes over ``batch_sizes``.
+
+    Each batch size runs back-to-back passes for about ``seconds`` (not a best of
+    a few short timings, which catch the quiet moments of a shared machine that a
+    search of several seconds does not get); measured right after each search run.
+    """
     step = B.jit(label_grad, f, B, f, False)
-    per = {}
+    best = float("inf")
     for bs in batch_sizes:
         reps = -(-bs // B.shape(x)[0])
         xb = B.concat([x] * reps)[:bs] if reps > 1 else x[:bs]
         yb = B.concat([y] * reps)[:bs] if reps > 1 else y[:bs]
-        for _ in range(2):  # warm-up (and tf.function trace)
-            B.to_numpy(step(xb, yb)[1][:1])
-        best = float("inf")
-        for _ in range(repeat):
-            t = time.perf_counter()
+        B.to_numpy(step(xb, yb)[1][:1])  # warm-up (and tf.function trace)
+        rows, t0 = 0, time.perf_counter()
+        while True:
             _, g = step(xb, yb)
             B.to_numpy(g[:1])
-            best = min(best, (time.perf_counter() - t) / bs)
-        per[bs] = best
-    return per
+            rows += bs
+            el = time.perf_counter() - t0
+            if el >= seconds:
+                break
+        best = min(best, el / rows)
+    return best
 
 
-def line(name, passes, sec, floor, found, dist):
+def line(name, passes, sec, floor_sec, found, dist):
+    """One row; ``sec`` and ``floor_sec`` are seconds per input."""
     mean_d = float(dist[found].mean()) if found.any() else float("nan")
-    print(f"{name:<46} {passes:7.1f} {sec:8.3f} {sec / (passes * floor):6.2f} "
+    print(f"{name:<46} {passes:7.1f} {sec:8.3f} {sec / floor_sec:6.2f} "
           f"{found.mean():6.2f} {mean_d:7.3f} {passes / REFERENCE_PASSES:7.2f}", flush=True)
 
 
-def run(name, B, f, x, y, lo, hi, classes, floor, attacks, batch_size, runs=2):
-    """Time the search (best of ``runs``, after a warm-up on two examples) and print a row."""
+def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2):
+    """Time the search and its floor, alternately (best of ``runs`` each), and print a row."""
     boundary_search(B, f, x[:2], y[:2], attacks=attacks, lo=lo, hi=hi, num_classes=classes,
                     progress=False, warn=False)
-    sec = float("inf")
+    n = B.shape(x)[0]
+    sec = per_row = float("inf")
     for _ in range(runs):
         t = time.perf_counter()
         res = boundary_search(B, f, x, y, attacks=attacks, lo=lo, hi=hi, num_classes=classes,
                               seed=0, batch_size=batch_size, progress=False, warn=False)
         B.to_numpy(res.distances)
-        sec = min(sec, (time.perf_counter() - t) / B.shape(x)[0])
-    line(name, res.passes, sec, floor, B.to_numpy(res.found).astype(bool), B.to_numpy(res.distances))
+        sec = min(sec, (time.perf_counter() - t) / n)
+        per_row = min(per_row, floor_per_row(B, f, x, y, floor_bs))
+    line(name, res.passes, sec, res.passes * per_row, B.to_numpy(res.found).astype(bool),
+         B.to_numpy(res.distances))
     return sec
 
 
-def reference_emulation(name, B, f, x, y, lo, hi, classes, floor):
+def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
     """The reference's pipeline and merge (spec 2.3.2-2.3.4) with our attacks; prints a row."""
     n = B.shape(x)[0]
     cost, rng = Cost(), B.rng(0, like=x)
@@ -127,7 +137,8 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor):
     dist = np.where(take, d_cw, d_pgd)
     pred = B.to_numpy(B.argmax(B.forward(f, B.asarray(final, like=x)), axis=1))
     sec = (time.perf_counter() - t) / n
-    line(name, cost.passes / n, sec, floor, pred != B.to_numpy(y), dist)
+    per_row = floor_per_row(B, f, x, y, floor_bs)
+    line(name, cost.passes / n, sec, cost.passes / n * per_row, pred != B.to_numpy(y), dist)
 
 
 def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2):
@@ -141,15 +152,13 @@ def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2
         y = B.argmax(logits, axis=1)
         classes = B.shape(logits)[1]
         lo, hi = prepare_bounds(B, BOUNDS, x)
-        per = floor_per_example(B, f, x, y, batch_sizes)
-        floor = min(per.values())
-        print(f"-- {label}: floor {1e3 * floor:.3f} ms per example; ms per example by batch size: "
-              + ", ".join(f"{bs}: {1e3 * t:.3f}" for bs, t in per.items()))
-        sec = run(f"{label}, PGD+CW (default)", B, f, x, y, lo, hi, classes, floor, default, batch_size, runs)
+        floor_bs = batch_sizes
+        print(f"-- {label}: search batch_size {batch_size}; floor: best of batch sizes {batch_sizes}")
+        sec = run(f"{label}, PGD+CW (default)", B, f, x, y, lo, hi, classes, floor_bs, default, batch_size, runs)
         if emulate:
-            run(f"{label}, PGD only", B, f, x, y, lo, hi, classes, floor, [bxg.PGD()], batch_size, runs=1)
+            run(f"{label}, PGD only", B, f, x, y, lo, hi, classes, floor_bs, [bxg.PGD()], batch_size, runs=1)
             reference_emulation(f"{label}, reference emulation ({emulate} inputs)", B, f, x[:emulate],
-                                y[:emulate], lo, hi, classes, floor)
+                                y[:emulate], lo, hi, classes, floor_bs)
     return sec
 
 
@@ -157,22 +166,22 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
-    # enough inputs that the search's row pool (default batch_size: 256 rows at
-    # 3x32x32, 85 at 3x64x64 on a CPU) stays full but for the last jobs
+    # enough inputs that the search's row pool (default batch_size: 170 rows at
+    # 3x32x32, 42 at 3x64x64 on a CPU) stays full but for the last jobs
     x32 = rng.uniform(-2.0, 2.2, (512, 3, 32, 32)).astype(np.float32)
     w = tm.cnn_weights(0, size=32, widths=(16, 32), hidden=64, classes=10)
     print(HEADER)
-    t_torch = case("cnn32 torch (512 inputs)", "torch", tm.torch_cnn(w), x32, (32, 64, 128, 256), None,
+    t_torch = case("cnn32 torch (512 inputs)", "torch", tm.torch_cnn(w), x32, (64, 128, 170, 256), None,
                    emulate=128)
     import tensorflow as tf  # noqa: F401  (after torch)
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
     t_tf = case("cnn32 tensorflow (512 inputs)", "tensorflow", tm.keras_cnn(w), tm.nchw_to_nhwc(x32),
-                (32, 64, 128, 256), None)
+                (64, 128, 170, 256), None)
     print(f"-- tensorflow / torch seconds per input (cnn32, default pipeline): {t_tf / t_torch:.2f}")
     resnet = torchvision.models.resnet18(num_classes=10).eval()
     x64 = rng.uniform(-2.0, 2.2, (96, 3, 64, 64)).astype(np.float32)
-    case("resnet18@64 torch (96 inputs)", "torch", resnet, x64, (16, 32, 64, 85), None, emulate=8, runs=1)
+    case("resnet18@64 torch (96 inputs)", "torch", resnet, x64, (16, 32, 42, 64), None, emulate=8, runs=1)
 
 
 if __name__ == "__main__":

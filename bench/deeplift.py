@@ -4,7 +4,7 @@ DeepLIFT runs the inputs and the baselines as one doubled batch, so its floor is
 one plain forward+backward (gradient of the label logit w.r.t. the input) over
 ``2N`` rows. This prints both times and their ratio (target <= 1.3x) for
 
-* the small CNN at 3x32x32 (torch and, with the same weights, Keras), N = 32;
+* the small CNN at 3x32x32 (torch and, with the same weights, Keras), N = 32 and 128;
 * torchvision resnet18 at 3x224x224 (random weights), N = 8;
 
 on the CPU. Run: ``.venv/bin/python bench/deeplift.py`` (well under 2 minutes).
@@ -23,14 +23,20 @@ import boundary_xg as bxg
 from boundary_xg.testing import models as tm
 
 
-def best_time(fn, repeat=3):
-    """Best wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def best_times(*fns, repeat=7):
+    """Best wall time of each ``fn()`` over ``repeat`` rounds, after a warm-up.
+
+    The functions run in turn within each round, so that the floor and ours see
+    the same load of a shared machine.
+    """
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t0)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
@@ -47,7 +53,7 @@ def torch_case(name, model, shape, n):
     def ours():
         bxg.attribute(model, x, y, method="DeepLIFT", baseline=b)
 
-    t_floor, t_ours = best_time(floor), best_time(ours)
+    t_floor, t_ours = best_times(floor, ours)
     print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:8.1f} ms   DeepLIFT {t_ours * 1e3:8.1f} ms"
           f"   ratio {t_ours / t_floor:5.2f}x")
 
@@ -73,8 +79,7 @@ def keras_case(name, model, shape, n):
         bxg.attribute(model, x, y, method="DeepLIFT", baseline=b)
 
     # the floor is plain TensorFlow at its fastest (tf.function), as our backend runs
-    t_eager = best_time(lambda: grad(z2, y2))
-    t_floor, t_ours = best_time(lambda: compiled(z2, y2)), best_time(ours)
+    t_floor, t_ours, t_eager = best_times(lambda: compiled(z2, y2), ours, lambda: grad(z2, y2))
     print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:8.1f} ms   DeepLIFT {t_ours * 1e3:8.1f} ms"
           f"   ratio {t_ours / t_floor:5.2f}x   (tf.function floor; eager {t_eager * 1e3:.1f} ms)")
 
@@ -82,9 +87,11 @@ def keras_case(name, model, shape, n):
 def main():
     torch.manual_seed(0)
     w = tm.cnn_weights(0, size=32)
-    torch_case("small CNN 3x32x32 (torch)", tm.torch_cnn(w), (3, 32, 32), 32)
+    for n in (32, 128):
+        torch_case("small CNN 3x32x32 (torch)", tm.torch_cnn(w), (3, 32, 32), n)
     torch_case("resnet18 3x224x224 (torch)", torchvision.models.resnet18().eval(), (3, 224, 224), 8)
-    keras_case("small CNN 32x32x3 (keras)", tm.keras_cnn(w), (32, 32, 3), 32)
+    for n in (32, 128):
+        keras_case("small CNN 32x32x3 (keras)", tm.keras_cnn(w), (32, 32, 3), n)
 
 
 if __name__ == "__main__":

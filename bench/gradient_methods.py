@@ -34,12 +34,21 @@ from boundary_xg.testing import models as tm
 
 def best_time(fn, repeat=5):
     """Best wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+    return best_times(fn, repeat=repeat)[0]
+
+
+def best_times(*fns, repeat=5):
+    """Best wall time of each ``fn()`` over ``repeat`` rounds, after a warm-up; the
+    functions run in turn within a round, so that they see the same load of a
+    shared machine."""
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t0)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
@@ -149,12 +158,16 @@ def bench_tf_vs_torch(n, steps):
     tfb = get_backend("tensorflow")
     print(f"{'method':6} {'torch s/input':>14} {'tf.function':>12} {'tf eager':>10} {'tf.function/torch':>18}")
     for method, opts in [("SM", {}), ("IG", {"steps": steps}), ("SG", {"num_samples": 50, "seed": 0})]:
-        t_torch = best_time(lambda: bxg.attribute(tmodel, x, y, method=method, **opts), 2) / n
-        tfb.use_tf_function = True
-        t_fn = best_time(lambda: bxg.attribute(kmodel, xk, y, method=method, **opts), 2) / n
-        tfb.use_tf_function = False
-        t_eager = best_time(lambda: bxg.attribute(kmodel, xk, y, method=method, **opts), 2) / n
-        tfb.use_tf_function = True
+        def tf_call(compiled):
+            tfb.use_tf_function = compiled
+            try:
+                bxg.attribute(kmodel, xk, y, method=method, **opts)
+            finally:
+                tfb.use_tf_function = True
+
+        t_torch, t_fn, t_eager = (t / n for t in best_times(
+            lambda: bxg.attribute(tmodel, x, y, method=method, **opts),
+            lambda: tf_call(True), lambda: tf_call(False), repeat=5))
         print(f"{method:6} {t_torch:14.5f} {t_fn:12.5f} {t_eager:10.5f} {t_fn / t_torch:18.2f}")
     floor_t, _ = torch_floor(tmodel, (3, 32, 32), [16, 64, 256])
     floor_k, _ = tf_floor(kmodel, (32, 32, 3), [16, 64, 256])

@@ -384,17 +384,22 @@ def test_either_framework_alone_is_enough(framework):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_default_chunks_are_sized_by_the_input_on_cpu(backend):
-    """256 rows for small inputs; on a CPU at most 2**20 input elements per chunk."""
+    """256 rows for small inputs; on a CPU the backend's element budget per chunk, 8 rows of large images."""
     from boundary_xg.backends import get_backend
-    from boundary_xg.ops import CPU_CHUNK_ELEMENTS, default_batch_size
+    from boundary_xg.ops import default_batch_size
 
     B = get_backend(backend)
-    for shape, rows in (((2, 3, 32, 32), 256), ((2, 3, 64, 64), 85), ((2, 3, 224, 224), 6),
-                        ((1, 3, 1024, 1024), 1)):
+    budget = {"torch": 2 ** 19, "tensorflow": 2 ** 20}[backend]
+    assert B.cpu_chunk_elements == budget
+    expected = {"torch": (256, 170, 42, 8, 5, 1), "tensorflow": (256, 256, 85, 8, 5, 1)}[backend]
+    shapes = ((2, 3, 16, 16), (2, 3, 32, 32), (2, 3, 64, 64), (2, 3, 224, 224), (2, 3, 512, 512),
+              (1, 3, 1024, 1024))
+    for shape, rows in zip(shapes, expected):
         x = B.asarray(np.zeros(shape, np.float32))
         assert not B.on_accelerator(x)
         assert default_batch_size(B, x) == rows
-        assert rows == 256 or rows * int(np.prod(shape[1:])) <= CPU_CHUNK_ELEMENTS or rows == 1
+        per_row = int(np.prod(shape[1:]))
+        assert rows * per_row <= max(budget, 8 * per_row) or rows == 1
 
 
 def test_every_backend_implements_the_protocol_with_its_signatures():

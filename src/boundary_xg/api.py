@@ -326,7 +326,7 @@ def attribute(model: Any, x: Any, labels: Any = None, method: str = "IG", **opti
             ("gausslegendre"), ``return_gap``; SG ``num_samples`` (50), ``sigma``
             (0.15 of each input's range), ``sigma_abs``, ``variant``, ``seed``; SM
             ``abs`` (False); XG ``create_graph`` (False). Every method takes
-            ``batch_size`` (model inputs per pass; default 256, and on a CPU at most 2**20 input elements), ``backend`` and
+            ``batch_size`` (model inputs per pass; default :func:`~boundary_xg.ops.default_batch_size`), ``backend`` and
             ``model_mode`` ("eval" or "as_is").
 
     Returns:

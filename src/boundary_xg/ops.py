@@ -17,10 +17,13 @@ from .backends import Backend
 #: rows (model inputs) per forward/backward when the user gives no batch_size
 DEFAULT_BATCH_ROWS = 256
 
-#: on a CPU, also at most this many input elements per chunk by default: past a
-#: few MB of input the activations leave the caches and each row gets slower
-#: (resnet18 at 3x224x224 runs 20-30% slower per example at 32 rows than at 6-16)
-CPU_CHUNK_ELEMENTS = 2 ** 20
+#: on a CPU, at most ``B.cpu_chunk_elements`` input elements per chunk by default
+#: (2**19 for torch: the small CNN of the tests at 3x32x32 runs about 40% slower
+#: per example at 256 rows than at 170, resnet18 at 3x64x64 is fastest at 32-64
+#: rows; 2**20 for TensorFlow, whose kernels keep gaining at larger batches)
+#: ... but large images still get a few rows per chunk, up to this many elements
+#: (resnet18 at 3x224x224: 29 ms per example at 8 rows, 33 at 3, 36 at 1)
+CPU_CHUNK_ELEMENTS_LARGE = 2 ** 22
 
 
 def row_chunks(total: int, batch_size: int) -> Iterator[Tuple[int, int]]:
@@ -37,16 +40,23 @@ def resolve_batch_size(batch_size: Optional[int]) -> int:
 def default_batch_size(B: Backend, x: Any) -> int:
     """Rows per chunk when the user gives no ``batch_size``, for inputs like ``x`` ``(N, ...)``.
 
-    :data:`DEFAULT_BATCH_ROWS` (256) on an accelerator; on a CPU at most
-    :data:`CPU_CHUNK_ELEMENTS` input elements as well (6 rows of 3x224x224, 85 of
-    3x64x64, 256 of 3x32x32), at least one row.
+    :data:`DEFAULT_BATCH_ROWS` (256) on an accelerator. On a CPU, as many rows as
+    fit in the backend's ``cpu_chunk_elements`` input elements (torch 2**19: 170
+    rows of 3x32x32, 42 of 3x64x64; TensorFlow 2**20: 256 and 85), at most 256;
+    where that is fewer than 8 rows, 8 rows as long as they fit in
+    :data:`CPU_CHUNK_ELEMENTS_LARGE` elements (8 rows of 3x224x224, 5 of
+    3x512x512), at least one row.
     """
     if B.on_accelerator(x):
         return DEFAULT_BATCH_ROWS
     per_row = 1
     for d in B.shape(x)[1:]:
         per_row *= int(d)
-    return max(1, min(DEFAULT_BATCH_ROWS, CPU_CHUNK_ELEMENTS // max(1, per_row)))
+    per_row = max(1, per_row)
+    rows = B.cpu_chunk_elements // per_row
+    if rows < 8:
+        rows = min(8, CPU_CHUNK_ELEMENTS_LARGE // per_row)
+    return max(1, min(DEFAULT_BATCH_ROWS, rows))
 
 
 def expand_rows(B: Backend, v: Any, ndim: int) -> Any:

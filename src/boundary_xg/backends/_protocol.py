@@ -29,6 +29,9 @@ class Backend:
     name: str = "abstract"
     #: the layout of image batches the framework's models usually take
     image_layout: str = "NCHW"
+    #: input elements per chunk by default on a CPU (see ops.default_batch_size):
+    #: past it the activations leave the caches and each row gets slower
+    cpu_chunk_elements: int = 2 ** 19
 
     # --- detection and conversion -------------------------------------------------
     def is_tensor(self, obj: Any) -> bool:

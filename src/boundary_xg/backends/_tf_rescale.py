@@ -94,7 +94,11 @@ def _pairs(t: Any) -> Any:
     return tf.reshape(t, tf.concat([[2, -1], tf.shape(t)[1:]], 0))
 
 
-def _rescale(fn: Callable, u: Any) -> Any:
+def _relu_derivative(v: Any) -> Any:
+    return tf.cast(v > 0, v.dtype)
+
+
+def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any:
     """``fn(u)`` whose gradient is the Rescale multiplier between the two halves of ``u``."""
 
     @tf.custom_gradient
@@ -108,10 +112,13 @@ def _rescale(fn: Callable, u: Any) -> Any:
                 v2, o2 = _pairs(v), _pairs(out)
                 vx = v2[0]
                 d_in = vx - v2[1]
-                with tf.GradientTape() as tape:
-                    tape.watch(vx)
-                    yx = fn(vx)
-                dg = tape.gradient(yx, vx)
+                if derivative is not None:
+                    dg = derivative(vx)
+                else:
+                    with tf.GradientTape() as tape:
+                        tape.watch(vx)
+                        yx = fn(vx)
+                    dg = tape.gradient(yx, vx)
             # 0/0 where the halves coincide: tf.where picks the gradient there (the
             # unused NaN is never differentiated, the multiplier is a constant)
             m = tf.where(tf.abs(d_in) < EPS, dg, (o2[0] - o2[1]) / d_in)
@@ -185,7 +192,10 @@ def _wrap_elementwise(orig: Callable, name: str, rows: Optional[int]) -> Callabl
         if _depth():
             return orig(x, *args, **kwargs)
         _check_rows(name, x, rows)
-        return _rescale(lambda v: orig(v, *args, **kwargs), x)
+        # a plain ReLU (no slope, cap or threshold) is common enough to skip the tape
+        # that computes the fallback gradient of any other element-wise function
+        relu = getattr(orig, "__name__", "") == "relu" and not args and not kwargs
+        return _rescale(lambda v: orig(v, *args, **kwargs), x, _relu_derivative if relu else None)
 
     rescaled.__name__ = getattr(orig, "__name__", name)
     rescaled.__wrapped__ = orig

@@ -90,7 +90,8 @@ class _Rescale(torch.autograd.Function):
         ux, ub = u[:n], u[n:]
         d_in = ux - ub
         small = d_in.abs() < EPS
-        ratio = (out[:n] - out[n:]) / torch.where(small, torch.ones_like(d_in), d_in)
+        # 0/0 or x/0 where the halves coincide: torch.where below picks the gradient there
+        ratio = (out[:n] - out[n:]) / d_in
         # the fallback gradient at x; ReLU-type kinks are common enough to skip autograd
         if kind == "relu":
             dg = (ux > 0).to(u.dtype)
@@ -106,7 +107,9 @@ class _Rescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (m,) = ctx.saved_tensors
-        return grad_out * torch.cat([m, m]), None, None, None
+        # one multiplier for both halves, broadcast over a (2, n, ...) view: no copy of m
+        paired = grad_out.reshape((2,) + tuple(m.shape)) * m
+        return paired.reshape(grad_out.shape), None, None, None
 
 
 class _RescaleMaxPool(torch.autograd.Function):

@@ -64,6 +64,9 @@ class TensorFlowBackend(Backend):
 
     name = "tensorflow"
     image_layout = "NHWC"
+    # TensorFlow's per-call cost is larger and its CPU kernels keep gaining up to
+    # larger batches (small CNN at 32x32x3: 0.073 ms per row at 170 rows, 0.052-0.067 at 256)
+    cpu_chunk_elements = 2 ** 20
 
     def __init__(self) -> None:
         self._logits: "weakref.WeakKeyDictionary[Any, Dict[str, _KerasLogits]]" = (

@@ -240,8 +240,8 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         seed: seed of the random starts (default 0; None: fresh randomness).
         batch_size: rows per model call: at most this many examples are attacked
             at once, and the rows of finished work are refilled with waiting
-            work, so calls stay full (default: 256 rows; on a CPU also at most
-            2**20 input elements, see :func:`boundary_xg.ops.default_batch_size`).
+            work, so calls stay full (default: 256 rows on a GPU; on a CPU
+            2**19 (torch) or 2**20 (TensorFlow) input elements, see :func:`boundary_xg.ops.default_batch_size`).
         progress: tqdm bar over batches and stages; None (default) shows it when
             stderr is a terminal, False never.
         backend: "torch" or "tensorflow" to override the detection.
