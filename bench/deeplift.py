@@ -12,7 +12,6 @@ on the CPU. Run: ``.venv/bin/python bench/deeplift.py`` (well under 2 minutes).
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -20,24 +19,10 @@ import torch  # torch before tensorflow (see README)
 import torchvision
 
 import boundary_xg as bxg
+from _timing import best_times  # noqa: E402  (bench/ is on sys.path)
 from boundary_xg.testing import models as tm
 
 
-def best_times(*fns, repeat=7):
-    """Best wall time of each ``fn()`` over ``repeat`` rounds, after a warm-up.
-
-    The functions run in turn within each round, so that the floor and ours see
-    the same load of a shared machine.
-    """
-    for fn in fns:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def torch_case(name, model, shape, n):

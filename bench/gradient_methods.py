@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import time
 
 import numpy as np
 
@@ -29,27 +28,12 @@ import torch  # torch before tensorflow (see README)
 import torchvision
 
 import boundary_xg as bxg
+from _timing import best_time, best_times  # noqa: E402  (bench/ is on sys.path)
 from boundary_xg.testing import models as tm
 
 
-def best_time(fn, repeat=5):
-    """Best wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
-    return best_times(fn, repeat=repeat)[0]
 
 
-def best_times(*fns, repeat=5):
-    """Best wall time of each ``fn()`` over ``repeat`` rounds, after a warm-up; the
-    functions run in turn within a round, so that they see the same load of a
-    shared machine."""
-    for fn in fns:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def torch_floor(model, shape, batch_sizes):

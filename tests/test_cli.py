@@ -26,6 +26,18 @@ def run_cli(*args, cwd=None, timeout=120):
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+def _digit_pngs(digits, folder, count=2):
+    """Write the first ``count`` test digits as 8x8 grayscale PNG files; their paths."""
+    from PIL import Image
+
+    paths = []
+    for i in range(count):
+        p = folder / f"d{i}.png"
+        Image.fromarray(np.round(digits[0][i, 0] * 255).astype(np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
 def error_line(r) -> str:
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("boundary-xg: error:")]
     assert len(lines) == 1, r.stderr
@@ -134,12 +146,7 @@ def test_explain_keras_png(tmp_path, digits):
 
     model = load_digit_model("tensorflow")
     model.save(str(tmp_path / "m.keras"))
-    x = digits[0][:2]
-    paths = []
-    for i in range(2):
-        p = tmp_path / f"d{i}.png"
-        Image.fromarray(np.round(x[i, 0] * 255).astype(np.uint8)).save(p)
-        paths.append(str(p))
+    paths = _digit_pngs(digits, tmp_path)
     out = tmp_path / "o"
     r = run_cli("explain", "--model", str(tmp_path / "m.keras"), "--images", *paths, "--grayscale",
                 "--size", "8", "--method", "SM", "--out", str(out))
@@ -197,12 +204,7 @@ def test_explain_boundary_method_on_png_searches_within_the_pixel_box(tmp_path, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.script(model), str(tmp_path / "m.pt"))
-    x = digits[0][:2]
-    paths = []
-    for i in range(2):
-        p = tmp_path / f"d{i}.png"
-        Image.fromarray(np.round(x[i, 0] * 255).astype(np.uint8)).save(p)
-        paths.append(str(p))
+    paths = _digit_pngs(digits, tmp_path)
     out = tmp_path / "o"
     # BIG is the default method
     r = run_cli("explain", "--model", str(tmp_path / "m.pt"), "--images", *paths, "--grayscale",
