@@ -6,6 +6,7 @@ one plain forward+backward (gradient of the label logit w.r.t. the input) over
 
 * the small CNN at 3x32x32 (torch and, with the same weights, Keras), N = 32 and 128;
 * torchvision resnet18 at 3x224x224 (random weights), N = 8;
+* Keras ResNet50 at 64x64x3 (``weights=None``), N = 8;
 
 on the CPU. Run: ``.venv/bin/python bench/deeplift.py`` (well under 2 minutes).
 """
@@ -77,6 +78,10 @@ def main():
     torch_case("resnet18 3x224x224 (torch)", torchvision.models.resnet18().eval(), (3, 224, 224), 8)
     for n in (32, 128):
         keras_case("small CNN 32x32x3 (keras)", tm.keras_cnn(w), (32, 32, 3), n)
+    import keras
+
+    resnet50 = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    keras_case("ResNet50 64x64x3 (keras)", resnet50, (64, 64, 3), 8)
 
 
 if __name__ == "__main__":
