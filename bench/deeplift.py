@@ -1,8 +1,12 @@
 """Speed of DeepLIFT against its floor: one forward+backward over a batch of 2N.
 
-DeepLIFT runs the inputs and the baselines as one doubled batch, so its floor is
-one plain forward+backward (gradient of the label logit w.r.t. the input) over
-``2N`` rows. This prints both times and their ratio (target <= 1.3x) for
+The floor is one plain forward+backward (gradient of the label logit w.r.t. the
+input) over ``2N`` rows: the cost of running inputs and baselines as one doubled
+batch. Ours runs a baseline pass, then a forward and a backward pass over the
+``N`` inputs. This prints, with per-example baselines, the floor, the front end
+(``bxg.attribute``: input checks and conversion included), the kernel alone
+(``B.deeplift_grad``), their ratios to the floor (target <= 1.3x), and the front
+end with a shared baseline (zeros: its pass runs one row), for
 
 * the small CNN at 3x32x32 (torch and, with the same weights, Keras), N = 32 and 128;
 * torchvision resnet18 at 3x224x224 (random weights), N = 8;
@@ -26,7 +30,16 @@ from boundary_xg.testing import models as tm
 
 
 
+def report(name, n, t_floor, t_api, t_kernel, t_zero, note=""):
+    print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:7.1f} ms   DeepLIFT {t_api * 1e3:7.1f} ms"
+          f" ({t_api / t_floor:4.2f}x)   kernel {t_kernel * 1e3:7.1f} ms ({t_kernel / t_floor:4.2f}x)"
+          f"   zeros baseline {t_zero * 1e3:7.1f} ms ({t_zero / t_floor:4.2f}x){note}")
+
+
 def torch_case(name, model, shape, n):
+    from boundary_xg.backends import get_backend
+
+    B = get_backend("torch")
     x = torch.randn((n,) + shape)
     b = 0.1 * torch.randn((n,) + shape)
     y = torch.zeros(n, dtype=torch.long)
@@ -39,13 +52,19 @@ def torch_case(name, model, shape, n):
     def ours():
         bxg.attribute(model, x, y, method="DeepLIFT", baseline=b)
 
-    t_floor, t_ours = best_times(floor, ours)
-    print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:8.1f} ms   DeepLIFT {t_ours * 1e3:8.1f} ms"
-          f"   ratio {t_ours / t_floor:5.2f}x")
+    def zeros():
+        bxg.attribute(model, x, y, method="DeepLIFT")
+
+    def kernel():
+        B.deeplift_grad(model, x, b, y, times_delta=True)
+
+    report(name, n, *best_times(floor, ours, kernel, zeros))
 
 
 def keras_case(name, model, shape, n):
     import tensorflow as tf
+
+    from boundary_xg.backends import get_backend
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((n,) + shape).astype(np.float32))
@@ -60,14 +79,21 @@ def keras_case(name, model, shape, n):
         return tape.gradient(s, z)
 
     compiled = tf.function(grad)
+    B = get_backend("tensorflow")
 
     def ours():
         bxg.attribute(model, x, y, method="DeepLIFT", baseline=b)
 
-    # the floor is plain TensorFlow at its fastest (tf.function), as our backend runs
-    t_floor, t_ours, t_eager = best_times(lambda: compiled(z2, y2), ours, lambda: grad(z2, y2))
-    print(f"{name:28s} N={n:3d}  fwd+bwd(2N) {t_floor * 1e3:8.1f} ms   DeepLIFT {t_ours * 1e3:8.1f} ms"
-          f"   ratio {t_ours / t_floor:5.2f}x   (tf.function floor; eager {t_eager * 1e3:.1f} ms)")
+    def zeros():
+        bxg.attribute(model, x, y, method="DeepLIFT")
+
+    with B.session(model) as f:
+        def kernel():
+            B.deeplift_grad(f, x, b, y, times_delta=True)
+
+        # the floor is plain TensorFlow at its fastest (tf.function), as our backend runs
+        times = best_times(lambda: compiled(z2, y2), ours, kernel, zeros)
+    report(name, n, *times, note="   (tf.function floor)")
 
 
 def main():

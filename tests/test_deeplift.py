@@ -492,3 +492,189 @@ def test_keras_applications_summation_to_delta(arch):
     finally:
         last.activation = act
     _assert_summation(gap, logits[[0, 1], y], logits[[2, 3], y])
+
+
+# --- two passes (baseline pass, input pass), their fallback and shared baselines --------
+@needs_torch
+def test_torch_two_passes_equal_the_doubled_batch_on_resnet_blocks():
+    import torch
+    import torchvision
+
+    from boundary_xg.backends import _torch_rescale as R
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x, b = torch.randn(2, 3, 32, 32), 0.2 * torch.randn(2, 3, 32, 32)
+    y = torch.tensor([1, 3])
+    before = R.fallback_count
+    two = R.deeplift_grad(model, x, b, y)
+    assert R.fallback_count == before  # reused, in-place ReLUs pair up call by call
+    doubled = R.deeplift_grad(model, x, b, y, doubled=True)
+    torch.testing.assert_close(two, doubled, rtol=1e-5, atol=1e-7)
+
+
+@needs_torch
+def test_torch_falls_back_when_the_passes_differ():
+    import torch
+    from torch import nn
+
+    from boundary_xg.backends import _torch_rescale as R
+
+    class InPlaceAfter(nn.Module):
+        """Modifies a ReLU's output in place afterwards: the record would be stale."""
+
+        def __init__(self, inplace_after):
+            super().__init__()
+            torch.manual_seed(3)
+            self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.inplace_after = inplace_after
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            h = h.mul_(2.0) if self.inplace_after else h * 2.0
+            return self.b(h)
+
+    class DataDependent(nn.Module):
+        """One more ReLU when the batch holds large values: a different call sequence."""
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(4)
+            self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            if bool(x.abs().max() > 3):
+                h = torch.relu(h - 0.1)
+            return self.b(h)
+
+    x = RNG.standard_normal((3, 6)).astype(np.float32)
+    b = (0.1 * RNG.standard_normal((3, 6))).astype(np.float32)
+    y = [0, 1, 2]
+    before = R.fallback_count
+    stale, fresh = InPlaceAfter(True).eval(), InPlaceAfter(False).eval()
+    np.testing.assert_allclose(_dl(stale, x, y, baseline=b), _dl(fresh, x, y, baseline=b), rtol=1e-5, atol=1e-7)
+    assert R.fallback_count == before + 1
+    x[0, 0] = 5.0  # the input takes the extra ReLU, the baseline does not
+    model = DataDependent().eval()
+    attr, gap = _dl(model, x, y, baseline=b, return_gap=True)
+    assert R.fallback_count == before + 2
+    with torch.no_grad():
+        out = model(torch.from_numpy(np.concatenate([x, b])))
+    fx, fb = out[:3].numpy()[np.arange(3), y], out[3:].numpy()[np.arange(3), y]
+    _assert_summation(gap, fx, fb)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_shared_baseline_runs_one_row_and_agrees(framework):
+    pytest.importorskip("torch" if framework == "torch" else "tensorflow")
+    model, make_input = build_cnn(framework, seed=2)
+    x = make_input(X)
+    one = (0.3 * RNG.standard_normal(x.shape[1:])).astype(np.float32)
+    per_row = np.repeat(one[None], len(x), axis=0)
+    per_row_distinct = per_row.copy()
+    per_row_distinct[-1] += 1e-3  # the same but for one row: runs the full baseline pass
+    shared = _dl(model, x, Y, baseline=per_row)  # detected: every row is the same
+    np.testing.assert_allclose(shared, _dl(model, x, Y, baseline=one), atol=1e-7)
+    full = _dl(model, x, Y, baseline=per_row_distinct)
+    np.testing.assert_allclose(shared[:-1], full[:-1], rtol=1e-5, atol=1e-6)
+    attr, gap = _dl(model, x, Y, baseline=0.25, return_gap=True)
+    assert np.all(np.abs(gap) < 1e-4)
+
+
+@needs_torch
+def test_torch_shared_baseline_pass_has_one_row():
+    import torch
+
+    model, _ = build_cnn("torch", seed=2)
+    rows = []
+    handle = model[0].register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        _dl(model, X, Y, baseline=0.0)
+        _dl(model, X, Y, baseline=BASE)
+    finally:
+        handle.remove()
+    probe = rows[0]  # the front end's one-example probe (first call of a model only)
+    assert rows[-4:] == [1, len(X), len(X), len(X)] and probe == 1
+    del torch
+
+
+@needs_tf
+def test_keras_tiled_max_pool_route_equals_the_general_route():
+    import tensorflow as tf
+
+    from boundary_xg.backends import _tf_rescale as R
+
+    rng = np.random.default_rng(5)
+    # ReLU outputs: many ties at 0, where the first maximum in row-major order wins
+    u = tf.nn.relu(tf.constant(rng.standard_normal((3, 6, 8, 4)).astype(np.float32)))
+    ub = tf.nn.relu(tf.constant(rng.standard_normal((3, 6, 8, 4)).astype(np.float32)))
+    u = tf.tensor_scatter_nd_update(u, [[0, 0, 0, 0]], [0.0])
+    for size in [(2, 2), (3, 2), (2, 4)]:
+        def pool(v, size=size):
+            return tf.nn.max_pool2d(v, size, size, "VALID")
+
+        out, out_b = pool(u), pool(ub)
+        g = tf.constant(rng.standard_normal(out.shape).astype(np.float32))
+        general = R._route_max_pool(pool, u, ub, out, out_b, g)
+        np.testing.assert_allclose(R._tiled_route(u, ub, g, *size), general, atol=1e-6)
+        np.testing.assert_allclose(R._tiled_route_xla(u, ub, g, *size), general, atol=1e-6)
+        # a baseline shared by all rows (one row) broadcasts the same way
+        one = R._tiled_route_xla(u, ub[:1], g, *size)
+        ref = R._route_max_pool(pool, u, tf.broadcast_to(ub[:1], u.shape), out, tf.broadcast_to(pool(ub[:1]), out.shape), g)
+        np.testing.assert_allclose(one, ref, atol=1e-6)
+
+
+@needs_tf
+def test_keras_max_pool_paths_keep_summation():
+    import keras
+
+    L = keras.layers
+    rng = np.random.default_rng(6)
+    for size, pool in [(8, L.MaxPooling2D(2)), (9, L.MaxPooling2D(2)), (8, L.MaxPooling2D(3, strides=2, padding="same"))]:
+        model = keras.Sequential([keras.Input((size, size, 2)), L.Conv2D(4, 3, padding="same"), L.ReLU(), pool,
+                                  L.Flatten(), L.Dense(3)])
+        x = rng.standard_normal((3, size, size, 2)).astype(np.float32)
+        b = (0.2 * rng.standard_normal((3, size, size, 2))).astype(np.float32)
+        attr, gap = _dl(model, x, [0, 1, 2], baseline=b, return_gap=True)
+        fx = model(x).numpy()[np.arange(3), [0, 1, 2]]
+        fb = model(b).numpy()[np.arange(3), [0, 1, 2]]
+        _assert_summation(gap, fx, fb)
+
+
+@needs_tf
+def test_keras_falls_back_when_the_passes_differ():
+    import keras
+    import tensorflow as tf
+
+    from boundary_xg.backends import _tf_rescale as R
+    from boundary_xg.backends import get_backend
+
+    class BatchDependent(keras.Model):
+        """One more ReLU for a one-row batch: a shared baseline's pass differs (eager only)."""
+
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = keras.layers.Dense(6), keras.layers.Dense(3)
+
+        def call(self, x):
+            h = keras.ops.relu(self.a(x))
+            if x.shape[0] == 1:
+                h = keras.ops.relu(h - 0.1)
+            return self.b(h)
+
+    model = BatchDependent()
+    model(np.zeros((2, 6), np.float32))
+    x = RNG.standard_normal((3, 6)).astype(np.float32)
+    B = get_backend("tensorflow")
+    before = R.fallback_count
+    B.use_tf_function = False
+    try:
+        attr, gap = _dl(model, x, [0, 1, 2], baseline=0.0, return_gap=True)
+    finally:
+        B.use_tf_function = True
+    assert R.fallback_count == before + 1
+    fx = model(x).numpy()[np.arange(3), [0, 1, 2]]
+    fb = model(np.zeros_like(x)).numpy()[np.arange(3), [0, 1, 2]]
+    _assert_summation(gap, fx, fb)
+    del tf

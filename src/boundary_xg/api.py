@@ -10,6 +10,8 @@ same device out.
 
 from __future__ import annotations
 
+import inspect
+
 import warnings
 import weakref
 from typing import Any, Dict, Optional, Tuple
@@ -217,7 +219,19 @@ def _prepare_baseline(B: Backend, baseline: Any, x: Any) -> Any:
         )
     if not B.all_finite(bt):
         raise InputError("baseline contains NaN or infinity; expected finite values.")
+    if tuple(B.shape(bt)) == tuple(shape):
+        return bt  # methods never write into a baseline, so the caller's own tensor will do
     return B.broadcast_to(bt, shape) * 1  # materialise: an expanded view would share memory
+
+
+def _one_row(B: Backend, baseline: Any, x: Any) -> Optional[bool]:
+    """True where ``baseline`` is the same for every example by construction (None, a
+    scalar, one example's shape, or one row); None where only its values can tell."""
+    if baseline is None or (isinstance(baseline, (int, float, np.number)) and not isinstance(baseline, bool)):
+        return True
+    shape = tuple(B.shape(baseline)) if B.is_tensor(baseline) else np.shape(baseline)
+    full = tuple(B.shape(x))
+    return True if len(shape) < len(full) or shape[0] == 1 else None
 
 
 def _to_caller(B: Backend, t: Any, kind: str, np_dtype: Any, keep_graph: bool = False) -> Any:
@@ -254,7 +268,10 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
             num_classes = _probe(B, model, f, xt)
             y = _prepare_labels(B, f, labels, xt, num_classes, opts.get("batch_size"))
         if spec.uses_baseline:
-            opts["baseline"] = _prepare_baseline(B, opts.get("baseline"), xt)
+            given = opts.get("baseline")
+            opts["baseline"] = _prepare_baseline(B, given, xt)
+            if "shared_baseline" in inspect.signature(spec.func).parameters:
+                opts["shared_baseline"] = _one_row(B, given, xt)
         if spec.supports_gap:
             opts["return_gap"] = return_gap
         out = spec.func(B, f, xt, y, **opts)

@@ -241,19 +241,24 @@ class Backend:
         raise NotImplementedError
 
     # --- DeepLIFT (issue 3): the framework-specific kernel behind methods/deeplift.py ---
-    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
+    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         """DeepLIFT (Rescale) multipliers of each example's label logit w.r.t. ``x``.
 
-        ``x`` and ``baseline`` run as one doubled batch ``(2n, ...)``: one forward
-        and one backward pass, with every nonlinearity's gradient replaced by the
-        multiplier ``(g(u) - g(u')) / (u - u')`` of its input/baseline pair.
+        A forward pass of the baselines records every nonlinearity's input and
+        output; a forward and a backward pass of ``x`` follow, with every
+        nonlinearity's gradient replaced by the multiplier ``(g(u) - g(u')) / (u - u')``
+        of its input/baseline pair. Where the two passes do not make the same
+        calls, ``x`` and ``baseline`` run as one doubled batch ``(2n, ...)``.
 
         Args:
-            f: the logits function from :meth:`session`; x, baseline: ``(n, ...)``;
+            f: the logits function from :meth:`session`; x: ``(n, ...)``;
+            baseline: ``(n, ...)``, or ``(1, ...)`` shared by all rows;
             labels: ``(n,)`` integer classes.
+            times_delta: return the attributions ``m * (x - baseline)`` instead
+                (computed with the multipliers, in the same compiled call).
 
         Returns:
-            Multipliers shaped like ``x``; the attribution is ``m * (x - baseline)``.
+            Multipliers ``m`` shaped like ``x``, or the attributions.
 
         Raises:
             MethodError: the model calls a nonlinearity the rule does not cover

@@ -6,8 +6,7 @@ A Keras model applies its nonlinearities in three ways: as a function stored on
 a layer (``Dense(..., activation="relu")``, ``Conv2D``, ``Activation``), through
 ``keras.activations`` called by a layer's ``call`` (``ReLU``, ``LeakyReLU``,
 ``PReLU``, ``ELU``) and through ``keras.ops`` / ``tf.nn`` inside a subclassed
-model's ``call``. For the duration of one forward pass over the doubled batch
-``cat([x, x'])`` (row ``i`` and row ``n + i`` are a pair), this module
+model's ``call``. While DeepLIFT's forward passes are traced (or run), this module
 
 * replaces each layer's ``activation`` attribute by a Rescale version of itself;
 * replaces the element-wise activation functions and ``max_pool`` in the modules
@@ -20,10 +19,18 @@ patched function calls another patched one internally. The patches are global
 to the process while the forward pass runs, so do not run another Keras model
 in a second thread at the same time.
 
-A Rescale version computes the ordinary output and carries a
+The baseline and the input run as **two passes** of ``n`` rows: in the baseline
+pass each patched call records its input ``u'`` and output ``g(u')``; in the
+input pass the ``k``-th call computes the ordinary output and carries a
 ``tf.custom_gradient`` whose gradient is the multiplier
-``(g(u) - g(u')) / (u - u')`` of the pair (the local gradient where
-``|u - u'| < 1e-10``). Max pooling routes each window's ``grad * delta_out`` to
+``(g(u) - g(u')) / (u - u')`` against the ``k``-th record (the local gradient
+where ``|u - u'| < 1e-10``). One backward pass over ``n`` rows follows. That is
+cheaper than one doubled batch ``cat([x, x'])``, whose backward pass, the dearer
+half, runs over ``2n`` rows, and a baseline shared by all rows runs as one row.
+The pairing of calls is fixed when the graph is traced; should the two passes
+not make the same calls (control flow that depends on the data), the doubled
+batch is used instead (row ``i`` and row ``n + i`` a pair), which needs no
+pairing. Max pooling routes each window's ``grad * delta_out`` to
 the window's maximum for x when ``delta_out >= 0`` and to the baseline's maximum
 when ``delta_out < 0``, divided there by ``delta_in`` (never smaller than
 ``|delta_out|``, so multipliers lie in [0, 1]); where that divisor is below
@@ -38,6 +45,7 @@ backend's session before this runs).
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -98,6 +106,29 @@ def _relu_derivative(v: Any) -> Any:
     return tf.cast(v > 0, v.dtype)
 
 
+#: the arguments of ``keras.activations.relu`` that keep it a plain ReLU
+_PLAIN_RELU = {"negative_slope": 0, "max_value": None, "threshold": 0}
+
+
+def _is_plain_relu(orig: Callable, args: Tuple, kwargs: Dict[str, Any]) -> bool:
+    """True for ``relu(x)`` with no slope, cap or threshold (a Keras ``ReLU`` layer passes
+    its defaults explicitly)."""
+    if getattr(orig, "__name__", "") != "relu":
+        return False
+    if not args and not kwargs:
+        return True
+    try:
+        bound = inspect.signature(orig).bind(None, *args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return False
+    rest = dict(list(bound.items())[1:])
+    rest.pop("name", None)
+    return all(
+        k in _PLAIN_RELU and (v is None if _PLAIN_RELU[k] is None else isinstance(v, (int, float)) and v == 0)
+        for k, v in rest.items()
+    )
+
+
 def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any:
     """``fn(u)`` whose gradient is the Rescale multiplier between the two halves of ``u``."""
 
@@ -132,8 +163,162 @@ def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any
     return op(tf.convert_to_tensor(u))
 
 
-def _rescale_max_pool(pool: Callable, u: Any) -> Any:
-    """Max pooling ``pool(u)`` with the routing rule of the module docstring."""
+@tf.function(jit_compile=True, autograph=False)
+def _relu_rescale_backward(g: Any, u: Any, ub: Any) -> Any:
+    """``g`` times a ReLU's Rescale multiplier between ``u`` and ``ub`` (broadcast).
+
+    Compiled by XLA into one loop over the elements: as separate TensorFlow ops the
+    seven element-wise steps cost as much as a small CNN's convolutions on a CPU.
+    """
+    d_in = u - ub
+    zero = tf.zeros([], u.dtype)  # tf.maximum, not tf.nn.relu: that one is patched while tracing
+    ratio = (tf.maximum(u, zero) - tf.maximum(ub, zero)) / d_in
+    return g * tf.where(tf.abs(d_in) < EPS, tf.cast(u > 0, u.dtype), ratio)
+
+
+def _rescale_replay(fn: Callable, u: Any, ub: Any, out_b: Any, derivative: Optional[Callable] = None) -> Any:
+    """``fn(u)`` whose gradient is the Rescale multiplier against the baseline's record.
+
+    ``ub``/``out_b``: the call's input and output in the baseline pass (``n`` rows or
+    one, which broadcasts).
+    """
+
+    @tf.custom_gradient
+    def op(v):
+        with _Inside():
+            out = fn(v)
+
+        def grad(g, variables=None):
+            if derivative is _relu_derivative:
+                with _Inside():
+                    gi = _relu_rescale_backward(g, v, ub)
+                return (gi, [None] * len(variables)) if variables else gi
+            with _Inside():
+                d_in = v - ub
+                if derivative is not None:
+                    dg = derivative(v)
+                else:
+                    with tf.GradientTape() as tape:
+                        tape.watch(v)
+                        y = fn(v)
+                    dg = tape.gradient(y, v)
+            # 0/0 where the two coincide: tf.where picks the gradient there
+            gi = g * tf.where(tf.abs(d_in) < EPS, dg, (out - out_b) / d_in)
+            if variables:
+                return gi, [None] * len(variables)
+            return gi
+
+        return out, grad
+
+    return op(tf.convert_to_tensor(u))
+
+
+def _route_max_pool(pool: Callable, u: Any, ub: Any, out: Any, out_b: Any, g: Any) -> Any:
+    """The max-pool rule's backward for ``n`` rows of ``u`` against the baseline ``ub``.
+
+    Any pooling geometry: ``delta_in`` at each window's maximum for x and for the
+    baseline comes from one JVP of the pooling over ``cat([u, u'])``, and the
+    weighted values are sent to the maxima by one VJP over it.
+    """
+    with _Inside():
+        v2 = tf.concat([u, tf.broadcast_to(ub, tf.shape(u))], 0)
+        d_in = u - ub
+        d_out = out - out_b
+        with tf.autodiff.ForwardAccumulator(v2, tf.concat([d_in, d_in], 0)) as acc:
+            pv = pool(v2)
+        at2 = _pairs(acc.jvp(pv))
+        up = d_out >= 0
+        div = tf.where(up, at2[0], at2[1])
+        ok = tf.abs(div) >= EPS
+        val = g * d_out / div  # NaN only where not ok, never selected
+        zero = tf.zeros_like(div)
+        to_x = tf.where(ok, tf.where(up, val, zero), g)
+        to_b = tf.where(tf.logical_and(ok, tf.logical_not(up)), val, zero)
+        with tf.GradientTape() as tape:
+            tape.watch(v2)
+            pv = pool(v2)
+        r2 = _pairs(tape.gradient(pv, v2, output_gradients=tf.concat([to_x, to_b], 0)))
+    return r2[0] + r2[1]
+
+
+def _tiled_route(u: Any, ub: Any, g: Any, kh: int, kw: int) -> Any:
+    """:func:`_route_max_pool` for tiling windows: NHWC, ``kh x kw`` windows with equal
+    strides that cover ``u`` exactly (Keras ``MaxPooling2D`` at its defaults).
+
+    Each window position ``(i, j)`` is one strided slice, so the maxima (the first
+    in row-major order, as the pooling's gradient picks), the divisors and the
+    routing are element-wise over the pooled grid; compiled by XLA
+    (:data:`_tiled_route_xla`) this is one loop over the elements, where the JVP and
+    VJP of the general path cost several max-pool gradients.
+    """
+    parts = [(i, j) for i in range(kh) for j in range(kw)]
+    us = [u[:, i::kh, j::kw, :] for i, j in parts]
+    ubs = [ub[:, i::kh, j::kw, :] for i, j in parts]
+
+    def first_max(vs):
+        best, arg = vs[0], tf.zeros(tf.shape(vs[0]), tf.int32)
+        for t, v in enumerate(vs[1:], 1):
+            bigger = v > best
+            best, arg = tf.where(bigger, v, best), tf.where(bigger, t, arg)
+        return best, arg
+
+    out, ix = first_max(us)
+    out_b, ib = first_max(ubs)
+    d_out = out - out_b
+    idx = tf.where(d_out >= 0, ix, ib)
+    div = tf.zeros_like(out)
+    for t in range(len(parts)):
+        div = tf.where(idx == t, us[t] - ubs[t], div)
+    ok = tf.abs(div) >= EPS
+    val = tf.where(ok, g * d_out / tf.where(ok, div, tf.ones_like(div)), g)
+    dest = tf.where(ok, idx, ix)
+    zero = tf.zeros_like(val)
+    pieces = [tf.where(dest == t, val, zero) for t in range(len(parts))]
+    shape = tf.shape(u)
+    # interleave back: window column j of row i is element (i, j) of each window
+    rows = [tf.reshape(tf.stack(pieces[i * kw:(i + 1) * kw], axis=3),
+                       tf.stack([shape[0], shape[1] // kh, shape[2], shape[3]])) for i in range(kh)]
+    return tf.reshape(tf.stack(rows, axis=2), shape)
+
+
+_tiled_route_xla = tf.function(_tiled_route, jit_compile=True, autograph=False)
+
+
+def _tiling_window(orig: Callable, x: Any, args: Tuple, kwargs: Dict[str, Any]) -> Optional[Tuple[int, int]]:
+    """``(kh, kw)`` where ``keras.ops.max_pool(x, ...)`` tiles ``x`` (see :func:`_tiled_route`), else None."""
+    try:
+        bound = inspect.signature(orig).bind(x, *args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return None
+    shape = getattr(x, "shape", None)
+    fmt = bound.get("data_format") or keras.config.image_data_format()
+    if shape is None or len(shape) != 4 or fmt != "channels_last":
+        return None
+
+    def pair(v):
+        if isinstance(v, int):
+            return (v, v)
+        v = tuple(v) if isinstance(v, (tuple, list)) else None
+        return v if v is not None and len(v) == 2 and all(isinstance(i, int) for i in v) else None
+
+    size = pair(bound.get("pool_size"))
+    strides = pair(bound.get("strides")) if bound.get("strides") is not None else size
+    padding = str(bound.get("padding", "valid")).lower()
+    h, w = shape[1], shape[2]
+    if size is None or strides != size or padding not in ("valid", "same") or h is None or w is None:
+        return None
+    return size if h % size[0] == 0 and w % size[1] == 0 else None
+
+
+def _route(pool: Callable, tiling: Optional[Tuple[int, int]], u: Any, ub: Any, out: Any, out_b: Any,
+           g: Any) -> Any:
+    if tiling is not None:
+        return _tiled_route_xla(u, ub, g, *tiling)
+    return _route_max_pool(pool, u, ub, out, out_b, g)
+
+
+def _rescale_max_pool(pool: Callable, u: Any, tiling: Optional[Tuple[int, int]] = None) -> Any:
+    """Max pooling ``pool(u)`` of the doubled batch with the rule of the module docstring."""
 
     @tf.custom_gradient
     def op(v):
@@ -142,28 +327,7 @@ def _rescale_max_pool(pool: Callable, u: Any) -> Any:
 
         def grad(g, variables=None):
             v2, o2 = _pairs(v), _pairs(out)
-            d_in = v2[0] - v2[1]
-            d_out = o2[0] - o2[1]
-            gx = _pairs(g)[0]
-            with _Inside():
-                # delta_in at each window's maximum, for x and for the baseline at once:
-                # one JVP of the pooling over the doubled batch
-                with tf.autodiff.ForwardAccumulator(v, tf.concat([d_in, d_in], 0)) as acc:
-                    pv = pool(v)
-                at2 = _pairs(acc.jvp(pv))
-                up = d_out >= 0
-                div = tf.where(up, at2[0], at2[1])
-                ok = tf.abs(div) >= EPS
-                val = gx * d_out / div  # NaN only where not ok, never selected
-                zero = tf.zeros_like(div)
-                to_x = tf.where(ok, tf.where(up, val, zero), gx)
-                to_b = tf.where(tf.logical_and(ok, tf.logical_not(up)), val, zero)
-                # route both to the maxima with one VJP over the doubled batch
-                with tf.GradientTape() as tape:
-                    tape.watch(v)
-                    pv = pool(v)
-                r2 = _pairs(tape.gradient(pv, v, output_gradients=tf.concat([to_x, to_b], 0)))
-            routed = r2[0] + r2[1]
+            routed = _route(pool, tiling, v2[0], v2[1], o2[0], o2[1], _pairs(g)[0])
             gi = tf.concat([routed, tf.zeros_like(routed)], 0)
             if variables:
                 return gi, [None] * len(variables)
@@ -174,6 +338,67 @@ def _rescale_max_pool(pool: Callable, u: Any) -> Any:
     return op(tf.convert_to_tensor(u))
 
 
+def _rescale_max_pool_replay(pool: Callable, u: Any, ub: Any, out_b: Any,
+                             tiling: Optional[Tuple[int, int]] = None) -> Any:
+    """Max pooling ``pool(u)`` of the input pass, against the baseline's record."""
+
+    @tf.custom_gradient
+    def op(v):
+        with _Inside():
+            out = pool(v)
+
+        def grad(g, variables=None):
+            with _Inside():
+                gi = _route(pool, tiling, v, ub, out, out_b, g)
+            if variables:
+                return gi, [None] * len(variables)
+            return gi
+
+        return out, grad
+
+    return op(tf.convert_to_tensor(u))
+
+
+class _Mismatch(Exception):
+    """The input pass does not make the baseline pass's calls: use the doubled batch."""
+
+
+class _Calls:
+    """Which pass the patched functions are in, and the baseline pass's records.
+
+    ``phase`` is ``"doubled"`` (one batch ``cat([x, x'])``), ``"record"`` (the
+    baseline pass) or ``"replay"`` (the input pass); ``rows`` is the batch size of
+    the pass (None: traced with an unknown batch size).
+    """
+
+    def __init__(self, rows: Optional[int] = None):
+        self.phase, self.rows = "doubled", rows
+        self.records: List[Tuple[str, Tuple[Any, ...]]] = []
+        self.pos = 0
+
+    def start(self, phase: str, rows: Optional[int]) -> None:
+        self.phase, self.rows = phase, rows
+        if phase == "record":
+            self.records, self.pos = [], 0
+
+    def record(self, name: str, *tensors: Any) -> None:
+        self.records.append((name, tensors))
+
+    def replay(self, name: str, u: Any) -> Tuple[Any, ...]:
+        if self.pos >= len(self.records):
+            raise _Mismatch
+        rec_name, tensors = self.records[self.pos]
+        self.pos += 1
+        if rec_name != name or tensors[0].shape[1:].as_list() != u.shape[1:].as_list():
+            raise _Mismatch
+        return tensors
+
+    def finish(self) -> None:
+        """After the input pass: every record must have been used."""
+        if self.pos != len(self.records):
+            raise _Mismatch
+
+
 def _check_rows(name: str, u: Any, rows: Optional[int]) -> None:
     # rows None: traced with an unknown batch size, so a first axis of known size is
     # not the batch axis
@@ -182,32 +407,59 @@ def _check_rows(name: str, u: Any, rows: Optional[int]) -> None:
     if first is not None and first != rows:
         raise MethodError(
             f"DeepLIFT: {name} received a tensor of shape {tuple(u.shape)} whose first axis is "
-            f"not the doubled batch ({rows or 'batch'} rows); DeepLIFT needs models that keep the batch "
+            f"not the batch ({rows or 'batch'} rows); DeepLIFT needs models that keep the batch "
             "axis first and examples independent."
         )
 
 
-def _wrap_elementwise(orig: Callable, name: str, rows: Optional[int]) -> Callable:
+def _wrap_elementwise(orig: Callable, name: str, calls: _Calls) -> Callable:
     def rescaled(x, *args, **kwargs):
         if _depth():
             return orig(x, *args, **kwargs)
-        _check_rows(name, x, rows)
+        _check_rows(name, x, calls.rows)
         # a plain ReLU (no slope, cap or threshold) is common enough to skip the tape
         # that computes the fallback gradient of any other element-wise function
-        relu = getattr(orig, "__name__", "") == "relu" and not args and not kwargs
-        return _rescale(lambda v: orig(v, *args, **kwargs), x, _relu_derivative if relu else None)
+        derivative = _relu_derivative if _is_plain_relu(orig, args, kwargs) else None
+
+        def fn(v):
+            return orig(v, *args, **kwargs)
+
+        if calls.phase == "doubled":
+            return _rescale(fn, x, derivative)
+        if calls.phase == "record":
+            u = tf.convert_to_tensor(x)
+            with _Inside():
+                out = fn(u)
+            calls.record(name, u, out)
+            return out
+        ub, out_b = calls.replay(name, x)
+        return _rescale_replay(fn, x, ub, out_b, derivative)
 
     rescaled.__name__ = getattr(orig, "__name__", name)
     rescaled.__wrapped__ = orig
     return rescaled
 
 
-def _wrap_max_pool(orig: Callable, rows: Optional[int]) -> Callable:
+def _wrap_max_pool(orig: Callable, calls: _Calls) -> Callable:
     def rescaled(x, *args, **kwargs):
         if _depth():
             return orig(x, *args, **kwargs)
-        _check_rows("max_pool", x, rows)
-        return _rescale_max_pool(lambda v: orig(v, *args, **kwargs), x)
+        _check_rows("max_pool", x, calls.rows)
+
+        def pool(v):
+            return orig(v, *args, **kwargs)
+
+        tiling = _tiling_window(orig, x, args, kwargs)
+        if calls.phase == "doubled":
+            return _rescale_max_pool(pool, x, tiling)
+        if calls.phase == "record":
+            u = tf.convert_to_tensor(x)
+            with _Inside():
+                out = pool(u)
+            calls.record("max_pool", u, out)
+            return out
+        ub, out_b = calls.replay("max_pool", x)
+        return _rescale_max_pool_replay(pool, x, ub, out_b, tiling)
 
     rescaled.__wrapped__ = orig
     return rescaled
@@ -237,8 +489,8 @@ class RescalePatches:
     Args:
         model: the Keras model whose layers' ``activation`` attributes are swapped
             (None: only the module functions are patched).
-        rows: ``2 N``, the rows of the doubled batch (None: tracing with an unknown
-            batch size).
+        rows: the batch size of the first pass (None: tracing with an unknown
+            batch size); ``calls.start`` sets the phase and rows of each pass.
 
     Raises:
         MethodError: a layer of ``model`` is a softmax (or has a softmax activation).
@@ -246,7 +498,7 @@ class RescalePatches:
 
     def __init__(self, model: Any, rows: Optional[int]):
         self.model = model
-        self.rows = rows
+        self.calls = _Calls(rows)
         self._undo: List[Tuple[Any, str, Any]] = []
 
     def _set(self, obj: Any, attr: str, value: Any) -> None:
@@ -290,7 +542,7 @@ class RescalePatches:
                     f"DeepLIFT: layer {layer.name!r} applies a {name} activation inside the "
                     "network; the Rescale rule is defined for element-wise nonlinearities only."
                 )
-            self._set(layer, "activation", _wrap_elementwise(act, f"layer {layer.name!r}", self.rows))
+            self._set(layer, "activation", _wrap_elementwise(act, f"layer {layer.name!r}", self.calls))
 
     def _patch_modules(self) -> None:
         modules = [keras.activations, keras.ops]
@@ -299,27 +551,52 @@ class RescalePatches:
         for mod in modules:
             for name in _ELEMENTWISE:
                 if hasattr(mod, name):
-                    self._set(mod, name, _wrap_elementwise(getattr(mod, name), f"{mod.__name__}.{name}", self.rows))
+                    self._set(mod, name, _wrap_elementwise(getattr(mod, name), f"{mod.__name__}.{name}", self.calls))
             for name in _REJECTED:
                 if hasattr(mod, name):
                     self._set(mod, name, _wrap_rejected(getattr(mod, name), f"{mod.__name__}.{name}"))
             if hasattr(mod, "max_pool"):
-                self._set(mod, "max_pool", _wrap_max_pool(getattr(mod, "max_pool"), self.rows))
+                self._set(mod, "max_pool", _wrap_max_pool(getattr(mod, "max_pool"), self.calls))
         for name in _TF_NN:
             if hasattr(tf.nn, name):
-                self._set(tf.nn, name, _wrap_elementwise(getattr(tf.nn, name), f"tf.nn.{name}", self.rows))
+                self._set(tf.nn, name, _wrap_elementwise(getattr(tf.nn, name), f"tf.nn.{name}", self.calls))
 
 
-def _multipliers(f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
-    """One forward and one backward over ``cat([x, baseline])``; the patches must be on."""
-    n = tf.shape(x)[0]
-    z = tf.concat([x, tf.cast(baseline, x.dtype)], 0)
+def _label_grad(f: Callable, z: Any, labels: Any) -> Any:
+    """Gradient of the sum of the first ``n`` rows' label logits w.r.t. ``z``, first ``n`` rows."""
+    n = tf.shape(labels)[0]
     with tf.GradientTape() as tape:
         tape.watch(z)
-        out = f(z)
-        score = tf.gather(out[:n], tf.cast(labels, tf.int64), axis=1, batch_dims=1)
+        score = tf.gather(f(z)[:n], tf.cast(labels, tf.int64), axis=1, batch_dims=1)
         total = tf.reduce_sum(score)
     return tape.gradient(total, z)[:n]
+
+
+def _rows(t: Any, traced: bool) -> Optional[int]:
+    return None if traced else int(t.shape[0])
+
+
+def _multipliers(f: Callable, x: Any, baseline: Any, labels: Any, calls: _Calls, *,
+                 traced: bool, doubled: bool = False, times_delta: bool = False) -> Any:
+    """The multipliers by two passes (or the doubled batch); the patches must be on.
+
+    ``times_delta``: return ``multipliers * (x - baseline)`` instead.
+
+    Raises:
+        _Mismatch: the two passes do not make the same calls (``doubled`` False).
+    """
+    b = tf.cast(baseline, x.dtype)
+    if not doubled:
+        calls.start("record", _rows(b, traced))
+        f(b)
+        calls.start("replay", _rows(x, traced))
+        grad = _label_grad(f, x, labels)
+        calls.finish()
+    else:
+        z = tf.concat([x, tf.broadcast_to(b, tf.shape(x))], 0)
+        calls.start("doubled", None if traced else 2 * int(x.shape[0]))
+        grad = _label_grad(f, z, labels)
+    return grad * (x - b) if times_delta else grad
 
 
 # --- the compiled path ------------------------------------------------------------------
@@ -330,6 +607,9 @@ _TRACES: "weakref.WeakKeyDictionary[Any, Dict[Tuple, Any]]" = weakref.WeakKeyDic
 
 #: number of traces made so far (tests use it to see that a second call does not retrace)
 trace_count = 0
+
+#: calls (or traces) that fell back to the doubled batch so far (tests read it)
+fallback_count = 0
 
 
 def _layer_state(model: Any) -> Tuple:
@@ -347,63 +627,88 @@ def _spec(t: Any, batch_free: bool = True) -> Any:
     return tf.TensorSpec(shape, t.dtype)
 
 
+def _trace(f: Callable, model: Optional[Any], x: Any, baseline: Any, labels: Any, doubled: bool,
+           times_delta: bool) -> Callable:
+    def step(xs, bs, ys):
+        global trace_count
+        trace_count += 1  # a Python side effect: runs only while tracing
+        return _multipliers(f, xs, bs, ys, patches.calls, traced=True, doubled=doubled, times_delta=times_delta)
+
+    with RescalePatches(model, None) as patches:
+        return tf.function(step, autograph=False).get_concrete_function(_spec(x), _spec(baseline), _spec(labels))
+
+
 def _compiled(f: Callable, model: Optional[Any], x: Any, baseline: Any, labels: Any,
-              fingerprint: Tuple) -> Optional[Callable]:
+              fingerprint: Tuple, times_delta: bool = False) -> Optional[Callable]:
     """The DeepLIFT graph for this model and input signature, traced once under the patches.
 
-    The batch axis of the signature is ``None``, so every chunk size reuses one graph
-    and TensorFlow never retraces behind our back (a ConcreteFunction does not
-    retrace; a new example shape or dtype is a new key, traced here, under the
-    patches). Returns None where the owner cannot be weakly referenced (run eagerly).
+    The batch axis of the signature is ``None``, so every chunk size (and a shared
+    one-row baseline) reuses one graph and TensorFlow never retraces behind our
+    back (a ConcreteFunction does not retrace; a new example shape or dtype is a
+    new key, traced here, under the patches). The two-pass graph is traced first;
+    where its passes do not make the same calls, the doubled batch is. Returns None
+    where the owner cannot be weakly referenced (run eagerly).
     """
-    global trace_count
     owner = model if model is not None else f
     try:
         per_owner = _TRACES.setdefault(owner, {})
     except TypeError:
         return None
-    key = (id(f), fingerprint, _layer_state(model), _spec(x), _spec(baseline), _spec(labels))
+    key = (id(f), fingerprint, _layer_state(model), _spec(x), _spec(baseline), _spec(labels), times_delta)
     fn = per_owner.get(key)
     if fn is None:
-        def step(xs, bs, ys):
-            global trace_count
-            trace_count += 1  # a Python side effect: runs only while tracing
-            return _multipliers(f, xs, bs, ys)
-
-        with RescalePatches(model, None):
-            fn = tf.function(step, autograph=False).get_concrete_function(_spec(x), _spec(baseline), _spec(labels))
+        try:
+            fn = _trace(f, model, x, baseline, labels, False, times_delta)
+        except _Mismatch:
+            global fallback_count
+            fallback_count += 1
+            fn = _trace(f, model, x, baseline, labels, True, times_delta)
         per_owner[key] = fn
     return fn
 
 
 def deeplift_grad(f: Callable, x: Any, baseline: Any, labels: Any, *, model: Optional[Any] = None,
-                  compile: bool = True, fingerprint: Tuple = ()) -> Any:
+                  compile: bool = True, fingerprint: Tuple = (), doubled: bool = False,
+                  times_delta: bool = False) -> Any:
     """DeepLIFT multipliers of each example's label logit with respect to ``x``.
 
-    The first call for a model (and example shape/dtype) traces one forward and
-    backward over the doubled batch inside ``tf.function`` while the Rescale
-    patches are on, and takes them off right after tracing; the graph keeps the
-    Rescale ops, so later calls run it without patching anything.
+    The first call for a model (and example shape/dtype) traces the baseline
+    pass, the input pass and its backward pass inside ``tf.function`` while the
+    Rescale patches are on, and takes them off right after tracing; the graph
+    keeps the Rescale ops, so later calls run it without patching anything.
 
     Args:
-        f: the model's inference-mode logits function; x, baseline: ``(n, ...)``;
-        labels: ``(n,)`` integer classes; model: the Keras model behind ``f`` (its
-        layers' activations are swapped while tracing; None: module functions only).
+        f: the model's inference-mode logits function; x: ``(n, ...)``;
+        baseline: ``(n, ...)``, or ``(1, ...)`` for a baseline shared by all rows
+        (its pass then runs one row); labels: ``(n,)`` integer classes; model: the
+        Keras model behind ``f`` (its layers' activations are swapped while
+        tracing; None: module functions only).
         compile: False runs eagerly under the patches (debugging, benchmarks).
         fingerprint: identifies the model's variables (``B.fingerprint(model)``);
             part of the trace key.
+        doubled: run the doubled batch ``cat([x, baseline])`` eagerly (tests,
+            benchmarks).
+        times_delta: return the attributions ``multipliers * (x - baseline)``,
+            computed in the same graph.
 
     Returns:
-        Multipliers shaped like ``x`` (attribution = multipliers * (x - baseline)).
+        Multipliers shaped like ``x``, or the attributions.
 
     Raises:
         MethodError: the model uses a nonlinearity the Rescale rule rejects.
     """
     baseline = tf.convert_to_tensor(baseline)
     labels = tf.convert_to_tensor(labels)
-    if compile:
-        fn = _compiled(f, model, x, baseline, labels, fingerprint)
+    if compile and not doubled:
+        fn = _compiled(f, model, x, baseline, labels, fingerprint, times_delta)
         if fn is not None:
             return fn(x, baseline, labels)
-    with RescalePatches(model, 2 * int(x.shape[0])):
-        return _multipliers(f, x, baseline, labels)
+    with RescalePatches(model, None) as patches:
+        if not doubled:
+            try:
+                return _multipliers(f, x, baseline, labels, patches.calls, traced=False, times_delta=times_delta)
+            except _Mismatch:
+                global fallback_count
+                fallback_count += 1
+        return _multipliers(f, x, baseline, labels, patches.calls, traced=False, doubled=True,
+                            times_delta=times_delta)

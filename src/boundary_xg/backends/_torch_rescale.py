@@ -11,17 +11,28 @@ times in one forward pass (torchvision ResNets), an ``inplace=True`` ReLU, or a
 functional ``F.relu`` / ``torch.relu`` call inside ``forward`` silently break the
 computation.
 
-Here the input and the baseline run as **one doubled batch** ``cat([x, x'])``
-(row ``i`` and row ``n + i`` are a pair) under a
+The baseline and the input run as **two passes** of ``n`` rows under a
 :class:`torch.overrides.TorchFunctionMode` that sees every call of a
 nonlinearity, whichever way it is made (a module, ``F.relu``, ``torch.relu``,
-``Tensor.relu_``, a reused module object). Each call is replaced by a custom
-autograd Function that computes the ordinary output and, for that very call,
-the multiplier between the two halves. Every call site therefore gets its own
-multiplier and nothing is stored on the model; the mode is popped when the
-forward pass ends (also after an error), and no hook or attribute is touched.
-The model must keep the batch axis in place (row ``i`` of every activation
-belongs to row ``i`` of the input), as every model in inference mode does.
+``Tensor.relu_``, a reused module object):
+
+1. the baseline pass records, call by call, each nonlinearity's input ``u'``
+   and output ``g(u')``;
+2. the input pass replaces the ``k``-th call by a custom autograd Function that
+   computes the ordinary output and, for that very call, the multiplier against
+   the ``k``-th record. One backward pass over ``n`` rows follows.
+
+Every call site therefore gets its own multiplier and nothing is stored on the
+model; the mode is popped when each pass ends (also after an error), and no
+hook or attribute is touched. Two passes beat one doubled batch ``cat([x, x'])``
+because the backward pass, the dearer half, runs over ``n`` rows instead of
+``2n`` (and a baseline shared by all rows runs as one row). Should the two passes
+not make the same calls (control flow that depends on the data, or a model that
+later modifies a recorded activation in place, seen by its version counter), the
+call falls back to the doubled batch (row ``i`` and row ``n + i`` a pair), which
+needs no pairing of calls. The model must keep the batch axis in place (row
+``i`` of every activation belongs to row ``i`` of the input), as every model in
+inference mode does.
 
 Rules
 -----
@@ -58,7 +69,7 @@ Rules
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -80,26 +91,33 @@ def _local_derivative(g: Callable, u: torch.Tensor) -> torch.Tensor:
     return d
 
 
+def _multiplier(g: Callable, kind: str, slope: float, ux, out_x, ub, out_b) -> torch.Tensor:
+    """Rescale multiplier of one call: ``(g(u) - g(u')) / (u - u')``, ``g'(u)`` where they meet.
+
+    ``ub``/``out_b`` may have one row (a baseline shared by all rows): they broadcast.
+    """
+    d_in = ux - ub
+    small = d_in.abs() < EPS
+    # 0/0 or x/0 where the halves coincide: torch.where below picks the gradient there
+    ratio = (out_x - out_b) / d_in
+    # the fallback gradient at x; ReLU-type kinks are common enough to skip autograd
+    if kind == "relu":
+        dg = (ux > 0).to(ux.dtype)
+    elif kind == "leaky":
+        dg = torch.where(ux > 0, torch.ones_like(ux), torch.full_like(ux, slope))
+    else:
+        dg = _local_derivative(g, ux)
+    return torch.where(small, dg, ratio)
+
+
 class _Rescale(torch.autograd.Function):
-    """``g(u)`` forward; backward multiplies by the Rescale multiplier of the pair."""
+    """Doubled batch: ``g(u)`` forward; backward multiplies by the multiplier of the pair."""
 
     @staticmethod
     def forward(ctx, u, g, kind, slope):  # noqa: D401 - autograd signature
         out = g(u)
         n = u.shape[0] // 2
-        ux, ub = u[:n], u[n:]
-        d_in = ux - ub
-        small = d_in.abs() < EPS
-        # 0/0 or x/0 where the halves coincide: torch.where below picks the gradient there
-        ratio = (out[:n] - out[n:]) / d_in
-        # the fallback gradient at x; ReLU-type kinks are common enough to skip autograd
-        if kind == "relu":
-            dg = (ux > 0).to(u.dtype)
-        elif kind == "leaky":
-            dg = torch.where(ux > 0, torch.ones_like(ux), torch.full_like(ux, slope))
-        else:
-            dg = _local_derivative(g, ux)
-        m = torch.where(small, dg, ratio)
+        m = _multiplier(g, kind, slope, u[:n], out[:n], u[n:], out[n:])
         # saved m, not u: an in-place nonlinearity may overwrite u afterwards
         ctx.save_for_backward(m)
         return out
@@ -112,6 +130,35 @@ class _Rescale(torch.autograd.Function):
         return paired.reshape(grad_out.shape), None, None, None
 
 
+class _RescaleReplay(torch.autograd.Function):
+    """Input pass: ``g(u)`` forward; backward multiplies by the multiplier against the record."""
+
+    @staticmethod
+    def forward(ctx, u, g, kind, slope, ub, out_b):  # noqa: D401 - autograd signature
+        out = g(u)
+        ctx.save_for_backward(_multiplier(g, kind, slope, u, out, ub, out_b))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (m,) = ctx.saved_tensors
+        return grad_out * m, None, None, None, None, None
+
+
+def _route_max_pool(g, d_in, d_out, idx_x, idx_b) -> torch.Tensor:
+    """The max-pool rule's backward over ``n`` rows (see :class:`_RescaleMaxPool`)."""
+    g = g.flatten(2)
+    flat = d_in.flatten(2)
+    ix, ib = idx_x.flatten(2), idx_b.flatten(2)
+    d = d_out.flatten(2)
+    idx = torch.where(d >= 0, ix, ib)
+    div = flat.gather(2, idx)
+    ok = div.abs() >= EPS
+    val = torch.where(ok, g * d / torch.where(ok, div, torch.ones_like(div)), g)
+    idx = torch.where(ok, idx, ix)
+    return torch.zeros_like(flat).scatter_add_(2, idx, val).view_as(d_in)
+
+
 class _RescaleMaxPool(torch.autograd.Function):
     """Max pooling forward; backward routes each window's ``delta_out`` to one maximum.
 
@@ -121,6 +168,7 @@ class _RescaleMaxPool(torch.autograd.Function):
     divisor is at least ``|d|`` (``delta_in[i*] >= d`` and ``delta_in[k*] <= d``),
     so every multiplier lies in ``[0, 1]``. Where the divisor is below ``EPS`` (so
     is ``|d|``) the plain gradient goes to ``i*``. Overlapping windows add up.
+    This one runs on the doubled batch; :class:`_RescaleMaxPoolReplay` on the input pass.
     """
 
     @staticmethod
@@ -135,19 +183,24 @@ class _RescaleMaxPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         d_in, d_out, idx_x, idx_b = ctx.saved_tensors
-        n = d_in.shape[0]
-        g = grad_out[:n].flatten(2)
-        flat = d_in.flatten(2)
-        ix, ib = idx_x.flatten(2), idx_b.flatten(2)
-        d = d_out.flatten(2)
-        up = d >= 0
-        idx = torch.where(up, ix, ib)
-        div = flat.gather(2, idx)
-        ok = div.abs() >= EPS
-        val = torch.where(ok, g * d / torch.where(ok, div, torch.ones_like(div)), g)
-        idx = torch.where(ok, idx, ix)
-        gx = torch.zeros_like(flat).scatter_add_(2, idx, val).view_as(d_in)
+        gx = _route_max_pool(grad_out[: d_in.shape[0]], d_in, d_out, idx_x, idx_b)
         return torch.cat([gx, torch.zeros_like(gx)]), None
+
+
+class _RescaleMaxPoolReplay(torch.autograd.Function):
+    """Input pass of :class:`_RescaleMaxPool`: the baseline's values and indices are recorded."""
+
+    @staticmethod
+    def forward(ctx, u, pool_idx, ub, out_b, idx_b):
+        out, idx = pool_idx(u)
+        ctx.save_for_backward(u - ub, out - out_b, idx, idx_b.expand_as(idx))
+        ctx.mark_non_differentiable(idx)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        d_in, d_out, idx_x, idx_b = ctx.saved_tensors
+        return _route_max_pool(grad_out, d_in, d_out, idx_x, idx_b), None, None, None, None
 
 
 # --- the table of intercepted functions ---------------------------------------------
@@ -222,28 +275,91 @@ def _name(func: Any) -> str:
     return f"{getattr(func, '__module__', None) or 'torch'}.{getattr(func, '__name__', func)}"
 
 
+class _Mismatch(Exception):
+    """The input pass does not make the baseline pass's calls: use the doubled batch."""
+
+
+#: calls that fell back to the doubled batch so far (tests read it)
+fallback_count = 0
+
+
+#: what the mode does with an intercepted call: the doubled batch, or the two passes
+PHASES = ("doubled", "record", "replay")
+
+
 class RescaleMode(TorchFunctionMode):
-    """Replace every nonlinearity called on the doubled batch by its Rescale version.
+    """Replace every nonlinearity called on the batch by its Rescale version.
 
     Args:
-        rows: ``2 N``, the rows of the doubled batch (input half first).
+        rows: the rows of the activations that get the rule: ``2 N`` in the
+            ``"doubled"`` phase (input half first), the baseline's rows (``N`` or
+            1) in ``"record"``, ``N`` in ``"replay"``.
+        phase: one of :data:`PHASES`.
+        records: the list that the ``"record"`` pass fills and the ``"replay"``
+            pass reads in order (one entry per intercepted call).
     """
 
-    def __init__(self, rows: int):
+    def __init__(self, rows: int, phase: str = "doubled", records: Optional[List] = None):
         super().__init__()
-        self.rows = rows
+        self.rows, self.phase = rows, phase
+        self.records = records if records is not None else []
+        self.pos = 0
 
     def _paired(self, func: Any, u: Any) -> bool:
-        """True when ``u`` is an activation of the doubled batch (and so needs the rule)."""
+        """True when ``u`` is an activation of the batch (and so needs the rule)."""
         if not isinstance(u, torch.Tensor) or not u.requires_grad:
             return False
         if u.dim() == 0 or u.shape[0] != self.rows:
             raise MethodError(
                 f"DeepLIFT: {_name(func)} received a tensor of shape {tuple(u.shape)} whose first "
-                f"axis is not the doubled batch ({self.rows} rows); DeepLIFT needs models that keep "
+                f"axis is not the batch ({self.rows} rows); DeepLIFT needs models that keep "
                 "the batch axis first and examples independent."
             )
         return True
+
+    # --- record / replay -------------------------------------------------------------
+    def _record(self, func: Any, *tensors: torch.Tensor) -> None:
+        # version counters tell whether the model later changes a record in place
+        self.records.append((func, tensors, tuple(t._version for t in tensors)))
+
+    def _replay(self, func: Any, u: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if self.pos >= len(self.records):
+            raise _Mismatch
+        rec_func, tensors, versions = self.records[self.pos]
+        self.pos += 1
+        ub = tensors[0]
+        if (rec_func is not func or ub.shape[1:] != u.shape[1:] or ub.shape[0] not in (1, u.shape[0])
+                or any(t._version != v for t, v in zip(tensors, versions))):
+            raise _Mismatch
+        return tensors
+
+    def finish(self) -> None:
+        """After the replay pass: every record must have been used."""
+        if self.phase == "replay" and self.pos != len(self.records):
+            raise _Mismatch
+
+    def _elementwise(self, func: Any, u: torch.Tensor, g: Callable, kind: str, slope: float,
+                     inplace: bool) -> torch.Tensor:
+        if self.phase == "doubled":
+            out = _Rescale.apply(u, g, kind, slope)
+        elif self.phase == "record":
+            out = g(u)
+            # an in-place call overwrites u below, so that record needs its own copy
+            self._record(func, u.detach().clone() if inplace else u.detach(), out.detach())
+        else:
+            ub, out_b = self._replay(func, u)
+            out = _RescaleReplay.apply(u, g, kind, slope, ub, out_b)
+        return u.copy_(out) if inplace else out
+
+    def _max_pool(self, func: Any, u: torch.Tensor, pool_idx: Callable) -> torch.Tensor:
+        if self.phase == "doubled":
+            return _RescaleMaxPool.apply(u, pool_idx)
+        if self.phase == "record":
+            out, idx = pool_idx(u)
+            self._record(func, u.detach(), out.detach(), idx)
+            return out
+        ub, out_b, idx_b = self._replay(func, u)
+        return _RescaleMaxPoolReplay.apply(u, pool_idx, ub, out_b, idx_b)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -258,16 +374,14 @@ class RescaleMode(TorchFunctionMode):
             slope = float(rest.get(slope_arg, 0.01)) if slope_arg else 0.0
             if kind == "leaky" and slope_arg not in rest:
                 slope = float(sig.parameters[slope_arg].default)
-            out = _Rescale.apply(u, lambda v: fn(v, **rest), kind, slope)
-            return u.copy_(out) if inplace else out
+            return self._elementwise(func, u, lambda v: fn(v, **rest), kind, slope, inplace)
         if func in _BUILTINS:
             oop, kind, inplace = _BUILTINS[func]
             u, rest = args[0], args[1:]
             if not self._paired(func, u):
                 return func(*args, **kwargs)
             slope = float(rest[0]) if kind == "leaky" and rest else 0.01
-            out = _Rescale.apply(u, lambda v: oop(v, *rest, **kwargs), kind, slope)
-            return u.copy_(out) if inplace else out
+            return self._elementwise(func, u, lambda v: oop(v, *rest, **kwargs), kind, slope, inplace)
         if func in _MAX_POOLS:
             sig, values, with_indices = _MAX_POOLS[func]
             u = args[0]
@@ -280,7 +394,7 @@ class RescaleMode(TorchFunctionMode):
                 bound.arguments.pop("input")
                 want_idx = with_indices or bool(bound.arguments.pop("return_indices", False))
                 rest, kw = (), dict(bound.arguments)
-            out = _RescaleMaxPool.apply(u, lambda v: values(v, *rest, return_indices=True, **kw))
+            out = self._max_pool(func, u, lambda v: values(v, *rest, return_indices=True, **kw))
             if want_idx:
                 with torch.no_grad():
                     _, idx = values(u, *rest, return_indices=True, **kw)
@@ -295,22 +409,51 @@ class RescaleMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def deeplift_grad(f: Callable, x: torch.Tensor, baseline: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _label_grad(out: torch.Tensor, xg: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    n = xg.shape[0]
+    score = out[:n].gather(1, labels.reshape(-1, 1).long()).sum()
+    (grad,) = torch.autograd.grad(score, xg)
+    return grad
+
+
+def deeplift_grad(f: Callable, x: torch.Tensor, baseline: torch.Tensor, labels: torch.Tensor, *,
+                  doubled: bool = False) -> torch.Tensor:
     """DeepLIFT multipliers of each example's label logit with respect to ``x``.
 
+    Runs the baseline pass, then the input pass and one backward pass over ``n``
+    rows (see the module docstring); falls back to the doubled batch where the two
+    passes do not make the same calls.
+
     Args:
-        f: the model's inference-mode logits function; x, baseline: ``(n, ...)``;
-        labels: ``(n,)`` integer classes.
+        f: the model's inference-mode logits function; x: ``(n, ...)``;
+        baseline: ``(n, ...)``, or ``(1, ...)`` for a baseline shared by all rows
+            (its pass then runs one row); labels: ``(n,)`` integer classes.
+        doubled: run the doubled batch ``cat([x, baseline])`` directly (tests,
+            benchmarks).
 
     Returns:
         Multipliers shaped like ``x`` (attribution = multipliers * (x - baseline)).
     """
     n = x.shape[0]
+    b = baseline.detach().to(x.dtype)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        z = torch.cat([xg, baseline.detach().to(x.dtype)])
+        if not doubled:
+            records: List = []
+            # the baseline requires grad only so that "an activation of the batch" (requires
+            # grad) means the same in both passes; its graph is dropped unused
+            with RescaleMode(b.shape[0], "record", records):
+                f(b.requires_grad_(True))
+            replay = RescaleMode(n, "replay", records)
+            try:
+                with replay:
+                    out = f(xg)
+                replay.finish()
+            except _Mismatch:
+                global fallback_count
+                fallback_count += 1
+            else:
+                return _label_grad(out, xg, labels)
         with RescaleMode(2 * n):
-            out = f(z)
-        score = out[:n].gather(1, labels.reshape(-1, 1).long()).sum()
-        (grad,) = torch.autograd.grad(score, xg)
-    return grad
+            out = f(torch.cat([xg, b.detach().expand_as(x)]))
+        return _label_grad(out, xg, labels)

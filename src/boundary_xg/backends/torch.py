@@ -259,10 +259,11 @@ class TorchBackend(Backend):
         return torch.sort(t, dim=axis).values
 
     # --- DeepLIFT (issue 3): Rescale kernel, see _torch_rescale.py -------------------
-    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any) -> Any:
+    def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         from ._torch_rescale import deeplift_grad
 
-        return deeplift_grad(f, x, baseline, labels)
+        mult = deeplift_grad(f, x, baseline, labels)
+        return mult * (x - baseline) if times_delta else mult
 
     # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
     def index_update(self, acc: Any, index: Any, rows: Any) -> Any:

@@ -9,17 +9,39 @@ Summation-to-delta holds: ``sum_i DeepLIFT_i = F_y(x) - F_y(x')``.
 The algorithm is written once; the one framework-specific part, intercepting the
 nonlinearities, is the backend capability ``B.deeplift_grad`` (see
 ``backends/_torch_rescale.py`` and ``backends/_tf_rescale.py`` for the rules,
-max pooling included). Input and baseline run as one doubled batch: one forward
-and one backward over ``2 N`` rows, in chunks of ``batch_size`` rows.
+max pooling included). Per chunk of examples: one forward pass of the baselines,
+one forward and one backward pass of the inputs. A baseline shared by all rows
+(zeros, a scalar, one example: the usual case) runs as one row.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from ..backends import Backend
 from ..ops import resolve_batch_size, row_chunks
 from .integrated_gradients import completeness_gap
+
+
+def _shared(B: Backend, f: Callable, baseline: Any, n: int) -> bool:
+    """Whether every row of ``baseline`` is the same (its pass then runs one row).
+
+    Host reads once per call, not per chunk; per-example baselines (BDT's boundary
+    points) are told apart by their first and last rows alone.
+    """
+    if n < 2:
+        return False
+    ends = B.to_numpy(B.gather(baseline, B.asarray(np.array([0, n - 1]), like=baseline)))
+    if not np.array_equal(ends[0], ends[-1]):
+        return False
+    return float(B.to_numpy(B.jit(_row_spread, f, B)(baseline))) == 0.0
+
+
+def _row_spread(B: Backend, baseline: Any) -> Any:
+    """``max |baseline - baseline[0]|``: 0 where every row is the same."""
+    return B.max(B.abs(baseline - baseline[:1]))
 
 
 def deeplift(
@@ -31,6 +53,7 @@ def deeplift(
     baseline: Any,
     batch_size: Optional[int] = None,
     return_gap: bool = False,
+    shared_baseline: Optional[bool] = None,
 ) -> Any:
     """DeepLIFT (Rescale) attributions of each example's label logit.
 
@@ -44,10 +67,16 @@ def deeplift(
         labels: ``(N,)`` integer classes explained.
         baseline: tensor shaped like ``x`` (the API turns None into zeros and
             broadcasts scalars and arrays).
-        batch_size: model rows per forward/backward (default: :func:`~boundary_xg.ops.default_batch_size`); each chunk
-            holds ``batch_size // 2`` examples and their baselines (at least 1).
+        batch_size: model rows per chunk (default:
+            :func:`~boundary_xg.ops.default_batch_size`); each chunk holds
+            ``batch_size // 2`` examples and their baselines (at least 1), the
+            memory of one doubled batch, which the backends fall back to for
+            models whose two passes differ.
         return_gap: also return the summation-to-delta gap per example,
             ``sum(attr) - (F_y(x) - F_y(baseline))``, shape ``(N,)``.
+        shared_baseline: True where the caller knows every row of ``baseline`` is
+            the same (the front end sets it for None, scalars and one example);
+            None checks the values.
 
     Returns:
         Attributions shaped like ``x`` (multipliers times ``x - baseline``), or
@@ -62,13 +91,18 @@ def deeplift(
     """
     per_chunk = max(1, resolve_batch_size(batch_size) // 2)
     n = B.shape(x)[0]
+    shared = n > 1 if shared_baseline else _shared(B, f, baseline, n)
+
+    def base(a: int, b: int) -> Any:
+        return baseline[:1] if shared else baseline[a:b]
+
     if n <= per_chunk:
-        mult = B.deeplift_grad(f, x, baseline, labels)
+        attr = B.deeplift_grad(f, x, base(0, n), labels, times_delta=True)
     else:
-        mult = B.concat([
-            B.deeplift_grad(f, x[a:b], baseline[a:b], labels[a:b]) for a, b in row_chunks(n, per_chunk)
+        attr = B.concat([
+            B.deeplift_grad(f, x[a:b], base(a, b), labels[a:b], times_delta=True)
+            for a, b in row_chunks(n, per_chunk)
         ])
-    attr = mult * (x - baseline)
     if not return_gap:
         return attr
     return attr, completeness_gap(B, f, attr, x, baseline, labels, batch_size)
