@@ -266,6 +266,18 @@ class Backend:
         """
         raise NotImplementedError
 
+    # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
+    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
+                    beta2: float) -> Tuple[Any, Any, Any]:
+        """One Adam step; returns the new ``(d, m, v)``.
+
+        ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 - beta2) g^2``,
+        ``d <- d - lr m / (sqrt(v) + eps)``; ``d, m, v, g`` share a shape, ``lr``
+        and ``eps`` broadcast to it (one value per row). May update ``d``, ``m``
+        and ``v`` in place: pass tensors nothing else reads.
+        """
+        raise NotImplementedError
+
     # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
     def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
         """A copy of ``acc`` with the rows at ``index`` (unique, ``(R,)``) replaced by ``rows``.

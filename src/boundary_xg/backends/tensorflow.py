@@ -345,6 +345,13 @@ class TensorFlowBackend(Backend):
                              fingerprint=self.fingerprint(model) if model is not None else (),
                              times_delta=times_delta)
 
+    # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
+    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
+                    beta2: float) -> Tuple[Any, Any, Any]:
+        m = m * beta1 + g * (1.0 - beta1)
+        v = v * beta2 + g * g * (1.0 - beta2)
+        return d - lr * m / (tf.sqrt(v) + eps), m, v
+
     # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
     def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
         return tf.tensor_scatter_nd_update(acc, tf.reshape(index, (-1, 1)), rows)

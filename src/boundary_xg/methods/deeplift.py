@@ -28,20 +28,25 @@ from .integrated_gradients import completeness_gap
 def _shared(B: Backend, f: Callable, baseline: Any, n: int) -> bool:
     """Whether every row of ``baseline`` is the same (its pass then runs one row).
 
-    Host reads once per call, not per chunk; per-example baselines (BDT's boundary
-    points) are told apart by their first and last rows alone.
+    One host read per call, not per chunk. On a CPU NumPy reads the tensor in
+    place, and per-example baselines (BDT's boundary points) are told apart by
+    their first and last rows alone.
     """
     if n < 2:
         return False
-    ends = B.to_numpy(B.gather(baseline, B.asarray(np.array([0, n - 1]), like=baseline)))
-    if not np.array_equal(ends[0], ends[-1]):
-        return False
-    return float(B.to_numpy(B.jit(_row_spread, f, B)(baseline))) == 0.0
+    if not B.on_accelerator(baseline):
+        try:
+            arr = B.to_numpy(baseline)
+        except TypeError:  # a dtype NumPy lacks (torch bfloat16): compare on the device
+            arr = None
+        if arr is not None:
+            return bool(np.array_equal(arr[0], arr[-1]) and (arr == arr[:1]).all())
+    return bool(B.to_numpy(B.jit(_rows_equal, f, B)(baseline)))
 
 
-def _row_spread(B: Backend, baseline: Any) -> Any:
-    """``max |baseline - baseline[0]|``: 0 where every row is the same."""
-    return B.max(B.abs(baseline - baseline[:1]))
+def _rows_equal(B: Backend, baseline: Any) -> Any:
+    """A boolean scalar tensor: every row of ``baseline`` equals the first."""
+    return B.max(B.abs(baseline - baseline[:1])) <= 0
 
 
 def deeplift(

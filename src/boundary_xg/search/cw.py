@@ -6,7 +6,8 @@ Inside finite bounds ``[lo, hi]`` the candidate is ``x(d) = tanh(w + d) * b + a`
 with ``w = atanh(0.999999 * (x - a) / b)``, ``a = (lo + hi) / 2``, ``b = (hi - lo)
 / 2``, so every candidate respects the bounds; without bounds ``x(d) = x + d``.
 Adam minimises ``c * max(0, F_y - max_{j != y} F_j + confidence) + ||x(d) -
-x(0)||^2`` per example. After each of ``binary_search_steps`` runs, ``c`` grows
+x||^2`` per example (the distance it reports; foolbox measures from ``x(0)``,
+which the clip inside ``atanh`` moves by at most ``1e-6 b``). After each of ``binary_search_steps`` runs, ``c`` grows
 tenfold until an adversarial is found, then is bisected. At every iteration the
 candidate just evaluated is kept if it is misclassified and closer to ``x`` than
 the best so far.
@@ -113,7 +114,7 @@ def _to_input(B: Backend, bounded: bool, w: Any, d: Any, a: Any, b: Any) -> Any:
 
 
 def _cw_step(B: Backend, f: Callable, bounded: bool,
-             x: Any, w: Any, a: Any, b: Any, x_rec: Any, labels: Any, onehot: Any,
+             x: Any, w: Any, a: Any, b: Any, labels: Any, onehot: Any,
              const: Any, kappa: Any, lr: Any, p1: Any, p2: Any,
              d: Any, m: Any, v: Any, best: Any, best_d: Any, hit: Any, prev: Any):
     """One Adam iteration of CW for a batch, with the bookkeeping of the best point.
@@ -131,7 +132,8 @@ def _cw_step(B: Backend, f: Callable, bounded: bool,
     # the recorded graph
     if bounded:
         th = B.tanh(w + d)
-        xa = th * b + a
+        tb = th * b
+        xa = tb + a
     else:
         xa = w + d
 
@@ -140,13 +142,14 @@ def _cw_step(B: Backend, f: Callable, bounded: bool,
         return const * B.maximum(margin(B, logits, onehot) + kappa, B.zeros_like(const)), logits
 
     hinge, logits, g = B.value_aux_and_grad(loss, xa)
-    diff = xa - x_rec
-    value = hinge + B.sum(diff * diff, axis=axes)
+    diff = xa - x
+    dist2 = B.sum(diff * diff, axis=axes)
+    value = hinge + dist2
     g = g + diff * 2.0
     if bounded:
-        g = g * (b * (1.0 - th * th))
+        g = g * (b - th * tb)  # dx/dd = b (1 - tanh^2)
     mis = misclassified(B, logits, labels)
-    dist = l2_distance(B, xa, x)
+    dist = B.sqrt(dist2)
     better = B.logical_and(mis, dist < best_d)
     best = B.where(expand_rows(B, better, nd), xa, best)
     best_d = B.where(better, dist, best_d)
@@ -157,9 +160,7 @@ def _cw_step(B: Backend, f: Callable, bounded: bool,
     # bias corrections folded into one per-row scale: lr * sqrt(1 - p2) / (1 - p1)
     scale = expand_rows(B, lr * B.sqrt(1.0 - p2) / (1.0 - p1), nd)
     eps_hat = expand_rows(B, B.sqrt(1.0 - p2), nd) * _ADAM_EPS
-    m = m * _BETA1 + g * (1 - _BETA1)
-    v = v * _BETA2 + g * g * (1 - _BETA2)
-    d = d - scale * m / (B.sqrt(v) + eps_hat)
+    d, m, v = B.adam_update(d, m, v, g, scale, eps_hat, _BETA1, _BETA2)
     return d, m, v, value, best, best_d, hit, prev, p1, p2
 
 
@@ -185,13 +186,12 @@ def _margin_and_grad(B: Backend, bounded: bool, f: Callable, w: Any, a: Any, b: 
     return mrg, B.sum(g * g, axis=tuple(range(1, len(g.shape))))
 
 
-def _tanh_space(B: Backend, bounded: bool, x: Any, a: Any, b: Any) -> Tuple[Any, Any]:
-    """``(w, x_rec)``: the optimised variable's origin for rows ``x`` and the point it maps to."""
+def _tanh_space(B: Backend, bounded: bool, x: Any, a: Any, b: Any) -> Any:
+    """``w``: the optimised variable's origin for rows ``x`` (``x(0)`` is ``x`` up to ``1e-6 b``)."""
     if not bounded:
-        return x, x
+        return x
     ratio = B.maximum(B.minimum((x - a) / b, B.zeros_like(x) + 1.0), B.zeros_like(x) - 1.0)
-    w = B.atanh(ratio * 0.999999)
-    return w, B.tanh(w) * b + a
+    return B.atanh(ratio * 0.999999)
 
 
 def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any, hi: Any,
@@ -224,7 +224,7 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
         parts = []
         for r0, r1 in row_chunks(n, cap):
             xc = x[r0:r1]
-            wc, _ = _tanh_space(B, bounded, xc, a, b)
+            wc = _tanh_space(B, bounded, xc, a, b)
             mrg, g2 = _margin_and_grad(B, bounded, f, wc, a, b, B.one_hot(labels[r0:r1], num_classes, like=x))
             cost.passes += r1 - r0
             parts.append(B.maximum(mrg, B.zeros_like(mrg) + 1e-6) / B.maximum(g2, B.zeros_like(g2) + 1e-12))
@@ -253,10 +253,10 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
             head += ex.size
             it = pool.index(ex)
             xs, ys = (x, labels) if ex.size == n else (B.gather(x, it), B.gather(labels, it))
-            ws, xr = _tanh_space(B, bounded, xs, a, b)
+            ws = _tanh_space(B, bounded, xs, a, b)
             cs, bst, bst_d = (B.gather(u, it) for u in (const, best, best_d))
             ones = B.zeros_like(cs) + 1.0
-            pool.add(dict(xs=xs, ws=ws, xr=xr, ys=ys, oh=B.one_hot(ys, num_classes, like=x), cs=cs,
+            pool.add(dict(xs=xs, ws=ws, ys=ys, oh=B.one_hot(ys, num_classes, like=x), cs=cs,
                           d=_start(B, bounded, attack.warm_start, bst, bst_d, ws, a, b),
                           m=B.zeros_like(xs), v=B.zeros_like(xs), bst=bst, bst_d=bst_d, start_d=bst_d,
                           hit=B.not_equal(B.zeros_like(ys), B.zeros_like(ys)), prev=-ones, p1=ones, p2=ones),
@@ -264,7 +264,7 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
         if not pool.size:
             break
         dv = pool.dev
-        out = step(dv["xs"], dv["ws"], a, b, dv["xr"], dv["ys"], dv["oh"], dv["cs"], kappa, lr, dv["p1"], dv["p2"],
+        out = step(dv["xs"], dv["ws"], a, b, dv["ys"], dv["oh"], dv["cs"], kappa, lr, dv["p1"], dv["p2"],
                    *(dv[k] for k in ("d", "m", "v", "bst", "bst_d", "hit", "prev")))
         value = out[3]
         for k, val in zip(("d", "m", "v", "bst", "bst_d", "hit", "prev", "p1", "p2"), out[:3] + out[4:]):
