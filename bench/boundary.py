@@ -34,7 +34,7 @@ is larger).
   about 8 s per input). (The emulation reproduces defects on purpose; it lives here
   only. Its CW aborts early per example, foolbox's on the batch-summed loss.)
 
-Run: .venv/bin/python bench/boundary.py   (about 3 minutes on 2 CPU cores)
+Run: .venv/bin/python bench/boundary.py   (about 7 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations

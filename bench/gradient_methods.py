@@ -8,7 +8,8 @@ CPU) this prints the seconds per explained input of every method and
   (b) the ratio to Captum with the same settings and its best
       ``internal_batch_size`` (skipped when Captum is missing);
 
-DeepLIFT counts two rows per input (input and baseline in one doubled batch);
+DeepLIFT counts two rows per input (the doubled batch of input and baseline it
+used to run; it now runs a baseline forward, then a forward+backward of the input);
 then the TensorFlow backend against the torch backend on the same small CNN
 (same weights), with and without ``tf.function``.
 
@@ -84,7 +85,7 @@ def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
         ("IG", {"steps": steps}, steps, ("IntegratedGradients", {"n_steps": steps, "method": "gausslegendre"})),
         ("SG", {"num_samples": samples, "sigma_abs": 0.15, "seed": 0}, samples,
          ("NoiseTunnel", {"nt_samples": samples, "stdevs": 0.15, "nt_type": "smoothgrad"})),
-        # one forward and one backward over the doubled batch (input and baseline)
+        # floor: one forward and one backward over the doubled batch (input and baseline)
         ("DeepLIFT", {}, 2, ("DeepLift", {})),
     ]
     have_captum = importlib.util.find_spec("captum") is not None

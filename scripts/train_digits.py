@@ -97,6 +97,14 @@ def accuracy_torch(w: dict, x: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(1) == y).mean())
 
 
+def agreement(w1: dict, w2: dict, x: np.ndarray) -> float:
+    """Fraction of ``x`` on which two weight sets predict the same class."""
+    with torch.no_grad():
+        p1 = tm.torch_cnn(w1)(torch.from_numpy(x)).argmax(1)
+        p2 = tm.torch_cnn(w2)(torch.from_numpy(x)).argmax(1)
+    return float((p1 == p2).float().mean())
+
+
 def keras_agrees(w: dict, x: np.ndarray) -> float:
     """Largest |logit difference| between the PyTorch and the Keras copy on ``x``."""
     import tensorflow as tf  # noqa: F401  (after torch)
@@ -127,8 +135,16 @@ def main(argv=None) -> int:
         if args.check:
             old = dict(np.load(path, allow_pickle=False))
             same = all(np.array_equal(old[k], w[k]) for k in w) and set(old) == set(w)
-            print(f"  {path}: {'identical' if same else 'DIFFERS'}")
-            differs += not same
+            if same:
+                print(f"  {path}: identical")
+            else:
+                # another CPU's kernels round differently and training amplifies it (seen:
+                # 6 % in some weights): then the same recipe must give a model as good
+                agree, acc_old = agreement(old, w, xte), accuracy_torch(old, xte, yte)
+                close = set(old) == set(w) and abs(acc - acc_old) <= 0.01 and agree >= 0.99
+                print(f"  {path}: {'equivalent' if close else 'DIFFERS'} (not bit for bit: shipped test "
+                      f"accuracy {acc_old:.4f}, predictions agree on {agree:.1%})")
+                differs += not close
         else:
             np.savez_compressed(path, **w)
     test_path = os.path.join(DATA, "digits_test.npz")

@@ -342,10 +342,11 @@ def test_backends_lists_frameworks():
 @pytest.mark.slow
 @needs_torch
 def test_training_script_reproduces_the_shipped_weights():
-    """scripts/train_digits.py retrains both digit models bit for bit (CPU, fixed seeds; about 10 s)."""
+    """scripts/train_digits.py retrains both digit models (CPU, fixed seeds; about 10 s): bit for
+    bit on the CPU that made them, elsewhere as accurate and agreeing on 99 % of the test digits."""
     pytest.importorskip("sklearn")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "train_digits.py"), "--check", "--no-keras"],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("identical") == 3 and "DIFFERS" not in r.stdout
+    assert r.stdout.count("identical") + r.stdout.count("equivalent") == 3 and "DIFFERS" not in r.stdout

@@ -211,6 +211,8 @@ from .deeplift import deeplift  # noqa: E402
 register(MethodSpec(
     name="deeplift", short="DeepLIFT", func=deeplift, defaults={"baseline": None},
     aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
+    # at most: a baseline forward and an input forward+backward cost less than the
+    # doubled batch's two rows (a shared baseline costs one row)
     passes=lambda o: 2,
     paper="Shrikumar, Greenside, Kundaje, Learning Important Features Through Propagating "
           "Activation Differences, ICML 2017",
