@@ -678,3 +678,66 @@ def test_keras_falls_back_when_the_passes_differ():
     fb = model(np.zeros_like(x)).numpy()[np.arange(3), [0, 1, 2]]
     _assert_summation(gap, fx, fb)
     del tf
+
+
+@needs_tf
+def test_keras_plain_relu_fast_path_only_for_the_library_relu():
+    """A user's activation that is merely *named* ``relu`` must not get the ReLU kernel
+    (it would ignore the function's own outputs and break summation-to-delta)."""
+    import keras
+    import tensorflow as tf
+
+    from boundary_xg.backends import _tf_rescale as R
+
+    def relu(x):  # capped: not a plain ReLU despite its name
+        return keras.activations.relu(x, max_value=0.5)
+
+    assert not R._is_plain_relu(relu, (), {})
+    for fn in (tf.nn.relu, keras.activations.relu, keras.ops.relu):
+        assert R._is_plain_relu(fn, (), {})
+    assert R._is_plain_relu(keras.activations.relu, (), dict(negative_slope=0.0, max_value=None, threshold=0.0))
+    assert not R._is_plain_relu(keras.activations.relu, (), dict(max_value=6.0))
+
+    L = keras.layers
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    b = (0.3 * rng.standard_normal((4, 6))).astype(np.float32)
+    y = [0, 1, 2, 0]
+    for act in ([L.Dense(8, activation=relu)], [L.Dense(8), L.ReLU(max_value=0.5)],
+                [L.Dense(8), L.ReLU(threshold=0.3)]):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((6,))] + act + [L.Dense(3)])
+        for base in (b, b[:1]):  # per-row and shared baselines
+            attr, gap = _dl(model, x, y, baseline=base, return_gap=True)
+            fx = model(x).numpy()[np.arange(4), y]
+            fb = model(np.broadcast_to(base, x.shape)).numpy()[np.arange(4), y]
+            _assert_summation(gap, fx, fb)
+
+
+@needs_torch
+def test_torch_max_pool_with_return_indices():
+    """``return_indices=True`` (``F.max_pool2d`` or ``nn.MaxPool2d``) gives the values and the
+    indices, and the same attributions as the pooling without them."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class Pool(nn.Module):
+        def __init__(self, with_idx):
+            super().__init__()
+            torch.manual_seed(5)
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 4 * 4, 3)
+            self.with_idx = with_idx
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            if self.with_idx:
+                h, idx = F.max_pool2d(h, 3, 2, ceil_mode=True, return_indices=True)
+                assert idx.dtype == torch.int64 and idx.shape == h.shape
+            else:
+                h = F.max_pool2d(h, 3, 2, ceil_mode=True)
+            return self.fc(h.flatten(1))
+
+    x = RNG.standard_normal((3, 3, 9, 9)).astype(np.float32)
+    ref = _dl(Pool(False).eval(), x, [0, 1, 2], baseline=0.1)
+    np.testing.assert_allclose(_dl(Pool(True).eval(), x, [0, 1, 2], baseline=0.1), ref, atol=1e-7)

@@ -110,10 +110,20 @@ def _relu_derivative(v: Any) -> Any:
 _PLAIN_RELU = {"negative_slope": 0, "max_value": None, "threshold": 0}
 
 
+#: the library's own ReLU functions (taken before any patching); a user's function
+#: that happens to be named ``relu`` is not one of them
+_RELU_FUNCS = tuple(
+    fn for fn in (getattr(tf.nn, "relu", None), getattr(keras.activations, "relu", None),
+                  getattr(getattr(keras, "ops", None), "relu", None),
+                  getattr(_k_src_activations, "relu", None), getattr(_k_src_ops, "relu", None))
+    if fn is not None
+)
+
+
 def _is_plain_relu(orig: Callable, args: Tuple, kwargs: Dict[str, Any]) -> bool:
     """True for ``relu(x)`` with no slope, cap or threshold (a Keras ``ReLU`` layer passes
-    its defaults explicitly)."""
-    if getattr(orig, "__name__", "") != "relu":
+    its defaults explicitly), ``relu`` being one of :data:`_RELU_FUNCS`."""
+    if not any(orig is fn for fn in _RELU_FUNCS):
         return False
     if not args and not kwargs:
         return True

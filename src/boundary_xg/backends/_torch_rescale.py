@@ -392,7 +392,9 @@ class RescaleMode(TorchFunctionMode):
             else:
                 bound = sig.bind(*args, **kwargs)
                 bound.arguments.pop("input")
-                want_idx = with_indices or bool(bound.arguments.pop("return_indices", False))
+                # pop it in every case: ``values`` gets return_indices=True below
+                asked = bool(bound.arguments.pop("return_indices", False))
+                want_idx = with_indices or asked
                 rest, kw = (), dict(bound.arguments)
             out = self._max_pool(func, u, lambda v: values(v, *rest, return_indices=True, **kw))
             if want_idx:
