@@ -139,6 +139,26 @@ def _is_plain_relu(orig: Callable, args: Tuple, kwargs: Dict[str, Any]) -> bool:
     )
 
 
+def _with_variables(gi: Any, variables: Any) -> Any:
+    """A custom gradient's return value: no gradient for variables read inside the op."""
+    return (gi, [None] * len(variables)) if variables else gi
+
+
+def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any, out_x: Any, out_b: Any) -> Any:
+    """Rescale multiplier ``(out_x - out_b) / d_in``, the local gradient at ``ux`` where
+    ``|d_in| < EPS`` (0/0 there: ``tf.where`` picks the gradient, and the unused NaN is
+    never differentiated, the multiplier being a constant)."""
+    with _Inside():
+        if derivative is not None:
+            dg = derivative(ux)
+        else:
+            with tf.GradientTape() as tape:
+                tape.watch(ux)
+                y = fn(ux)
+            dg = tape.gradient(y, ux)
+    return tf.where(tf.abs(d_in) < EPS, dg, (out_x - out_b) / d_in)
+
+
 def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any:
     """``fn(u)`` whose gradient is the Rescale multiplier between the two halves of ``u``."""
 
@@ -149,24 +169,10 @@ def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any
 
         def grad(g, variables=None):
             # the multiplier is built here, in the backward pass, where it is used
-            with _Inside():
-                v2, o2 = _pairs(v), _pairs(out)
-                vx = v2[0]
-                d_in = vx - v2[1]
-                if derivative is not None:
-                    dg = derivative(vx)
-                else:
-                    with tf.GradientTape() as tape:
-                        tape.watch(vx)
-                        yx = fn(vx)
-                    dg = tape.gradient(yx, vx)
-            # 0/0 where the halves coincide: tf.where picks the gradient there (the
-            # unused NaN is never differentiated, the multiplier is a constant)
-            m = tf.where(tf.abs(d_in) < EPS, dg, (o2[0] - o2[1]) / d_in)
+            v2, o2 = _pairs(v), _pairs(out)
+            m = _multiplier(fn, derivative, v2[0], v2[0] - v2[1], o2[0], o2[1])
             gi = tf.reshape(_pairs(g) * m, tf.shape(g))  # one multiplier for both halves
-            if variables:
-                return gi, [None] * len(variables)
-            return gi
+            return _with_variables(gi, variables)
 
         return out, grad
 
@@ -201,22 +207,8 @@ def _rescale_replay(fn: Callable, u: Any, ub: Any, out_b: Any, derivative: Optio
         def grad(g, variables=None):
             if derivative is _relu_derivative:
                 with _Inside():
-                    gi = _relu_rescale_backward(g, v, ub)
-                return (gi, [None] * len(variables)) if variables else gi
-            with _Inside():
-                d_in = v - ub
-                if derivative is not None:
-                    dg = derivative(v)
-                else:
-                    with tf.GradientTape() as tape:
-                        tape.watch(v)
-                        y = fn(v)
-                    dg = tape.gradient(y, v)
-            # 0/0 where the two coincide: tf.where picks the gradient there
-            gi = g * tf.where(tf.abs(d_in) < EPS, dg, (out - out_b) / d_in)
-            if variables:
-                return gi, [None] * len(variables)
-            return gi
+                    return _with_variables(_relu_rescale_backward(g, v, ub), variables)
+            return _with_variables(g * _multiplier(fn, derivative, v, v - ub, out, out_b), variables)
 
         return out, grad
 
@@ -338,10 +330,7 @@ def _rescale_max_pool(pool: Callable, u: Any, tiling: Optional[Tuple[int, int]] 
         def grad(g, variables=None):
             v2, o2 = _pairs(v), _pairs(out)
             routed = _route(pool, tiling, v2[0], v2[1], o2[0], o2[1], _pairs(g)[0])
-            gi = tf.concat([routed, tf.zeros_like(routed)], 0)
-            if variables:
-                return gi, [None] * len(variables)
-            return gi
+            return _with_variables(tf.concat([routed, tf.zeros_like(routed)], 0), variables)
 
         return out, grad
 
@@ -359,10 +348,7 @@ def _rescale_max_pool_replay(pool: Callable, u: Any, ub: Any, out_b: Any,
 
         def grad(g, variables=None):
             with _Inside():
-                gi = _route(pool, tiling, v, ub, out, out_b, g)
-            if variables:
-                return gi, [None] * len(variables)
-            return gi
+                return _with_variables(_route(pool, tiling, v, ub, out, out_b, g), variables)
 
         return out, grad
 
@@ -391,8 +377,13 @@ class _Calls:
         if phase == "record":
             self.records, self.pos = [], 0
 
-    def record(self, name: str, *tensors: Any) -> None:
-        self.records.append((name, tensors))
+    def run_and_record(self, name: str, fn: Callable, x: Any) -> Any:
+        """The baseline pass's call: ``fn(x)``, its input and output recorded."""
+        u = tf.convert_to_tensor(x)
+        with _Inside():
+            out = fn(u)
+        self.records.append((name, (u, out)))
+        return out
 
     def replay(self, name: str, u: Any) -> Tuple[Any, ...]:
         if self.pos >= len(self.records):
@@ -437,11 +428,7 @@ def _wrap_elementwise(orig: Callable, name: str, calls: _Calls) -> Callable:
         if calls.phase == "doubled":
             return _rescale(fn, x, derivative)
         if calls.phase == "record":
-            u = tf.convert_to_tensor(x)
-            with _Inside():
-                out = fn(u)
-            calls.record(name, u, out)
-            return out
+            return calls.run_and_record(name, fn, x)
         ub, out_b = calls.replay(name, x)
         return _rescale_replay(fn, x, ub, out_b, derivative)
 
@@ -463,11 +450,7 @@ def _wrap_max_pool(orig: Callable, calls: _Calls) -> Callable:
         if calls.phase == "doubled":
             return _rescale_max_pool(pool, x, tiling)
         if calls.phase == "record":
-            u = tf.convert_to_tensor(x)
-            with _Inside():
-                out = pool(u)
-            calls.record("max_pool", u, out)
-            return out
+            return calls.run_and_record("max_pool", pool, x)
         ub, out_b = calls.replay("max_pool", x)
         return _rescale_max_pool_replay(pool, x, ub, out_b, tiling)
 
