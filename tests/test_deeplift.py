@@ -741,3 +741,45 @@ def test_torch_max_pool_with_return_indices():
     x = RNG.standard_normal((3, 3, 9, 9)).astype(np.float32)
     ref = _dl(Pool(False).eval(), x, [0, 1, 2], baseline=0.1)
     np.testing.assert_allclose(_dl(Pool(True).eval(), x, [0, 1, 2], baseline=0.1), ref, atol=1e-7)
+
+
+@needs_tf
+def test_keras_traced_fallback_when_the_passes_differ():
+    """A model whose Python-level behaviour changes between the traced passes (here a call
+    counter) gets the doubled-batch graph instead, with the same attributions."""
+    import keras
+
+    from boundary_xg.backends import _tf_rescale as R
+
+    class Alternating(keras.Model):
+        def __init__(self, alternate):
+            super().__init__()
+            self.a, self.b = keras.layers.Dense(6), keras.layers.Dense(3)
+            self.alternate, self.calls = alternate, 0
+
+        def call(self, x):
+            self.calls += 1
+            h = keras.ops.relu(self.a(x))
+            if self.alternate and self.calls % 2 == 0:  # traced passes see 1, 2: they differ
+                h = keras.ops.relu(h)
+            return self.b(h)
+
+    keras.utils.set_random_seed(3)
+    odd = Alternating(True)
+    odd(np.zeros((2, 6), np.float32))  # call 1
+    plain = Alternating(False)
+    plain(np.zeros((2, 6), np.float32))
+    plain.set_weights(odd.get_weights())
+    x = RNG.standard_normal((3, 6)).astype(np.float32)
+    b = (0.2 * RNG.standard_normal((3, 6))).astype(np.float32)
+    from boundary_xg.backends import get_backend
+
+    B = get_backend("tensorflow")
+    before = R.fallback_count
+    with B.session(odd) as f:
+        odd.calls = 0  # the probe's call is outside; the traces make calls 1, 2 then 3
+        got = B.deeplift_grad(f, x, b, np.array([0, 1, 2]), times_delta=True).numpy()
+    assert R.fallback_count == before + 1
+    with B.session(plain) as f:
+        want = B.deeplift_grad(f, x, b, np.array([0, 1, 2]), times_delta=True).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
