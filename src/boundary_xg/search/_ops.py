@@ -108,6 +108,23 @@ class Cost:
         self.forwards = 0
 
 
+def where_rows(B: Backend, mask: Any, a: Any, b: Any) -> Any:
+    """Rows of ``a`` where ``mask`` ``(N,)`` is true, else rows of ``b`` (both ``(N, ...)``).
+
+    Selects on a 2-D view: TensorFlow's select with a ``(N, 1)`` condition runs
+    about 2.5x faster on a CPU than with ``(N, 1, 1, 1)`` (0.58 against 1.5 ms for
+    256 rows of 3x32x32), and this is a step of every PGD and CW iteration.
+    """
+    inner = tuple(int(d) for d in a.shape[1:])  # the example shape is static
+    if len(inner) <= 1:
+        return B.where(expand_rows(B, mask, len(inner) + 1), a, b)
+    size = 1
+    for d in inner:
+        size *= d
+    out = B.where(expand_rows(B, mask, 2), B.reshape(a, (-1, size)), B.reshape(b, (-1, size)))
+    return B.reshape(out, (-1,) + inner)
+
+
 def put_rows(B: Backend, full: Any, rows: Any, values: Any) -> Any:
     """``full`` with the rows at indices ``rows`` (unique) replaced by ``values`` (a new tensor)."""
     return B.index_update(full, rows, values)

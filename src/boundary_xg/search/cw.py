@@ -39,7 +39,7 @@ import numpy as np
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows, row_chunks
-from ._ops import Cost, l2_distance, margin, misclassified, put_rows
+from ._ops import Cost, l2_distance, margin, misclassified, put_rows, where_rows
 from ._pool import Pool
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -151,7 +151,7 @@ def _cw_step(B: Backend, f: Callable, bounded: bool,
     mis = misclassified(B, logits, labels)
     dist = B.sqrt(dist2)
     better = B.logical_and(mis, dist < best_d)
-    best = B.where(expand_rows(B, better, nd), xa, best)
+    best = where_rows(B, better, xa, best)
     best_d = B.where(better, dist, best_d)
     hit = B.logical_or(hit, mis)
     prev = B.where(prev < 0, value, prev)
@@ -173,7 +173,7 @@ def _start(B: Backend, bounded: bool, warm: bool, best: Any, best_d: Any, w: Any
         d = B.atanh(ratio * 0.999999) - w
     else:
         d = best - w
-    return B.where(expand_rows(B, best_d < _FAR, len(w.shape)), d, B.zeros_like(w))
+    return where_rows(B, best_d < _FAR, d, B.zeros_like(w))
 
 
 def _margin_and_grad(B: Backend, bounded: bool, f: Callable, w: Any, a: Any, b: Any, onehot: Any):
@@ -239,7 +239,7 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
         pts, ok = init
         d0 = l2_distance(B, pts, x)
         best_d = B.where(ok, d0, best_d)
-        best = B.where(expand_rows(B, ok, nd), pts, x)
+        best = where_rows(B, ok, pts, x)
     kappa = B.constant([attack.confidence], like=x)
     lr = B.constant([attack.step_size], like=x)
     step = B.jit(_cw_step, f, B, f, bounded)

@@ -33,7 +33,7 @@ from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows
 from ._ops import (_TINY, NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, per_sample_norm,
-                   project, put_rows, random_start)
+                   project, put_rows, random_start, where_rows)
 from ._pool import Pool
 
 #: the reference's L2 radii in normalised ImageNet units (spec 2.2)
@@ -138,7 +138,7 @@ def _pgd_step(B: Backend, f: Callable, norm: str, early_exit: bool,
     if early_exit:
         # the iterate just evaluated is misclassified: keep it, stop moving it
         done = B.logical_or(done, misclassified(B, logits, labels))
-        new = B.where(expand_rows(B, done, nd), x_adv, new)
+        new = where_rows(B, done, x_adv, new)
     return new, done
 
 
@@ -315,7 +315,7 @@ def pgd_search(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: An
         adv, ok = pgd_radius(B, f, attack, x, labels, eps, lo, hi, rng, cost, compact=False)
         ok_t = B.asarray(ok, like=labels)
         new = B.logical_and(ok_t, B.logical_not(found_t))
-        points = B.where(expand_rows(B, new, nd), adv, points)
+        points = where_rows(B, new, adv, points)
         found_t = B.logical_or(found_t, ok_t)
         tick(n)
         if bool(np.all(B.to_numpy(found_t))):  # once per radius: nothing left to attack

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
-from ..ops import default_batch_size, expand_rows, predict
-from ._ops import Cost, l2_distance, misclassified, put_rows
+from ..ops import default_batch_size, predict
+from ._ops import Cost, l2_distance, misclassified, put_rows, where_rows
 from .cw import CW, cw_search
 from .pgd import PGD, pgd_search
 
@@ -186,13 +186,13 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
                     cand, ok = cw_search(B, f, attack, xs, ys, lo, hi, num_classes, cost, tick, init, bs)
                 d = l2_distance(B, cand, xs)
                 closer = B.logical_and(ok, d < sub_d)
-                sub = B.where(expand_rows(B, closer, nd), cand, sub)
+                sub = where_rows(B, closer, cand, sub)
                 sub_d = B.where(closer, d, sub_d)
             # verify once: every kept point must be misclassified (numerical ties)
             ok_final = misclassified(B, predict(B, f, sub, bs), ys)
             cost.forwards += int(todo.size)
             sub_d = B.where(ok_final, sub_d, B.zeros_like(sub_d) + float("inf"))
-            sub = B.where(expand_rows(B, ok_final, nd), sub, xs)
+            sub = where_rows(B, ok_final, sub, xs)
             if todo.size == n:
                 best, best_d = sub, sub_d
             else:
