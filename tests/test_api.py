@@ -418,3 +418,24 @@ def test_every_backend_implements_the_protocol_with_its_signatures():
             assert impl is not getattr(Backend, name) or name in ("fingerprint", "jit"), (b, name)
             got = list(inspect.signature(impl).parameters)
             assert got[: len(want)] == want, (b, name, got, want)
+
+
+@needs_torch
+def test_torch_bfloat16_model():
+    """A bfloat16 PyTorch model works end to end (NumPy has no bfloat16: the host reads widen
+    it to float32) and agrees with its float32 twin to bfloat16 precision."""
+    import torch
+
+    from boundary_xg.testing import models as tm
+
+    w = tm.cnn_weights(0, size=8)
+    m32, m16 = tm.torch_cnn(w), tm.torch_cnn(w).to(torch.bfloat16)
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for method in ("SM", "IG", "DeepLIFT"):
+        got = bxg.attribute(m16, torch.from_numpy(x).to(torch.bfloat16), [0, 1], method=method)
+        assert got.dtype == torch.bfloat16 and got.shape == x.shape
+        ref = bxg.attribute(m32, x, [0, 1], method=method)
+        scale = np.abs(ref).max()
+        assert np.abs(got.float().numpy() - ref).max() <= 0.1 * scale, method
+        as_np = bxg.attribute(m16, x, [0, 1], method=method)  # NumPy in, NumPy out
+        assert as_np.dtype == np.float32 and np.isfinite(as_np).all()

@@ -59,7 +59,9 @@ class TorchBackend(Backend):
         return torch.as_tensor(arr, dtype=tdtype, device=device)
 
     def to_numpy(self, t: Any) -> Any:
-        return t.detach().cpu().numpy()
+        t = t.detach().cpu()
+        # NumPy has no bfloat16: widen (exactly) to float32
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
     def model_device(self, model: Any) -> Any:
         if isinstance(model, torch.nn.Module):
