@@ -263,3 +263,32 @@ def test_put_rows_is_exact_over_large_sentinels(backend):
     idx = B.asarray(np.array([1, 0]), dtype="int64")
     out = B.to_numpy(put_rows(B, full, idx, B.asarray(np.array([1.5, 3.25], np.float32))))
     np.testing.assert_array_equal(out, np.array([3.25, 1.5, 5.0], np.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_model_searched_at_two_image_sizes(backend):
+    """A fully convolutional model searched at two input sizes: TensorFlow relaxes its traced
+    steps over the image shape, and the row selection must still work there."""
+    if backend == "torch":
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                              nn.Linear(6, 3)).eval()
+        shapes = [(4, 3, 8, 8), (4, 3, 12, 12)]
+    else:
+        import keras
+
+        keras.utils.set_random_seed(0)
+        L = keras.layers
+        model = keras.Sequential([keras.Input((None, None, 3)), L.Conv2D(6, 3, padding="same"), L.ReLU(),
+                                  L.GlobalAveragePooling2D(), L.Dense(3)])
+        shapes = [(4, 8, 8, 3), (4, 12, 12, 3), (4, 10, 10, 3)]
+    rng = np.random.default_rng(1)
+    for shape in shapes:
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        res = bxg.find_boundary(model, x, attacks=[bxg.PGD(eps=[0.5, 2, 8], steps=10), bxg.CW(steps=20)],
+                                bounds=(-3, 3), seed=0, progress=False)
+        pred = res.points.reshape(len(x), -1)
+        assert res.found.all() and pred.shape[1] == int(np.prod(shape[1:]))

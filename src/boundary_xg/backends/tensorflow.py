@@ -281,7 +281,8 @@ class TensorFlowBackend(Backend):
         if not t.dtype.is_floating:
             return True
         if "CPU" in getattr(t, "device", "") and t.dtype != tf.bfloat16:
-            # NumPy reads a CPU tensor in place, in one pass: a third of two eager TF ops
+            # on a CPU, NumPy's test costs about half of two eager TF ops (0.17 against
+            # 0.3 ms for 128 images of 32x32x3), and every call checks its inputs
             return bool(np.isfinite(t.numpy()).all())
         return bool(tf.reduce_all(tf.math.is_finite(t)))
 

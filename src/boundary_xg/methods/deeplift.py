@@ -28,9 +28,9 @@ from .integrated_gradients import completeness_gap
 def _shared(B: Backend, f: Callable, baseline: Any, n: int) -> bool:
     """Whether every row of ``baseline`` is the same (its pass then runs one row).
 
-    One host read per call, not per chunk. On a CPU NumPy reads the tensor in
-    place, and per-example baselines (BDT's boundary points) are told apart by
-    their first and last rows alone.
+    One host read per call, not per chunk. On a CPU the test runs in NumPy (cheaper
+    than a few eager TensorFlow ops), and per-example baselines (BDT's boundary
+    points) are told apart by their first and last rows alone.
     """
     if n < 2:
         return False

@@ -115,14 +115,15 @@ def where_rows(B: Backend, mask: Any, a: Any, b: Any) -> Any:
     about 2.5x faster on a CPU than with ``(N, 1, 1, 1)`` (0.58 against 1.5 ms for
     256 rows of 3x32x32), and this is a step of every PGD and CW iteration.
     """
-    inner = tuple(int(d) for d in a.shape[1:])  # the example shape is static
-    if len(inner) <= 1:
+    inner = tuple(a.shape[1:])
+    if len(inner) <= 1 or any(d is None for d in inner):
+        # an example shape unknown while tracing (a graph relaxed over image sizes)
         return B.where(expand_rows(B, mask, len(inner) + 1), a, b)
     size = 1
     for d in inner:
-        size *= d
+        size *= int(d)
     out = B.where(expand_rows(B, mask, 2), B.reshape(a, (-1, size)), B.reshape(b, (-1, size)))
-    return B.reshape(out, (-1,) + inner)
+    return B.reshape(out, (-1,) + tuple(int(d) for d in inner))
 
 
 def put_rows(B: Backend, full: Any, rows: Any, values: Any) -> Any:
