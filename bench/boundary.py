@@ -49,8 +49,8 @@ import boundary_xg as bxg
 from boundary_xg.backends import get_backend
 from boundary_xg.ops import default_batch_size, label_grad
 from boundary_xg.search._ops import Cost
-from boundary_xg.search.cw import cw_search
-from boundary_xg.search.pgd import pgd_radius
+from boundary_xg.search.cw import _cw_step, _tanh_space, cw_search
+from boundary_xg.search.pgd import _pgd_step, pgd_radius
 from boundary_xg.search.pipeline import boundary_search, prepare_bounds
 from boundary_xg.testing import models as tm
 
@@ -146,6 +146,52 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
     line(name, cost.passes / n, sec, cost.passes / n * per_row, pred != B.to_numpy(y), dist)
 
 
+def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
+    """Print one CW and one PGD iteration at full batch as multiples of a plain pass.
+
+    The three are timed interleaved (``reps`` rounds of ``calls`` calls each; the
+    median of the per-round ratios), so they see the same load. The "arithmetic
+    alone" column runs the same iterations on ``cheap``, a linear model on the
+    same input (its pass costs little): what the attack adds to every pass,
+    whatever the model.
+    """
+    B = get_backend(backend)
+    x = B.asarray(x_np[:rows], dtype="float32")
+    out = {}
+    for name, m in (("model", model), ("cheap", cheap)):
+        with B.session(m) as f:
+            y = B.argmax(B.forward(f, x), axis=1)
+            lo, hi = prepare_bounds(B, BOUNDS, x)
+            a, b = (hi + lo) / 2.0, (hi - lo) / 2.0
+            ones = B.zeros_like(B.sum(x, axis=tuple(range(1, len(B.shape(x)))))) + 1.0
+            zeros = lambda: B.zeros_like(x)  # noqa: E731
+            onehot = B.one_hot(y, B.shape(B.forward(f, x))[1], like=x)
+            no = B.not_equal(B.zeros_like(y), B.zeros_like(y))
+            cw_args = (x, a, b, x[:1], y, onehot, ones * 0.1, B.constant([0.0], like=x), B.constant([0.01], like=x),
+                       ones, ones, _tanh_space(B, True, x, a, b), zeros(), zeros(), x, ones * 1e30, no, -ones)
+            pgd_args = (x, x, y, ones * 0.3, ones * 0.3 * 2.5 / 40, lo, hi, no)
+            fns = {"plain": (B.jit(label_grad, f, B, f, False), (x, y)),
+                   "cw": (B.jit(_cw_step, f, B, f, True), cw_args),
+                   "pgd": (B.jit(_pgd_step, f, B, f, "l2", True), pgd_args)}
+            times = {k: [] for k in fns}
+            for k, (fn, args) in fns.items():
+                B.to_numpy(fn(*args)[1][:1])  # warm-up (and trace)
+            for _ in range(reps):
+                for k, (fn, args) in fns.items():
+                    t = time.perf_counter()
+                    for _ in range(calls):
+                        res = fn(*args)
+                    B.to_numpy(res[1][:1])
+                    times[k].append((time.perf_counter() - t) / calls)
+            out[name] = {k: np.array(v) for k, v in times.items()}
+    mp = out["model"]["plain"]
+    print(f"-- {label}, one iteration at {rows} rows, as multiples of a plain pass "
+          f"({1e3 * np.median(mp):.1f} ms): "
+          + "; ".join(f"{k.upper()} {np.median(out['model'][k] / mp):.2f}x "
+                      f"(arithmetic alone {np.median(out['cheap'][k] - out['cheap']['plain']) / np.median(mp):.2f})"
+                      for k in ("cw", "pgd")), flush=True)
+
+
 def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2):
     B = get_backend(backend)
     x = B.asarray(x_np, dtype="float32")
@@ -189,6 +235,11 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(2)
     t_tf = case("cnn32 tensorflow (512 inputs)", "tensorflow", tm.keras_cnn(w), tm.nchw_to_nhwc(x32),
                 (64, 128, 170, 256), None)
+    # where the time goes on the small CNN: the attack's own arithmetic per iteration
+    lin = tm.linear_weights(0, features=3 * 32 * 32, classes=10)
+    step_costs("cnn32 torch", "torch", tm.torch_cnn(w), tm.torch_linear(lin, (3, 32, 32)), x32, 64)
+    step_costs("cnn32 tensorflow", "tensorflow", tm.keras_cnn(w), tm.keras_linear(lin, (32, 32, 3)),
+               tm.nchw_to_nhwc(x32), 256)
     print(f"-- tensorflow / torch seconds per input (cnn32, default pipeline): {t_tf / t_torch:.2f}")
     # a wider small CNN (64/128 channels, 256 hidden units, as CIFAR models are): the
     # model's passes outweigh the attack's own element-wise arithmetic

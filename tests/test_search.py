@@ -292,3 +292,141 @@ def test_one_model_searched_at_two_image_sizes(backend):
                                 bounds=(-3, 3), seed=0, progress=False)
         pred = res.points.reshape(len(x), -1)
         assert res.found.all() and pred.shape[1] == int(np.prod(shape[1:]))
+
+
+def _numpy_cw(x, y, W, b, const, lo, hi, steps, lr=0.01):
+    """Textbook CW-L2 with Adam (float64) on a linear model: the iterates ``x(u_t)`` and their losses."""
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    bounded = lo is not None
+    a, h = ((hi + lo) / 2, (hi - lo) / 2) if bounded else (0.0, 1.0)
+    w = np.arctanh(np.clip((x - a) / h, -1, 1) * 0.999999) if bounded else x.copy()
+    d, m, v = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
+    seen, losses = [], []
+    for t in range(1, steps + 1):
+        xa = np.tanh(w + d) * h + a if bounded else w + d
+        seen.append(xa)
+        logits = xa @ W.T + b
+        other = np.where(np.eye(W.shape[0])[y] > 0, -np.inf, logits).argmax(1)
+        mrg = logits[np.arange(len(y)), y] - logits[np.arange(len(y)), other]
+        active = mrg > 0
+        losses.append(const * np.maximum(mrg, 0) + ((xa - x) ** 2).sum(1))
+        gx = const[:, None] * active[:, None] * (W[y] - W[other]) + 2 * (xa - x)
+        g = gx * h * (1 - np.tanh(w + d) ** 2) if bounded else gx
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        d = d - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    return np.stack(seen), np.stack(losses)
+
+
+@pytest.mark.parametrize("bounds", ["none", "scalar", "per-feature"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cw_step_is_textbook_adam(backend, bounds):
+    """Our CW iteration (tanh map, hand-written chain rule, folded Adam) against NumPy in float64."""
+    import functools
+
+    from boundary_xg.backends import get_backend
+    from boundary_xg.search import cw
+
+    w = tm.linear_weights(0, features=FEATURES, classes=CLASSES)
+    # one feature's gradient as small as Adam's epsilon (1e-8): its step depends on epsilon
+    w["weight"][:, 0] *= 1e-8
+    model = tm.torch_linear(w) if backend == "torch" else tm.keras_linear(w)
+    W, bias = w["weight"].astype(np.float64), w["bias"].astype(np.float64)
+    B = get_backend(backend)
+    x_np = _data(5)
+    y_np = (x_np @ W.T + bias).argmax(1)
+    const_np = np.array([0.5, 1.0, 2.0, 4.0, 8.0])
+    bounded = bounds != "none"
+    lo_np = np.full((1, FEATURES), -3.0, np.float32)
+    hi_np = np.full((1, FEATURES), 3.5, np.float32)
+    if bounds == "per-feature":
+        lo_np -= np.linspace(0.7, 2.0, FEATURES, dtype=np.float32)
+        hi_np += np.linspace(0.5, 0.1, FEATURES, dtype=np.float32)
+    want, want_loss = _numpy_cw(x_np.astype(np.float64), y_np, W, bias, const_np, lo_np.astype(np.float64) if bounded else None,
+                     hi_np.astype(np.float64), steps=12)
+    with B.session(model) as f:
+        x = B.asarray(x_np, dtype="float32")
+        y = B.asarray(y_np.astype(np.int64), like=B.argmax(B.forward(f, x), axis=1))
+        lo = B.asarray(lo_np if bounded else np.full((1, 1), -np.inf, np.float32), like=x)
+        hi = B.asarray(hi_np if bounded else np.full((1, 1), np.inf, np.float32), like=x)
+        if bounds == "scalar":
+            lo, hi = lo[:, :1], hi[:, :1]
+        a, h = ((hi + lo) / 2.0, (hi - lo) / 2.0) if bounded else (lo, hi)
+        n = B.shape(x)[0]
+        ones = B.asarray(np.ones(n, np.float32), like=x)
+        state = [cw._start(B, bounded, False, x, ones * 1e30, cw._tanh_space(B, bounded, x, a, h), a, h),
+                 B.zeros_like(x), B.zeros_like(x), x, ones * 1e30,
+                 B.not_equal(B.zeros_like(y), B.zeros_like(y)), -ones]
+        p1 = p2 = ones
+        step = functools.partial(cw._cw_step, B, f, bounded)
+        onehot = B.one_hot(y, CLASSES, like=x)
+        const = B.asarray(const_np.astype(np.float32), like=x)
+        for t in range(12):
+            got = B.to_numpy(cw._to_input(B, bounded, state[0], a, h))
+            # feature 0 only while its step is set by epsilon: later (with bounds, from the
+            # second step: x(w) is x up to 1e-6) its gradient is float32 rounding of x(u) - x
+            cols = slice(0, None) if t < (1 if bounded else 3) else slice(1, None)
+            np.testing.assert_allclose(got[:, cols], want[t][:, cols], rtol=1e-4, atol=1e-5, err_msg=f"iterate {t}")
+            out = step(x, a, h, x[:1], y, onehot, const, B.constant([0.0], like=x), B.constant([0.01], like=x),
+                       p1, p2, *state)
+            np.testing.assert_allclose(B.to_numpy(out[3]), want_loss[t], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"loss at iterate {t}")
+            state = list(out[:3]) + list(out[4:8])
+            p1, p2 = out[8], out[9]
+
+
+@pytest.mark.parametrize("bounds", [None, (-4.0, 4.0)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_search_leaves_the_input_unchanged(backend, bounds):
+    """The search's in-place updates never write into the caller's array or tensor."""
+    model, W, b = _linear(backend)
+    x = _data(6)
+    keep = x.copy()
+    attacks = [bxg.PGD(eps=[0.5, 1.0], steps=4), bxg.CW(steps=6, binary_search_steps=2, warm_start=True),
+               bxg.CW(steps=6, binary_search_steps=2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bxg.find_boundary(model, x, None, attacks=attacks, bounds=bounds, progress=False)
+        if backend == "torch":
+            import torch
+
+            xt = torch.from_numpy(x)
+            bxg.find_boundary(model, xt, None, attacks=attacks, bounds=bounds, progress=False)
+    np.testing.assert_array_equal(x, keep)
+
+
+@needs_torch
+@pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.BoundaryNotFoundWarning")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cw_on_16_bit_models(dtype):
+    """CW keeps its optimiser state in float32: float16 overflowed Adam's second moment
+    at large constants, and in bfloat16 beta2 ** t rounds to 1 (a zero step)."""
+    import torch
+
+    w = tm.linear_weights(0, features=FEATURES, classes=CLASSES)
+    W, b = w["weight"].astype(np.float64), w["bias"].astype(np.float64)
+    model = tm.torch_linear(w).to(getattr(torch, dtype))
+    x = _data(6)
+    y = (x @ W.T + b).argmax(1)
+    exact = _exact_distance(x, y, W, b)
+    for attack, slack in ((bxg.CW(steps=100), 1.1), (bxg.CW(steps=60, binary_search_steps=1, step_size=0.05,
+                                                            initial_const=1000.0), 2.0)):
+        res = bxg.find_boundary(model, x, y, attacks=[attack], progress=False)
+        assert res.points.dtype == x.dtype
+        assert res.found.sum() >= 5, attack
+        # the 16-bit model's own boundary is within its rounding of the exact one
+        ratio = res.distances[res.found] / exact[res.found]
+        assert np.all(ratio > 0.97) and np.all(ratio < slack), (attack, ratio)
+
+
+@needs_torch
+def test_search_accepts_an_input_that_records_gradients():
+    import torch
+
+    model, W, b = _linear("torch")
+    x = torch.from_numpy(_data(4)).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bxg.find_boundary(model, x, None, attacks=[bxg.PGD(eps=[1.0, 2.0], steps=5), bxg.CW(steps=5)],
+                                progress=False)
+    assert not res.points.requires_grad and x.grad is None

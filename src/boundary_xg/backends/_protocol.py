@@ -202,6 +202,10 @@ class Backend:
     def atanh(self, t: Any) -> Any:
         raise NotImplementedError
 
+    def tanh_backward(self, y: Any, dy: Any) -> Any:
+        """``dy * (1 - y^2)``: the chain rule through ``y = tanh(z)``, in one kernel."""
+        raise NotImplementedError
+
     def logsumexp(self, t: Any, axis: int = -1) -> Any:
         """Numerically stable ``log(sum(exp(t)))`` along ``axis``."""
         raise NotImplementedError
@@ -269,12 +273,14 @@ class Backend:
     # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
     def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
                     beta2: float) -> Tuple[Any, Any, Any]:
-        """One Adam step; returns the new ``(d, m, v)``.
+        """One Adam step on unnormalised moments; returns the new ``(d, m, v)``.
 
-        ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 - beta2) g^2``,
-        ``d <- d - lr m / (sqrt(v) + eps)``; ``d, m, v, g`` share a shape, ``lr``
-        and ``eps`` broadcast to it (one value per row). May update ``d``, ``m``
-        and ``v`` in place: pass tensors nothing else reads.
+        ``m <- beta1 m + g``, ``v <- beta2 v + g^2``, ``d <- d - lr m / (sqrt(v) +
+        eps)``: the moments are ``1 / (1 - beta)`` times Adam's, and the caller
+        folds those factors and the bias corrections into ``lr`` and ``eps``
+        (one fewer pass each than the textbook form). ``d, m, v, g`` share a
+        shape, ``lr`` and ``eps`` broadcast to it (one value per row). May update
+        ``d``, ``m`` and ``v`` in place: pass tensors nothing else reads.
         """
         raise NotImplementedError
 

@@ -302,6 +302,9 @@ class TensorFlowBackend(Backend):
     def atanh(self, t: Any) -> Any:
         return tf.atanh(t)
 
+    def tanh_backward(self, y: Any, dy: Any) -> Any:
+        return tf.raw_ops.TanhGrad(y=y, dy=dy)
+
     def logsumexp(self, t: Any, axis: int = -1) -> Any:
         return tf.reduce_logsumexp(t, axis=axis)
 
@@ -349,8 +352,8 @@ class TensorFlowBackend(Backend):
     # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
     def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
                     beta2: float) -> Tuple[Any, Any, Any]:
-        m = m * beta1 + g * (1.0 - beta1)
-        v = v * beta2 + g * g * (1.0 - beta2)
+        m = m * beta1 + g
+        v = v * beta2 + g * g
         return d - lr * m / (tf.sqrt(v) + eps), m, v
 
     # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----

@@ -228,6 +228,9 @@ class TorchBackend(Backend):
     def atanh(self, t: Any) -> Any:
         return torch.atanh(t)
 
+    def tanh_backward(self, y: Any, dy: Any) -> Any:
+        return torch.ops.aten.tanh_backward(dy, y)
+
     def logsumexp(self, t: Any, axis: int = -1) -> Any:
         return torch.logsumexp(t, dim=axis)
 
@@ -272,8 +275,8 @@ class TorchBackend(Backend):
                     beta2: float) -> Tuple[Any, Any, Any]:
         # in place, seven kernels instead of twelve: on a small CNN each kernel's launch
         # costs as much as its arithmetic
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        torch.add(g, m, alpha=beta1, out=m)
+        v.mul_(beta2).addcmul_(g, g)
         d.addcdiv_(m, v.sqrt().add_(eps).div_(lr), value=-1.0)
         return d, m, v
 

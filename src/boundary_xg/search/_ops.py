@@ -96,6 +96,20 @@ def misclassified(B: Backend, logits: Any, labels: Any) -> Any:
     return B.not_equal(B.argmax(logits, axis=1), labels)
 
 
+def _misclassified_at(B: Backend, f: Any, z: Any, labels: Any) -> Any:
+    return misclassified(B, B.forward(f, z), labels)
+
+
+def misclassified_at(B: Backend, f: Any, z: Any, labels: Any) -> Any:
+    """Boolean ``(N,)``: ``f`` misclassifies the points ``z`` (one forward pass).
+
+    Compiled where the backend compiles: an eager Keras forward of the small CNN
+    of ``bench/boundary.py`` costs three times a traced one, and PGD runs one per
+    finished radius job.
+    """
+    return B.jit(_misclassified_at, f, B, f)(z, labels)
+
+
 class Cost:
     """Counts the model rows actually run: ``passes`` forward+backward, ``forwards`` forward only.
 

@@ -32,8 +32,8 @@ import numpy as np
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows
-from ._ops import (_TINY, NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, per_sample_norm,
-                   project, put_rows, random_start, where_rows)
+from ._ops import (_TINY, NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, misclassified_at,
+                   per_sample_norm, project, put_rows, random_start, where_rows)
 from ._pool import Pool
 
 #: the reference's L2 radii in normalised ImageNet units (spec 2.2)
@@ -194,7 +194,7 @@ def pgd_radius(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, eps: A
             kt = B.asarray(keep, like=labels)
             xs, x0, ys, eps_t, step_t, done = (B.gather(v, kt) for v in (xs, x0, ys, eps_t, step_t, done))
     if idx.size:
-        mis = B.to_numpy(misclassified(B, B.forward(f, xs), ys)).astype(bool)
+        mis = B.to_numpy(misclassified_at(B, f, xs, ys)).astype(bool)
         cost.forwards += idx.size
         out = xs if idx.size == n else put_rows(B, out, B.asarray(idx, like=labels), xs)
         ok[idx] = mis
@@ -266,7 +266,7 @@ def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any
         last = ended & ~frozen
         if last.any():
             xl, yl = pool.rows(("xs", "ys"), last)
-            ok[last] = B.to_numpy(misclassified(B, B.forward(f, xl), yl)).astype(bool)
+            ok[last] = B.to_numpy(misclassified_at(B, f, xl, yl)).astype(bool)
             cost.forwards += int(last.sum())
         if ok.any():
             (good,) = pool.rows(("xs",), ok)

@@ -156,6 +156,10 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     so model calls stay full while work remains; the loops run over steps,
     never over examples.
     """
+    # the search is not differentiable: an input that records gradients (a torch
+    # tensor with requires_grad) would make every step record a graph, and CW's
+    # in-place Adam refuses tensors that record
+    x = B.stop_gradient(x)
     n = B.shape(x)[0]
     nd = len(B.shape(x))
     bs = n if batch_size is None else int(batch_size)
