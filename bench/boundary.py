@@ -34,7 +34,11 @@ is larger).
   about 8 s per input). (The emulation reproduces defects on purpose; it lives here
   only. Its CW aborts early per example, foolbox's on the batch-summed loss.)
 
-Run: .venv/bin/python bench/boundary.py   (about 7 minutes on 2 CPU cores)
+* for the small CNN in each framework, one CW and one PGD iteration at full
+  batch as multiples of a plain pass, and the same on a linear model of the
+  same input: the attack's own arithmetic, whatever the model (``step_costs``).
+
+Run: .venv/bin/python bench/boundary.py   (about 8 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations

@@ -233,7 +233,8 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
     Args:
         model: a ``torch.nn.Module`` or a Keras 3 model (TensorFlow backend).
         x: inputs ``(N, ...)`` in the model's layout (NCHW torch, NHWC Keras),
-            NumPy or a native tensor.
+            NumPy or a native tensor (searched detached: the search is not
+            differentiable, and ``x`` is never written to).
         labels: classes to move away from: indices ``(N,)``, one-hot ``(N, C)``,
             or None for the model's predictions.
         attacks: list of :class:`PGD` / :class:`CW` run in order (default
