@@ -173,7 +173,7 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
             no = B.not_equal(B.zeros_like(y), B.zeros_like(y))
             cw_args = (x, a, b, x[:1], y, onehot, ones * 0.1, B.constant([0.0], like=x), B.constant([0.01], like=x),
                        ones, ones, _tanh_space(B, True, x, a, b), zeros(), zeros(), x, ones * 1e30, no, -ones)
-            pgd_args = (x, x, y, ones * 0.3, ones * 0.3 * 2.5 / 40, lo, hi, no)
+            pgd_args = (x, x, y, ones * 0.3, ones * 0.3 * 2.5 / 40, lo, hi, no, x[:1])
             fns = {"plain": (B.jit(label_grad, f, B, f, False), (x, y)),
                    "cw": (B.jit(_cw_step, f, B, f, True), cw_args),
                    "pgd": (B.jit(_pgd_step, f, B, f, "l2", True), pgd_args)}

@@ -91,6 +91,28 @@ def margin(B: Backend, logits: Any, onehot: Any) -> Any:
     return own - other
 
 
+_NARROW = ("float16", "bfloat16")
+
+
+def widened(B: Backend, x: Any, *others: Any) -> tuple:
+    """``(proto, x, *others)`` with ``x`` and ``others`` in float32 where ``x`` is a 16-bit float.
+
+    The attacks keep their iterates and state in float32 for a float16 or
+    bfloat16 model and give the model its own dtype (:func:`model_logits`):
+    float16 overflows CW's second moment, bfloat16 rounds ``beta2 ** t`` to 1
+    and PGD's small steps to nothing. ``proto`` is ``x[:1]`` in the model's dtype.
+    """
+    proto = x[:1]
+    if B.dtype_name(x) not in _NARROW:
+        return (proto, x) + others
+    return (proto,) + tuple(B.asarray(t, dtype="float32") for t in (x,) + others)
+
+
+def model_logits(B: Backend, f: Any, z: Any, proto: Any) -> Any:
+    """``f`` at ``z`` given in ``proto``'s dtype, logits in ``z``'s dtype (no-op casts for float32)."""
+    return B.cast(f(B.cast(z, proto)), z)
+
+
 def misclassified(B: Backend, logits: Any, labels: Any) -> Any:
     """Boolean ``(N,)``: the model's top class differs from ``labels``."""
     return B.not_equal(B.argmax(logits, axis=1), labels)

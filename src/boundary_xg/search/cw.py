@@ -40,13 +40,12 @@ import numpy as np
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows, row_chunks
-from ._ops import Cost, l2_distance, margin, misclassified, put_rows, where_rows
+from ._ops import Cost, l2_distance, margin, misclassified, model_logits, put_rows, where_rows, widened
 from ._pool import Pool
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _NO_UPPER = 1e10  # "upper bound of c not found yet"
 _FAR = 1e30  # "no point yet"
-_NARROW = ("float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ def _cw_step(B: Backend, f: Callable, bounded: bool,
     def loss(z):
         # half the hinge: its gradient plus (x - x0) is half the loss's gradient in x,
         # one pass fewer than adding 2 (x - x0) to the whole one
-        logits = B.cast(f(B.cast(z, proto)), z)
+        logits = model_logits(B, f, z, proto)
         return (const * 0.5) * B.maximum(margin(B, logits, onehot) + kappa, B.zeros_like(const)), logits
 
     half_hinge, logits, g = B.value_aux_and_grad(loss, xa)
@@ -205,7 +204,7 @@ def _start(B: Backend, bounded: bool, warm: bool, best: Any, best_d: Any, w: Any
 def _margin_and_grad(B: Backend, bounded: bool, f: Callable, w: Any, a: Any, b: Any, proto: Any, onehot: Any):
     """Margin ``F_y - max_{j != y} F_j`` at ``u = w`` (``d = 0``) and its gradient in the optimised variable."""
     def fn(u):
-        logits = B.cast(f(B.cast(_to_input(B, bounded, u, a, b), proto)), u)
+        logits = model_logits(B, f, _to_input(B, bounded, u, a, b), proto)
         return margin(B, logits, onehot), logits
 
     mrg, _, g = B.value_aux_and_grad(fn, w)
@@ -241,13 +240,13 @@ def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any,
     n = B.shape(x)[0]
     nd = len(B.shape(x))
     cap = n if batch_size is None else int(batch_size)
-    proto = x[:1]  # the model's input dtype
-    if B.dtype_name(x) in _NARROW:
-        # Adam's state in float32: float16 overflows the second moment (about 1000 g^2
-        # unnormalised) and in bfloat16 beta2 ** t rounds to 1 (a zero step size)
-        x, lo, hi = (B.asarray(t, dtype="float32") for t in (x, lo, hi))
-        if init is not None:
-            init = (B.asarray(init[0], dtype="float32"), init[1])
+    # Adam's state in float32 for a 16-bit model: float16 overflows the second moment
+    # (about 1000 g^2 unnormalised) and in bfloat16 beta2 ** t rounds to 1 (a zero step)
+    if init is None:
+        proto, x, lo, hi = widened(B, x, lo, hi)
+    else:
+        proto, x, lo, hi, pts = widened(B, x, lo, hi, init[0])
+        init = (pts, init[1])
     bounded = bool(np.all(np.isfinite(B.to_numpy(lo)))) and bool(np.all(np.isfinite(B.to_numpy(hi))))
     a, b = ((hi + lo) / 2.0, (hi - lo) / 2.0) if bounded else (lo, hi)  # unused without bounds
     zeros_n = B.zeros_like(B.sum(x, axis=tuple(range(1, nd))))

@@ -33,7 +33,7 @@ from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows
 from ._ops import (_TINY, NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, misclassified_at,
-                   per_sample_norm, project, put_rows, random_start, where_rows)
+                   model_logits, per_sample_norm, project, put_rows, random_start, where_rows, widened)
 from ._pool import Pool
 
 #: the reference's L2 radii in normalised ImageNet units (spec 2.2)
@@ -119,11 +119,14 @@ class PGD:
 
 
 def _pgd_step(B: Backend, f: Callable, norm: str, early_exit: bool,
-              x_adv: Any, x0: Any, labels: Any, eps: Any, step: Any, lo: Any, hi: Any, done: Any):
-    """One PGD step for a batch (``eps``, ``step`` per row ``(N,)``); returns the iterates and frozen flags."""
+              x_adv: Any, x0: Any, labels: Any, eps: Any, step: Any, lo: Any, hi: Any, done: Any, proto: Any):
+    """One PGD step for a batch (``eps``, ``step`` per row ``(N,)``); returns the iterates and frozen flags.
+
+    The model sees its input in ``proto``'s dtype (the iterates are float32 for a 16-bit model).
+    """
 
     def loss(z):
-        logits = f(z)
+        logits = model_logits(B, f, z, proto)
         return cross_entropy(B, logits, labels), logits
 
     _, logits, g = B.value_aux_and_grad(loss, x_adv)
@@ -158,6 +161,7 @@ def pgd_radius(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, eps: A
         misclassified (checked by one forward pass).
     """
     n = B.shape(x)[0]
+    proto, x, lo, hi = widened(B, x, lo, hi)
     eps_np = np.array(np.broadcast_to(np.asarray(eps, dtype=np.float64), (n,)))
     step_np = np.array([attack.absolute_step(float(e)) for e in eps_np])
     eps_t = B.cast(B.asarray(eps_np, like=x), x)
@@ -173,7 +177,7 @@ def pgd_radius(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, eps: A
     idx = np.arange(n)
     xs, x0, ys = x_adv, x, labels
     for t in range(attack.steps):
-        xs, done = step(xs, x0, ys, eps_t, step_t, lo, hi, done)
+        xs, done = step(xs, x0, ys, eps_t, step_t, lo, hi, done, proto)
         cost.passes += idx.size
         if not attack.early_exit or (t + 1) % check or t + 1 == attack.steps:
             continue
@@ -194,11 +198,11 @@ def pgd_radius(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, eps: A
             kt = B.asarray(keep, like=labels)
             xs, x0, ys, eps_t, step_t, done = (B.gather(v, kt) for v in (xs, x0, ys, eps_t, step_t, done))
     if idx.size:
-        mis = B.to_numpy(misclassified_at(B, f, xs, ys)).astype(bool)
+        mis = B.to_numpy(misclassified_at(B, f, B.cast(xs, proto), ys)).astype(bool)
         cost.forwards += idx.size
         out = xs if idx.size == n else put_rows(B, out, B.asarray(idx, like=labels), xs)
         ok[idx] = mis
-    return out, ok
+    return B.cast(out, proto), ok
 
 
 def _next_probe(attack: PGD, probe: int, ok: bool, fail: int, succ: int) -> int:
@@ -220,6 +224,7 @@ def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any
     goes back to the queue, and the freed rows take waiting jobs at once.
     """
     n, k = B.shape(x)[0], len(attack.eps)
+    proto, x, lo, hi = widened(B, x, lo, hi)
     radii = np.asarray(attack.eps, dtype=np.float64)
     steps_np = np.array([attack.absolute_step(float(e)) for e in radii])
     fail = np.full(n, -1)   # largest radius index known to fail
@@ -250,7 +255,7 @@ def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any
         if not pool.size:
             break
         d = pool.dev
-        d["xs"], d["done"] = step(d["xs"], d["x0"], d["ys"], d["eps"], d["step"], lo, hi, d["done"])
+        d["xs"], d["done"] = step(d["xs"], d["x0"], d["ys"], d["eps"], d["step"], lo, hi, d["done"], proto)
         cost.passes += pool.size
         pool.tick()
         ended = pool.host["t"] >= attack.steps
@@ -266,7 +271,7 @@ def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any
         last = ended & ~frozen
         if last.any():
             xl, yl = pool.rows(("xs", "ys"), last)
-            ok[last] = B.to_numpy(misclassified_at(B, f, xl, yl)).astype(bool)
+            ok[last] = B.to_numpy(misclassified_at(B, f, B.cast(xl, proto), yl)).astype(bool)
             cost.forwards += int(last.sum())
         if ok.any():
             (good,) = pool.rows(("xs",), ok)
@@ -283,7 +288,7 @@ def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any
         tick(int(fin.sum()))
         pool.keep(~fin)
     tick(max(0, n * k - jobs))  # the radii skipped count as done for the progress bar
-    return points, succ < k
+    return B.cast(points, proto), succ < k
 
 
 def pgd_search(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any, hi: Any,
