@@ -8,10 +8,10 @@ with ``w = atanh(0.999999 * (x - a) / b)``, ``a = (lo + hi) / 2``, ``b = (hi - l
 Adam minimises ``c * max(0, F_y - max_{j != y} F_j + confidence) + ||x(d) -
 x||^2`` per example (the distance it reports; foolbox measures from ``x(0)``,
 which the clip inside ``atanh`` moves by at most ``1e-6 b``); the code keeps
-``u = w + d``, the same optimisation. After each of ``binary_search_steps`` runs,
-``c`` grows tenfold until an adversarial is found, then is bisected. At every iteration the
-candidate just evaluated is kept if it is misclassified and closer to ``x`` than
-the best so far.
+``u = w + d``, the same optimisation. After each of ``binary_search_steps``
+runs, ``c`` grows tenfold until an adversarial is found, then is bisected. At
+every iteration the candidate just evaluated is kept if it is misclassified and
+closer to ``x`` than the best so far.
 
 The first constant is derived per example from the margin and its gradient at
 ``x`` (``initial_const=None``), so one or two steps find the bracket instead of
@@ -23,9 +23,10 @@ actually run; each row has its own Adam clock). A warm start (``init``, PGD's
 points) gives the distance to beat.
 
 All state (constants, bounds of the search, Adam moments, best points) lives on
-the device, in float32 for a float16 or bfloat16 model, and is updated with ``where``; the host reads a flag vector only at the
-early-abort checks (every ``ceil(steps / 10)`` iterations) and once per
-binary-search step, never per iteration.
+the device, in float32 for a float16 or bfloat16 model, and is updated with
+``where``; the host reads a flag vector only at the early-abort checks (every
+``ceil(steps / 10)`` iterations) and once per binary-search step, never per
+iteration.
 """
 
 from __future__ import annotations
