@@ -342,8 +342,8 @@ def test_cw_step_is_textbook_adam(backend, bounds):
     if bounds == "per-feature":
         lo_np -= np.linspace(0.7, 2.0, FEATURES, dtype=np.float32)
         hi_np += np.linspace(0.5, 0.1, FEATURES, dtype=np.float32)
-    want, want_loss = _numpy_cw(x_np.astype(np.float64), y_np, W, bias, const_np, lo_np.astype(np.float64) if bounded else None,
-                     hi_np.astype(np.float64), steps=12)
+    want, want_loss = _numpy_cw(x_np.astype(np.float64), y_np, W, bias, const_np,
+                                lo_np.astype(np.float64) if bounded else None, hi_np.astype(np.float64), steps=12)
     with B.session(model) as f:
         x = B.asarray(x_np, dtype="float32")
         y = B.asarray(y_np.astype(np.int64), like=B.argmax(B.forward(f, x), axis=1))
