@@ -23,8 +23,9 @@ The baseline and the input run as **two passes** of ``n`` rows: in the baseline
 pass each patched call records its input ``u'`` and output ``g(u')``; in the
 input pass the ``k``-th call computes the ordinary output and carries a
 ``tf.custom_gradient`` whose gradient is the multiplier
-``(g(u) - g(u')) / (u - u')`` against the ``k``-th record (the local gradient
-where ``|u - u'| < 1e-10``). One backward pass over ``n`` rows follows. That is
+``(g(u) - g(u')) / (u - u')`` against the ``k``-th record (where that ratio is 0/0
+or loses its digits, the fallbacks of ``_torch_rescale._multiplier``: no absolute
+threshold). One backward pass over ``n`` rows follows. That is
 cheaper than one doubled batch ``cat([x, x'])``, whose backward pass, the dearer
 half, runs over ``2n`` rows, and a baseline shared by all rows runs as one row.
 The pairing of calls is fixed when the graph is traced; should the two passes
@@ -33,8 +34,8 @@ batch is used instead (row ``i`` and row ``n + i`` a pair), which needs no
 pairing. Max pooling routes each window's ``grad * delta_out`` to
 the window's maximum for x when ``delta_out >= 0`` and to the baseline's maximum
 when ``delta_out < 0``, divided there by ``delta_in`` (never smaller than
-``|delta_out|``, so multipliers lie in [0, 1]); where that divisor is below
-1e-10, the plain gradient is used. These are the rules of
+``|delta_out|``, so multipliers lie in [0, 1]); where that divisor is exactly 0,
+the plain gradient is used. These are the rules of
 ``_torch_rescale.py``, so both backends give the same attributions.
 
 Batch norm and dropout in inference mode are linear and need nothing. A
@@ -62,8 +63,8 @@ except ImportError:  # pragma: no cover - TF without Keras 3
     keras = tf.keras
     _k_src_activations = _k_src_ops = None
 
-#: below this |u - u'| the Rescale ratio is 0/0 and the gradient is used instead
-EPS = 1e-10
+#: names of the library's piecewise-linear activations: their ratio is exact wherever u != u'
+_PIECEWISE_LINEAR_NAMES = ("relu", "relu6", "leaky_relu", "hard_tanh", "hard_sigmoid")
 
 _ELEMENTWISE = (
     "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish", "mish",
@@ -120,6 +121,23 @@ _RELU_FUNCS = tuple(
 )
 
 
+#: the library's piecewise-linear functions (taken before any patching)
+_PIECEWISE_LINEAR = tuple(
+    fn for mod in (tf.nn, keras.activations, getattr(keras, "ops", None), _k_src_activations, _k_src_ops)
+    if mod is not None for name in _PIECEWISE_LINEAR_NAMES for fn in (getattr(mod, name, None),)
+    if fn is not None
+)
+
+
+def _is_piecewise_linear(orig: Callable) -> bool:
+    return any(orig is fn for fn in _PIECEWISE_LINEAR)
+
+
+def _smooth_tolerance(dtype: Any) -> float:
+    """``eps ** (1/3)`` of ``dtype``: see ``_torch_rescale.smooth_tolerance``."""
+    return float(tf.experimental.numpy.finfo(dtype.as_numpy_dtype).eps) ** (1.0 / 3.0)
+
+
 def _is_plain_relu(orig: Callable, args: Tuple, kwargs: Dict[str, Any]) -> bool:
     """True for ``relu(x)`` with no slope, cap or threshold (a Keras ``ReLU`` layer passes
     its defaults explicitly), ``relu`` being one of :data:`_RELU_FUNCS`."""
@@ -144,22 +162,34 @@ def _with_variables(gi: Any, variables: Any) -> Any:
     return (gi, [None] * len(variables)) if variables else gi
 
 
-def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any, out_x: Any, out_b: Any) -> Any:
-    """Rescale multiplier ``(out_x - out_b) / d_in``, the local gradient at ``ux`` where
-    ``|d_in| < EPS`` (0/0 there: ``tf.where`` picks the gradient, and the unused NaN is
-    never differentiated, the multiplier being a constant)."""
+def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any, out_x: Any, out_b: Any,
+                pwl: bool = False) -> Any:
+    """Rescale multiplier ``(out_x - out_b) / d_in`` with the fallbacks of
+    ``_torch_rescale._multiplier``: a piecewise-linear function (``pwl``) uses the
+    local gradient at ``ux`` only where ``d_in == 0``; a smooth one uses the
+    derivative at the midpoint where ``|d_in| <= tol * max(|u| + |u'|, 1)``
+    (``tf.where`` picks the fallback, and the unused NaN is never differentiated,
+    the multiplier being a constant)."""
+    ub = ux - d_in
+    if pwl:
+        small = tf.equal(d_in, 0)
+        at = ux
+    else:
+        scale = tf.maximum(tf.abs(ux) + tf.abs(ub), tf.ones([], ux.dtype))
+        small = tf.abs(d_in) <= tf.cast(_smooth_tolerance(ux.dtype), ux.dtype) * scale
+        at = (ux + ub) * tf.cast(0.5, ux.dtype)
     with _Inside():
         if derivative is not None:
-            dg = derivative(ux)
+            dg = derivative(at)
         else:
             with tf.GradientTape() as tape:
-                tape.watch(ux)
-                y = fn(ux)
-            dg = tape.gradient(y, ux)
-    return tf.where(tf.abs(d_in) < EPS, dg, (out_x - out_b) / d_in)
+                tape.watch(at)
+                y = fn(at)
+            dg = tape.gradient(y, at)
+    return tf.where(small, dg, (out_x - out_b) / d_in)
 
 
-def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any:
+def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None, pwl: bool = False) -> Any:
     """``fn(u)`` whose gradient is the Rescale multiplier between the two halves of ``u``."""
 
     @tf.custom_gradient
@@ -170,7 +200,7 @@ def _rescale(fn: Callable, u: Any, derivative: Optional[Callable] = None) -> Any
         def grad(g, variables=None):
             # the multiplier is built here, in the backward pass, where it is used
             v2, o2 = _pairs(v), _pairs(out)
-            m = _multiplier(fn, derivative, v2[0], v2[0] - v2[1], o2[0], o2[1])
+            m = _multiplier(fn, derivative, v2[0], v2[0] - v2[1], o2[0], o2[1], pwl)
             gi = tf.reshape(_pairs(g) * m, tf.shape(g))  # one multiplier for both halves
             return _with_variables(gi, variables)
 
@@ -189,10 +219,11 @@ def _relu_rescale_backward(g: Any, u: Any, ub: Any) -> Any:
     d_in = u - ub
     zero = tf.zeros([], u.dtype)  # tf.maximum, not tf.nn.relu: that one is patched while tracing
     ratio = (tf.maximum(u, zero) - tf.maximum(ub, zero)) / d_in
-    return g * tf.where(tf.abs(d_in) < EPS, tf.cast(u > 0, u.dtype), ratio)
+    return g * tf.where(tf.equal(d_in, 0), tf.cast(u > 0, u.dtype), ratio)
 
 
-def _rescale_replay(fn: Callable, u: Any, ub: Any, out_b: Any, derivative: Optional[Callable] = None) -> Any:
+def _rescale_replay(fn: Callable, u: Any, ub: Any, out_b: Any, derivative: Optional[Callable] = None,
+                    pwl: bool = False) -> Any:
     """``fn(u)`` whose gradient is the Rescale multiplier against the baseline's record.
 
     ``ub``/``out_b``: the call's input and output in the baseline pass (``n`` rows or
@@ -208,7 +239,7 @@ def _rescale_replay(fn: Callable, u: Any, ub: Any, out_b: Any, derivative: Optio
             if derivative is _relu_derivative:
                 with _Inside():
                     return _with_variables(_relu_rescale_backward(g, v, ub), variables)
-            return _with_variables(g * _multiplier(fn, derivative, v, v - ub, out, out_b), variables)
+            return _with_variables(g * _multiplier(fn, derivative, v, v - ub, out, out_b, pwl), variables)
 
         return out, grad
 
@@ -231,7 +262,7 @@ def _route_max_pool(pool: Callable, u: Any, ub: Any, out: Any, out_b: Any, g: An
         at2 = _pairs(acc.jvp(pv))
         up = d_out >= 0
         div = tf.where(up, at2[0], at2[1])
-        ok = tf.abs(div) >= EPS
+        ok = tf.not_equal(div, 0)  # |div| >= |d_out|: only an exact 0 needs the fallback
         val = g * d_out / div  # NaN only where not ok, never selected
         zero = tf.zeros_like(div)
         to_x = tf.where(ok, tf.where(up, val, zero), g)
@@ -271,7 +302,7 @@ def _tiled_route(u: Any, ub: Any, g: Any, kh: int, kw: int) -> Any:
     div = tf.zeros_like(out)
     for t in range(len(parts)):
         div = tf.where(idx == t, us[t] - ubs[t], div)
-    ok = tf.abs(div) >= EPS
+    ok = tf.not_equal(div, 0)
     val = tf.where(ok, g * d_out / tf.where(ok, div, tf.ones_like(div)), g)
     dest = tf.where(ok, idx, ix)
     zero = tf.zeros_like(val)
@@ -421,16 +452,17 @@ def _wrap_elementwise(orig: Callable, name: str, calls: _Calls) -> Callable:
         # a plain ReLU (no slope, cap or threshold) is common enough to skip the tape
         # that computes the fallback gradient of any other element-wise function
         derivative = _relu_derivative if _is_plain_relu(orig, args, kwargs) else None
+        pwl = _is_piecewise_linear(orig)
 
         def fn(v):
             return orig(v, *args, **kwargs)
 
         if calls.phase == "doubled":
-            return _rescale(fn, x, derivative)
+            return _rescale(fn, x, derivative, pwl)
         if calls.phase == "record":
             return calls.run_and_record(name, fn, x)
         ub, out_b = calls.replay(name, x)
-        return _rescale_replay(fn, x, ub, out_b, derivative)
+        return _rescale_replay(fn, x, ub, out_b, derivative, pwl)
 
     rescaled.__name__ = getattr(orig, "__name__", name)
     rescaled.__wrapped__ = orig

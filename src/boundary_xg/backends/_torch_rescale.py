@@ -38,10 +38,11 @@ Rules
 -----
 * Element-wise nonlinearities (ReLU, ReLU6/Hardtanh, LeakyReLU, PReLU, ELU, SELU,
   CELU, GELU, SiLU, Mish, Hardswish, Hardsigmoid, Softplus, Sigmoid, Tanh,
-  LogSigmoid): Rescale, ``m = (g(u) - g(u')) / (u - u')``, falling back to the
-  gradient ``g'(u)`` where ``|u - u'| < 1e-10`` (the two points coincide, the
-  ratio is 0/0). Rescale is well defined for any element-wise function, and
-  summation-to-delta holds exactly for it.
+  LogSigmoid): Rescale, ``m = (g(u) - g(u')) / (u - u')``. Rescale is well defined
+  for any element-wise function, and summation-to-delta holds exactly for it. No
+  absolute threshold decides when the ratio is 0/0 (activations of a random-init
+  network can be ~1e-9, and ``DeepLIFT(c x, c x')`` must equal ``c DeepLIFT(x, x')``
+  for a ReLU network): see :func:`_multiplier` for the two fallbacks.
 * Max pooling (1-3d, adaptive included): per window, the output difference
   ``d = max(u) - max(u')`` (times the incoming multiplier) is routed to one
   element and divided there by that element's ``u - u'``: to the window's
@@ -49,7 +50,7 @@ Rules
   ``d < 0``. That divisor is never smaller than ``|d|``, so every multiplier lies
   in ``[0, 1]`` like a ReLU's, and summation-to-delta holds without dividing by
   tiny numbers (which in float32 would amplify rounding errors). Overlapping
-  windows add up. Where the divisor is below 1e-10 (then so is ``|d|``) the plain
+  windows add up. Where the divisor is exactly 0 (then so is ``d``) the plain
   gradient is used. In our experiments Captum's DeepLift gives the same result
   where it satisfies summation-to-delta; it falls back to the gradient where its
   divisor is 0 (common after a ReLU, both halves 0), which loses it. The
@@ -77,8 +78,18 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import MethodError
 
-#: below this |u - u'| the Rescale ratio is 0/0 and the gradient is used instead
-EPS = 1e-10
+#: piecewise-linear kinds: the ratio is exact wherever ``u != u'``
+PIECEWISE_LINEAR = ("relu", "leaky", "pwl")
+
+
+def smooth_tolerance(dtype: torch.dtype) -> float:
+    """Relative closeness below which a smooth nonlinearity uses its midpoint derivative.
+
+    ``eps ** (1/3)`` of the dtype balances the ratio's cancellation error
+    (``eps / tol``) against the midpoint rule's truncation error (``tol ** 2``);
+    about 5e-3 in float32, 6e-6 in float64, 0.1 in float16.
+    """
+    return float(torch.finfo(dtype).eps) ** (1.0 / 3.0)
 
 
 # --- element-wise nonlinearities ----------------------------------------------------
@@ -92,21 +103,35 @@ def _local_derivative(g: Callable, u: torch.Tensor) -> torch.Tensor:
 
 
 def _multiplier(g: Callable, kind: str, slope: float, ux, out_x, ub, out_b) -> torch.Tensor:
-    """Rescale multiplier of one call: ``(g(u) - g(u')) / (u - u')``, ``g'(u)`` where they meet.
+    """Rescale multiplier of one call: ``(g(u) - g(u')) / (u - u')``.
 
+    Piecewise-linear kinds (ReLU, leaky ReLU, ReLU6/Hardtanh, Hardsigmoid) use the
+    ratio wherever ``u != u'``: it is exact there (both sides on one linear piece
+    give that piece's slope bit for bit), scale-free and never larger than the
+    largest slope, so it needs no threshold; where ``u == u'`` (0/0) any value keeps
+    summation-to-delta and the gradient at ``u`` is used. Smooth functions use the
+    derivative at the midpoint ``(u + u') / 2`` where
+    ``|u - u'| <= tol * max(|u| + |u'|, 1)`` (:func:`smooth_tolerance`): there the
+    ratio loses its digits to cancellation, while the midpoint rule is exact to
+    ``O((u - u')^2)``. The floor 1 is the scale at which these functions bend.
     ``ub``/``out_b`` may have one row (a baseline shared by all rows): they broadcast.
     """
     d_in = ux - ub
-    small = d_in.abs() < EPS
-    # 0/0 or x/0 where the halves coincide: torch.where below picks the gradient there
+    # 0/0 or x/0 where the fallback applies: torch.where below picks the fallback there
     ratio = (out_x - out_b) / d_in
-    # the fallback gradient at x; ReLU-type kinks are common enough to skip autograd
-    if kind == "relu":
-        dg = (ux > 0).to(ux.dtype)
-    elif kind == "leaky":
-        dg = torch.where(ux > 0, torch.ones_like(ux), torch.full_like(ux, slope))
+    if kind in PIECEWISE_LINEAR:
+        small = d_in == 0
+        # ReLU-type kinks are common enough to skip autograd
+        if kind == "relu":
+            dg = (ux > 0).to(ux.dtype)
+        elif kind == "leaky":
+            dg = torch.where(ux > 0, torch.ones_like(ux), torch.full_like(ux, slope))
+        else:
+            dg = _local_derivative(g, ux)
     else:
-        dg = _local_derivative(g, ux)
+        scale = (ux.abs() + ub.abs()).clamp_min(1.0)
+        small = d_in.abs() <= smooth_tolerance(ux.dtype) * scale
+        dg = _local_derivative(g, (ux + ub) * 0.5)
     return torch.where(small, dg, ratio)
 
 
@@ -153,7 +178,9 @@ def _route_max_pool(g, d_in, d_out, idx_x, idx_b) -> torch.Tensor:
     d = d_out.flatten(2)
     idx = torch.where(d >= 0, ix, ib)
     div = flat.gather(2, idx)
-    ok = div.abs() >= EPS
+    # |div| >= |d|, so the quotient is bounded by |g|: only an exact 0 (then d == 0 too)
+    # needs the fallback, at any scale and in float16 alike
+    ok = div != 0
     val = torch.where(ok, g * d / torch.where(ok, div, torch.ones_like(div)), g)
     idx = torch.where(ok, idx, ix)
     return torch.zeros_like(flat).scatter_add_(2, idx, val).view_as(d_in)
@@ -166,8 +193,8 @@ class _RescaleMaxPool(torch.autograd.Function):
     window's maximum for x, ``i*``, when ``d >= 0`` and to the maximum for the
     baseline, ``k*``, when ``d < 0``, divided by that element's ``delta_in``. The
     divisor is at least ``|d|`` (``delta_in[i*] >= d`` and ``delta_in[k*] <= d``),
-    so every multiplier lies in ``[0, 1]``. Where the divisor is below ``EPS`` (so
-    is ``|d|``) the plain gradient goes to ``i*``. Overlapping windows add up.
+    so every multiplier lies in ``[0, 1]``. Where the divisor is 0 (so is ``d``)
+    the plain gradient goes to ``i*``. Overlapping windows add up.
     This one runs on the doubled batch; :class:`_RescaleMaxPoolReplay` on the input pass.
     """
 
@@ -211,9 +238,10 @@ def _py(fn: Callable, kind: str = "other", slope_arg: Optional[str] = None) -> T
 # Python-level torch.nn.functional entries (they dispatch __torch_function__ themselves
 # and carry an ``inplace`` flag); binding their signature normalises every call form.
 _PY_FUNCS = [
-    _py(F.relu, "relu"), _py(F.relu6), _py(F.hardtanh), _py(F.leaky_relu, "leaky", "negative_slope"),
+    _py(F.relu, "relu"), _py(F.relu6, "pwl"), _py(F.hardtanh, "pwl"),
+    _py(F.leaky_relu, "leaky", "negative_slope"),
     _py(F.elu), _py(F.selu), _py(F.celu), _py(F.silu), _py(F.mish), _py(F.hardswish),
-    _py(F.hardsigmoid), _py(F.sigmoid), _py(F.tanh),
+    _py(F.hardsigmoid, "pwl"), _py(F.sigmoid), _py(F.tanh),
 ]
 
 # C-level functions and Tensor methods (positional arguments after the input).
@@ -240,13 +268,13 @@ _builtin(torch._C._nn.softplus, "other")
 _builtin(torch._C._nn.silu, "other", torch._C._nn.silu_)
 _builtin(torch._C._nn.mish, "other", torch._C._nn.mish_)
 _builtin(torch._C._nn.elu, "other", torch._C._nn.elu_)
-_builtin(torch._C._nn.hardtanh, "other", torch._C._nn.hardtanh_)
+_builtin(torch._C._nn.hardtanh, "pwl", torch._C._nn.hardtanh_)
 _builtin(torch._C._nn.hardswish, "other", torch._C._nn.hardswish_)
-_builtin(torch._C._nn.hardsigmoid, "other", torch._C._nn.hardsigmoid_)
+_builtin(torch._C._nn.hardsigmoid, "pwl", torch._C._nn.hardsigmoid_)
 _builtin(torch._C._nn.log_sigmoid, "other")
 _builtin(torch._C._nn.leaky_relu, "leaky", torch._C._nn.leaky_relu_)
 if hasattr(torch._C._nn, "relu6"):
-    _builtin(torch._C._nn.relu6, "other", torch._C._nn.relu6_)
+    _builtin(torch._C._nn.relu6, "pwl", torch._C._nn.relu6_)
 
 _PY_TABLE = {entry[1]: entry for entry in _PY_FUNCS}
 

@@ -32,6 +32,24 @@ def _torch_dtype(dtype: Any) -> Any:
     return getattr(torch, np.dtype(dtype).name)
 
 
+def _refuse_torchscript(f: Any) -> None:
+    """DeepLIFT's interception cannot see inside TorchScript: refuse rather than be wrong."""
+    scripted = (torch.jit.ScriptModule, torch.jit.ScriptFunction)
+    found = isinstance(f, scripted) or (
+        isinstance(f, torch.nn.Module) and any(isinstance(m, scripted) for m in f.modules())
+    )
+    if found:
+        from ..errors import MethodError
+
+        raise MethodError(
+            "DeepLIFT: the model is (or contains) a TorchScript module (torch.jit.script, "
+            "torch.jit.trace or torch.jit.load); its nonlinearities run inside the TorchScript "
+            "interpreter, where the Rescale rule cannot replace them, and the result would "
+            "silently be wrong. Pass the eager torch.nn.Module (the model before scripting), "
+            "or use a gradient method such as Integrated Gradients, which works on TorchScript."
+        )
+
+
 class TorchBackend(Backend):
     """Backend for ``torch.nn.Module`` models (and plain callables on torch tensors)."""
 
@@ -266,6 +284,8 @@ class TorchBackend(Backend):
     # --- DeepLIFT (issue 3): Rescale kernel, see _torch_rescale.py -------------------
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         from ._torch_rescale import deeplift_grad
+
+        _refuse_torchscript(f)
 
         mult = deeplift_grad(f, x, baseline, labels)
         return mult * (x - baseline) if times_delta else mult

@@ -89,6 +89,9 @@ def boundary_attribution(
         points = _points(B, boundary_points, x)
         dist = l2_distance(B, points, x)
     base = lookup(base_name)
+    if "seed" in base.defaults:
+        # one seed for the whole call: the search and the base method's noise (BSG)
+        base_options["seed"] = seed
     if role == "input":
         out = base.func(B, f, points, labels, batch_size=batch_size, **base_options)
         gap = None
