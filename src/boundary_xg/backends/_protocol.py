@@ -70,6 +70,18 @@ class Backend:
         """A cheap key that changes when the model's weights are replaced or reshaped."""
         return (id(model),)
 
+    def device_of(self, t: Any) -> Any:
+        """The device of tensor ``t``, where it must match the model's (None: not checked)."""
+        return None
+
+    def entry_context(self) -> contextlib.AbstractContextManager:
+        """Context entered once around a whole API call, before any conversion.
+
+        It undoes caller state in which the algorithms cannot run (torch: an
+        enclosing ``torch.inference_mode()``, under which no gradient can be taken).
+        """
+        return contextlib.nullcontext()
+
     # --- the model ----------------------------------------------------------------
     def session(self, model: Any, *, mode: str = "eval") -> contextlib.AbstractContextManager:
         """Context manager yielding ``f``, the model's logits function ``(N, ...) -> (N, C)``.

@@ -473,11 +473,11 @@ def deeplift_grad(f: Callable, x: torch.Tensor, baseline: torch.Tensor, labels: 
             # the baseline requires grad only so that "an activation of the batch" (requires
             # grad) means the same in both passes; its graph is dropped unused
             with RescaleMode(b.shape[0], "record", records):
-                f(b.requires_grad_(True))
+                f(b.requires_grad_(True).clone())  # copies: the model may write into its input
             replay = RescaleMode(n, "replay", records)
             try:
                 with replay:
-                    out = f(xg)
+                    out = f(xg.clone())
                 replay.finish()
             except _Mismatch:
                 global fallback_count

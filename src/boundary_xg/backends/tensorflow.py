@@ -99,6 +99,12 @@ class TensorFlowBackend(Backend):
     def model_device(self, model: Any) -> Any:
         return None
 
+    def device_of(self, t: Any) -> Any:
+        return None  # TensorFlow places ops itself and copies across devices as needed
+
+    def entry_context(self) -> Any:
+        return contextlib.nullcontext()
+
     def on_accelerator(self, t: Any) -> bool:
         device = getattr(t, "device", "") or ""
         return ":GPU:" in device or ":TPU:" in device

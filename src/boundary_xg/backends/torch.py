@@ -107,6 +107,16 @@ class TorchBackend(Backend):
             return (id(model),)
         return tuple((id(p), tuple(p.shape)) for p in model.parameters())
 
+    def device_of(self, t: Any) -> Any:
+        return t.device
+
+    def entry_context(self) -> Any:
+        # gradients cannot be taken under torch.inference_mode(); tensors made inside
+        # inference_mode(False) are ordinary ones (the input's copy: see asarray)
+        if torch.is_inference_mode_enabled():
+            return torch.inference_mode(False)
+        return contextlib.nullcontext()
+
     # --- the model ----------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
@@ -114,6 +124,9 @@ class TorchBackend(Backend):
             yield model
             return
         flags = [(m, m.training) for m in model.modules()]
+        # as_is runs train-mode modules as they are: batch norm then updates its running
+        # statistics, which are put back afterwards (the model is left as it was found)
+        buffers = [] if mode == "eval" else [(b, b.detach().clone()) for b in model.buffers()]
         try:
             if mode == "eval":
                 model.eval()
@@ -121,6 +134,10 @@ class TorchBackend(Backend):
         finally:
             for m, flag in flags:
                 m.training = flag
+            for b, saved in buffers:
+                # through .data: no version bump, so a graph kept for double
+                # back-propagation (xgradient_for_training) stays usable
+                b.data.copy_(saved)
 
     def _logits_fn(self, model: torch.nn.Module) -> Callable:
         if isinstance(model, torch.nn.Sequential) and len(model) > 1 and isinstance(
@@ -137,7 +154,9 @@ class TorchBackend(Backend):
 
     def forward(self, f: Callable, x: Any) -> Any:
         with torch.no_grad():
-            return f(x)
+            # a copy: a model that writes into its input (nn.ReLU(inplace=True) first)
+            # must not change x, which later passes (and the caller) still read
+            return f(x.clone())
 
     def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
         with torch.enable_grad():
@@ -145,7 +164,8 @@ class TorchBackend(Backend):
                 xg = x
             else:
                 xg = x.detach().requires_grad_(True)
-            value = fn(xg)
+            # through a copy: a model that writes into its input cannot do so on a leaf
+            value = fn(xg.clone())
             (grad,) = torch.autograd.grad(value.sum(), xg, create_graph=create_graph)
         if not create_graph:
             value = value.detach()
@@ -273,7 +293,7 @@ class TorchBackend(Backend):
     def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            value, aux = fn(xg)
+            value, aux = fn(xg.clone())  # a copy: see value_and_grad
             (grad,) = torch.autograd.grad(value.sum(), xg)
         return value.detach(), aux.detach(), grad
 

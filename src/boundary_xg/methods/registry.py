@@ -144,7 +144,7 @@ CHECKS: Dict[str, Callable[[Any], None]] = {
 }
 
 #: options every method takes (handled by the front end)
-COMMON_OPTIONS: Dict[str, Any] = {"batch_size": None, "backend": None, "model_mode": "eval"}
+COMMON_OPTIONS: Dict[str, Any] = {"batch_size": None, "backend": None, "model_mode": "eval", "output": None}
 
 
 def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:

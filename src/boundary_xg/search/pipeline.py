@@ -19,6 +19,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import _entry
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import default_batch_size, predict
@@ -265,21 +266,19 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         >>> res = find_boundary(model, x, labels, attacks=[PGD(eps=[0.25, 0.5], steps=20)], bounds=(0, 1))
         >>> res.points, res.distances, res.found
     """
-    from .. import api as _api
-    from ..backends import backend_for
-
     attacks = check_attacks(attacks)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size={batch_size!r}: expected an integer >= 1 or None.")
-    B = backend_for(model, x, backend)
-    xt, kind, np_dtype = _api._prepare_x(B, model, x)
-    lo, hi = prepare_bounds(B, bounds, xt)
-    if batch_size is None:
-        batch_size = default_batch_size(B, xt)
-    with B.session(model, mode="eval") as f:
-        num_classes = _api._probe(B, model, f, xt)
-        y = _api._prepare_labels(B, f, labels, xt, num_classes, batch_size)
-        res = boundary_search(B, f, xt, y, attacks=attacks, lo=lo, hi=hi, num_classes=num_classes,
-                              seed=seed, batch_size=batch_size, progress=progress)
-    conv = lambda t: _api._to_caller(B, t, kind, np_dtype)  # noqa: E731
-    return BoundaryResult(conv(res.points), conv(res.distances), conv(res.found), res.passes, res.forwards)
+    B = _entry.resolve_backend(model, x, backend)
+    with _entry.entry(B, model):
+        xt, kind, np_dtype = _entry.prepare_x(B, model, x)
+        lo, hi = prepare_bounds(B, bounds, xt)
+        if batch_size is None:
+            batch_size = default_batch_size(B, xt)
+        with B.session(model, mode="eval") as f:
+            num_classes = _entry.probe(B, model, f, xt)
+            y = _entry.prepare_labels(B, f, labels, xt, num_classes, batch_size)
+            res = boundary_search(B, f, xt, y, attacks=attacks, lo=lo, hi=hi, num_classes=num_classes,
+                                  seed=seed, batch_size=batch_size, progress=progress)
+        conv = lambda t: _entry.to_caller(B, t, kind, np_dtype)  # noqa: E731
+        return BoundaryResult(conv(res.points), conv(res.distances), conv(res.found), res.passes, res.forwards)

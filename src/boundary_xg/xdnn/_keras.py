@@ -206,7 +206,7 @@ def _alexnet(x: Any, num_classes: int, bias: bool, width: float) -> Any:
 
 
 def _vgg16(x: Any, num_classes: int, bias: bool, width: float) -> Any:
-    from .architectures import VGG16_CONFIG
+    from ._configs import VGG16_CONFIG
 
     k = 0
     for v in VGG16_CONFIG:

@@ -149,7 +149,7 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-from .architectures import VGG16_CONFIG  # noqa: E402
+from ._configs import VGG16_CONFIG  # noqa: E402
 
 
 class VGG16(nn.Module):

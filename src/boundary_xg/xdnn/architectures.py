@@ -26,8 +26,7 @@ from typing import Any, Optional, Sequence
 
 from ..errors import InputError
 
-VGG16_CONFIG: Sequence[Any] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                               512, 512, 512, "M", 512, 512, 512, "M")
+from ._configs import VGG16_CONFIG  # noqa: F401 - re-exported where it used to live
 
 _FRAMEWORKS = {"torch": "torch", "pytorch": "torch", "keras": "keras", "tensorflow": "keras",
                "tf": "keras", "tf.keras": "keras"}

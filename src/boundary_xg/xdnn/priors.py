@@ -96,22 +96,44 @@ def total_variation(attr: Any, layout: Optional[str] = None) -> Any:
     return (B.sum(B.abs(dh)) + B.sum(B.abs(dw))) / n
 
 
-def xgradient_for_training(model: Any, x: Any, labels: Any, **options: Any) -> Any:
+def xgradient_for_training(model: Any, x: Any, labels: Any, *, batch_size: Optional[int] = None,
+                           output: Any = None) -> Any:
     """Differentiable X-Gradient ``x * grad F_y(x)`` of a model being trained.
 
     The model runs as it is (``model_mode="as_is"``: dropout stays on in training
-    mode) and the result keeps its graph: PyTorch builds it with
-    ``create_graph=True``; in TensorFlow call this inside the ``GradientTape``
-    that computes the loss's weight gradients (a persistent tape works too).
+    mode; batch-norm running statistics are put back afterwards) and the result
+    keeps its graph: PyTorch builds it with ``create_graph=True``; in TensorFlow
+    call this inside the ``GradientTape`` that computes the loss's weight
+    gradients (a persistent tape works too). It goes through the same entry
+    checks as :func:`boundary_xg.attribute` (``boundary_xg._entry``).
 
     Args:
         model: the model being trained (an X-DNN, for the attribution to be IG).
-        x: a batch of native tensors ``(N, ...)``; labels: class indices ``(N,)``.
-        **options: further XG options (``batch_size``).
+        x: a batch of native tensors ``(N, ...)``; labels: class indices ``(N,)``
+            (or one-hot ``(N, C)``).
+        batch_size: model inputs per pass (default: all of ``x`` at once up to
+            :func:`~boundary_xg.ops.default_batch_size`).
+        output: for a model with several outputs, the index, key or callable that
+            picks the ``(N, C)`` logits.
 
     Returns:
         Attributions shaped like ``x``, differentiable with respect to the weights.
     """
-    from ..api import BA
+    from .. import _entry
+    from ..methods.xgradient import warn_if_not_homogeneous, xgradient
+    from ..ops import default_batch_size
 
-    return BA("XG", create_graph=True, model_mode="as_is", **options).attribute(model, x, labels)
+    _entry.check_output_option(output)
+    B = _entry.resolve_backend(model, x, None)
+    with _entry.entry(B, model):
+        xt, kind, np_dtype = _entry.prepare_x(B, model, x)
+        batch_size = batch_size or default_batch_size(B, xt)
+        warn_if_not_homogeneous(B, model, xt, {})
+        with B.session(model, mode="eval") as f_eval:
+            f_eval = _entry.select_output(f_eval, output)
+            num_classes = _entry.probe(B, model, f_eval, xt)
+            y = _entry.prepare_labels(B, f_eval, labels, xt, num_classes, batch_size)
+        with B.session(model, mode="as_is") as f:
+            out = xgradient(B, _entry.select_output(f, output), xt, y, create_graph=True,
+                            batch_size=batch_size)
+        return _entry.to_caller(B, out, kind, np_dtype, keep_graph=True)
