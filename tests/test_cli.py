@@ -350,3 +350,48 @@ def test_training_script_reproduces_the_shipped_weights():
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("identical") + r.stdout.count("equivalent") == 3 and "DIFFERS" not in r.stdout
+
+
+@needs_torch
+def test_out_is_checked_before_any_work_and_warnings_are_one_line(tmp_path, digits):
+    import torch
+
+    from boundary_xg.demo_models import load_digit_model
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    # the model file does not exist either: --out is checked first
+    r = run_cli("explain", "--model", str(tmp_path / "missing.pt"), "--images", "a.png",
+                "--out", str(blocker / "sub"))
+    assert r.returncode == 1
+    assert "--out" in error_line(r) and "not a folder" in error_line(r)
+    r = run_cli("demo", "--out", str(blocker / "sub"))
+    assert r.returncode == 1 and "--out" in error_line(r)
+    # a warning (XG on a model with biases) is one line, without Python's source line
+    model = load_digit_model("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(tmp_path / "m.pt"))
+    np.save(tmp_path / "x.npy", digits[0][:2])
+    r = run_cli("explain", "--model", str(tmp_path / "m.pt"), "--images", str(tmp_path / "x.npy"),
+                "--method", "XG", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("boundary-xg: warning: ") for ln in lines), r.stderr
+    assert any("not nonnegatively homogeneous" in ln for ln in lines)
+
+
+@needs_torch
+def test_explain_deeplift_on_torchscript_fails_with_the_fix(tmp_path, digits):
+    import torch
+
+    from boundary_xg.demo_models import load_digit_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(load_digit_model("torch")), str(tmp_path / "m.pt"))
+    np.save(tmp_path / "x.npy", digits[0][:2])
+    r = run_cli("explain", "--model", str(tmp_path / "m.pt"), "--images", str(tmp_path / "x.npy"),
+                "--method", "DeepLIFT", "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "TorchScript" in error_line(r)
+    assert not (tmp_path / "o" / "attributions.npy").exists()

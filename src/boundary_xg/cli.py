@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from typing import List, Optional, Sequence
 
 EXIT_ERROR = 1
@@ -91,8 +92,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_out(path: str) -> None:
+    """Check, before any work, that the ``--out`` folder can be made and written.
+
+    Nothing is created here: the folder is made when the results are written. It
+    must be a writable folder, or not exist yet below a writable folder.
+    """
+    from .model_io import CLIError
+
+    target = os.path.abspath(path)
+    existing = target
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        why = f"{existing!r} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"no permission to write in {existing!r}"
+    else:
+        return
+    raise CLIError(f"--out {path!r} cannot be written ({why}); pass a folder you can write to "
+                   "with --out DIR.")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """One line per warning, without Python's source line (the CLI's users did not write it)."""
+    print(f"boundary-xg: warning: {_one_line(message)}", file=sys.stderr)
+
+
 def cmd_demo(args) -> int:
     """``boundary-xg demo``."""
+    _check_out(args.out)
     from .demo import format_table, run_demo
 
     # the demo's models are tiny: one thread per op beats several threads that
@@ -118,6 +150,7 @@ def cmd_explain(args) -> int:
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
     spec = lookup(args.method)  # a bad name fails before a framework is imported
+    _check_out(args.out)
     model, fw = load_model(args.model, args.weights)
     x, shown, names = load_images(args.images, fw, args.size, args.grayscale, args.mean, args.std)
     from_files = not (len(args.images) == 1 and args.images[0].lower().endswith(".npy"))
@@ -222,14 +255,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     from . import model_io
-    from .errors import BoundaryXGError
-    from .model_io import CLIError
 
     model_io.QUIET_IMPORTS = not args.debug
 
     handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends}
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = _show_warning
+        return _run(handlers[args.command], args)
+
+
+def _run(handler, args) -> int:
+    """Run one command; every failure becomes one line on stderr and an exit status."""
+    from .errors import BoundaryXGError
+    from .model_io import CLIError
+
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except (CLIError, BoundaryXGError, FileNotFoundError, PermissionError) as err:
         if args.debug:
             raise

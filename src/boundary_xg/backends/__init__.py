@@ -50,8 +50,27 @@ def import_frameworks(names=("torch", "tensorflow")) -> None:
     """
     order = [n for n in ("torch", "tensorflow") if n in names]
     for n in order:
-        if _installed(n):
-            importlib.import_module(n)
+        if not _installed(n):
+            continue
+        if n == "tensorflow" and "tensorflow" not in sys.modules and "torch" in sys.modules:
+            _import_torch_lazy_parts()
+        importlib.import_module(n)
+
+
+def _import_torch_lazy_parts() -> None:
+    """Import what torch would import lazily later, before TensorFlow is imported.
+
+    torch imports ``torch._dynamo`` on first need (an error message on a meta
+    tensor, ``torch.compile``); done after TensorFlow that import crashes the
+    interpreter on some machines. torchvision imports it too, so it goes first
+    when installed.
+    """
+    for name in ("torchvision", "torch._dynamo"):
+        if name in sys.modules:
+            return
+        if _installed(name.split(".")[0]):
+            importlib.import_module(name)
+            return
 
 
 def get_backend(name: str) -> Backend:
