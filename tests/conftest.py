@@ -6,6 +6,7 @@ after TensorFlow crashes the interpreter on this project's machines.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -69,3 +70,16 @@ def to_nchw(backend: str, a: np.ndarray) -> np.ndarray:
 def images():
     """A small NCHW batch (4, 3, 8, 8), fixed seed."""
     return np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def keras_dtype_policy(name):
+    """Build Keras layers under the global dtype policy ``name`` ("float16", "bfloat16"), then restore it."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import needs_tf, needs_torch
+from conftest import keras_dtype_policy, needs_tf, needs_torch
 
 import boundary_xg as bxg
 from boundary_xg.errors import MethodError
@@ -108,9 +108,7 @@ def test_keras_float16_deeplift_finite_with_summation():
     import keras
 
     keras.utils.set_random_seed(0)
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float16")
-    try:
+    with keras_dtype_policy("float16"):
         model = keras.Sequential([
             keras.Input((8, 8, 3)),
             keras.layers.Conv2D(8, 3, padding="same"),
@@ -121,8 +119,6 @@ def test_keras_float16_deeplift_finite_with_summation():
             keras.layers.Flatten(),
             keras.layers.Dense(5),
         ])
-    finally:
-        keras.config.set_dtype_policy(before)
     bn = model.layers[1]
     rng = np.random.default_rng(0)
     bn.moving_mean.assign(rng.uniform(-0.2, 0.2, 8).astype(np.float16))

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import needs_tf, needs_torch
+from conftest import keras_dtype_policy, needs_tf, needs_torch
 
 import boundary_xg as bxg
 from boundary_xg.errors import InputError
@@ -223,13 +223,9 @@ def test_keras_bfloat16_model_returns_the_callers_dtype():
     import keras
 
     keras.utils.set_random_seed(0)
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("bfloat16")
-    try:
+    with keras_dtype_policy("bfloat16"):
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
                                   keras.layers.Dense(3)])
-    finally:
-        keras.config.set_dtype_policy(before)
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     for method in ("SM", "IG"):
         out = bxg.attribute(model, x, [0, 1, 2, 0], method=method)
@@ -289,3 +285,18 @@ def test_importing_both_frameworks_imports_torchs_lazy_parts_first():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True"], r.stdout
+
+
+@needs_torch
+def test_public_predict_goes_through_the_front_door():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(bxg.predict(model, x), want, rtol=1e-6)
+    with pytest.raises(InputError, match="x is on device meta"):
+        bxg.predict(model, torch.empty(2, 4, device="meta"))

@@ -10,7 +10,7 @@ Importing this package imports neither framework nor matplotlib; the backend of
 a model is loaded when the model is first explained.
 """
 
-from .api import BA, attribute
+from .api import BA, attribute, predict
 from .errors import (
     BackendNotAvailableError,
     BoundaryXGError,
@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BA",
     "attribute",
+    "predict",
     "quadrature",
     "find_boundary",
     "get_boundary_points",

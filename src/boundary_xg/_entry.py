@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from .backends import Backend, backend_for
+from .backends import _ALIASES
 from .backends import _framework_of_class as _framework_of
 from .errors import InputError, LabelError
 from .ops import predict
@@ -61,17 +62,19 @@ def resolve_backend(model: Any, x: Any, backend: Optional[str]) -> Backend:
         InputError: ``backend`` names another framework than the model's.
         UnsupportedModelError, BackendNotAvailableError: see :func:`backend_for`.
     """
-    B = backend_for(model, x, backend)
     if backend is not None:
+        # checked before the named framework is imported (a needless import, and
+        # TensorFlow imported after torch's lazy parts are due can crash)
+        wanted = _ALIASES.get(str(backend).lower())
         kind = _framework_of(type(model))
         own = {"torch": "torch", "keras": "tensorflow", "tensorflow": "tensorflow"}.get(kind or "")
-        if own is not None and own != B.name:
+        if own is not None and wanted is not None and own != wanted:
             raise InputError(
                 f"backend={backend!r} does not fit the model, a {type(model).__module__}."
                 f"{type(model).__qualname__} (a {own} model); drop backend= to detect it, or "
                 f"pass backend={own!r}."
             )
-    return B
+    return backend_for(model, x, backend)
 
 
 # --- the call's context: one lock per model -----------------------------------------------

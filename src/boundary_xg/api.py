@@ -28,8 +28,9 @@ from ._entry import (
 )
 from .methods.registry import COMMON_OPTIONS, MethodSpec, check_options, lookup
 from .ops import default_batch_size
+from .ops import predict as _predict
 
-__all__ = ["BA", "attribute", "run_method", "ProbabilityOutputWarning"]
+__all__ = ["BA", "attribute", "predict", "run_method", "ProbabilityOutputWarning"]
 
 
 def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[str, Any]) -> Any:
@@ -156,3 +157,31 @@ def attribute(model: Any, x: Any, labels: Any = None, method: str = "IG", **opti
         >>> attr = attribute(model, x, labels, method="SG", num_samples=50, sigma=0.15, seed=0)
     """
     return run_method(lookup(method), model, x, labels, dict(options))
+
+
+def predict(model: Any, x: Any, *, batch_size: Optional[int] = None, backend: Optional[str] = None,
+            output: Any = None) -> Any:
+    """The model's logits ``(N, C)`` at ``x``, in inference mode, in the caller's type.
+
+    The same entry checks as :func:`attribute` (layout, dtype, device, several
+    outputs), for callers that only need predictions (``viz``, the command line).
+
+    Args:
+        model, x, backend, output: as for :func:`attribute`.
+        batch_size: model inputs per pass (default: :func:`~boundary_xg.ops.default_batch_size`).
+
+    Returns:
+        Logits ``(N, C)``: NumPy for NumPy input, a tensor on the model's device for a tensor.
+
+    Example:
+        >>> labels = predict(model, x).argmax(axis=1)
+    """
+    check_output_option(output)
+    B = resolve_backend(model, x, backend)
+    with entry(B, model):
+        xt, kind, np_dtype = prepare_x(B, model, x)
+        with B.session(model, mode="eval") as f:
+            f = select_output(f, output)
+            probe(B, model, f, xt)
+            out = _predict(B, f, xt, batch_size or default_batch_size(B, xt))
+        return to_caller(B, out, kind, np_dtype)

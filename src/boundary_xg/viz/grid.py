@@ -61,16 +61,12 @@ def is_boundary_method(spec: Any) -> bool:
 
 def predicted_labels(model: Any, x: Any, backend: Optional[str] = None) -> np.ndarray:
     """The model's predicted classes ``(N,)`` at ``x`` (batch first, the model's layout)."""
-    from ..backends import backend_for
-    from ..ops import predict
+    from ..api import predict
 
-    B = backend_for(model, x, backend)
-    xt = B.asarray(x) if B.is_tensor(x) else B.asarray(
-        np.asarray(x), dtype=B.model_dtype(model), device=B.model_device(model)
-    )
-    with B.session(model, mode="eval") as f:
-        out = predict(B, f, xt, None)
-    return B.to_numpy(B.argmax(out, axis=1)).astype(np.int64)
+    logits = predict(model, x, backend=backend)
+    if hasattr(logits, "detach"):  # a torch tensor (perhaps on a GPU, perhaps bfloat16)
+        logits = logits.detach().float().cpu()
+    return np.asarray(logits).argmax(axis=1).astype(np.int64)
 
 
 def plot_grid(
