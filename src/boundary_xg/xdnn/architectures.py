@@ -22,7 +22,7 @@ Common arguments:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..errors import InputError
 

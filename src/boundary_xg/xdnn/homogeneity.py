@@ -17,8 +17,8 @@ import warnings
 import weakref
 from typing import Any, List, Optional, Sequence, Tuple
 
-import numpy as np
 
+from .. import _entry
 from ..backends import Backend, backend_for
 from ..ops import predict
 from .report import HomogeneityReport, NonHomogeneousWarning, Offender
@@ -115,13 +115,6 @@ def scaling_error(
     return worst / ref if ref > 0 else float("inf")
 
 
-def _convert_x(B: Backend, model: Any, x: Any) -> Any:
-    if B.is_tensor(x):
-        xt = B.asarray(x)
-        return xt if B.is_floating(xt) else B.asarray(xt, dtype=B.model_dtype(model))
-    return B.asarray(np.asarray(x), dtype=B.model_dtype(model), device=B.model_device(model))
-
-
 def check_homogeneous(
     model: Any,
     x: Any = None,
@@ -165,15 +158,16 @@ def check_homogeneous(
         >>> report = check_homogeneous(model, x[:8])
         >>> print(report)
     """
-    B = backend_for(model, x, backend)
+    B = _entry.resolve_backend(model, x, backend)
     report = HomogeneityReport(
         offenders=_impl(B).scan(model), scales=tuple(float(a) for a in scales), rtol=float(rtol),
         framework=B.name,
     )
     if x is not None:
-        xt = _convert_x(B, model, x)
-        with B.session(model) as f:
-            report.max_rel_error = scaling_error(B, f, xt, scales, batch_size)
+        with _entry.entry(B, model):
+            xt, _, _ = _entry.prepare_x(B, model, x)
+            with B.session(model) as f:
+                report.max_rel_error = scaling_error(B, f, xt, scales, batch_size)
     return report
 
 
