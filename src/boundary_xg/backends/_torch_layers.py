@@ -30,6 +30,11 @@ def _module(model: Any) -> nn.Module:
             f"layer methods need a torch.nn.Module (its sub-modules are the layers); got "
             f"{type(model).__name__}."
         )
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UnsupportedModelError(
+            "layer methods capture a layer's output with forward hooks, which TorchScript modules "
+            "do not run; pass the model as a torch.nn.Module (on the command line: module:callable)."
+        )
     return model
 
 

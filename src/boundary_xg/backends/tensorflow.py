@@ -378,8 +378,10 @@ class TensorFlowBackend(Backend):
     def default_layer(self, model: Any, x: Any) -> Any:
         from ._tf_layers import default_layer
 
-        with self.session(model, mode="eval") as f:
-            return default_layer(model, f, x)
+        with warnings.catch_warnings():  # the call that follows warns about a softmax once
+            warnings.simplefilter("ignore", SoftmaxOutputWarning)
+            with self.session(model, mode="eval") as f:
+                return default_layer(model, f, x)
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
@@ -400,7 +402,7 @@ class TensorFlowBackend(Backend):
             layers = list(layers)
             cache[key] = tf.function(
                 lambda z, y: capture_layers(f, layers, z, y, *flags),
-                reduce_retracing=True,
+                reduce_retracing=True, autograph=False,  # our InputErrors pass through unwrapped
             )
         return cache[key](x, labels)
 

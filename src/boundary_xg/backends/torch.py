@@ -304,8 +304,10 @@ class TorchBackend(Backend):
     def default_layer(self, model: Any, x: Any) -> Any:
         from ._torch_layers import default_layer
 
-        with self.session(model, mode="eval") as f:
-            return default_layer(model, f, x)
+        with warnings.catch_warnings():  # the call that follows warns about a softmax once
+            warnings.simplefilter("ignore", SoftmaxOutputWarning)
+            with self.session(model, mode="eval") as f:
+                return default_layer(model, f, x)
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
