@@ -323,7 +323,7 @@ class Backend:
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
-                       strict: bool = True) -> Tuple[Any, list, list, Any]:
+                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
         """One forward and backward of ``f`` at ``x``, capturing the outputs of ``layers``.
 
         Args:
@@ -336,6 +336,8 @@ class Backend:
             strict: raise for a layer that does not run or that the logits do not
                 depend on; False gives it no entries or zero gradients (FullGrad
                 collects every bias of the model, used or not).
+            values: return the outputs; False may return None for them and save
+                a copy of each output (FullGrad needs only the gradients).
 
         Returns:
             ``(scores (N,), outputs, grads, grad_x)``: ``outputs[i]`` and

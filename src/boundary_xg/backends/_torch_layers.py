@@ -138,12 +138,17 @@ def default_layer(model: Any, f: Callable, x: Any) -> nn.Module:
 
 
 def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any,
-                   wrt_input: bool = False, strict: bool = True) -> Tuple[Any, list, list, Any]:
+                   wrt_input: bool = False, strict: bool = True,
+                   values: bool = True) -> Tuple[Any, list, list, Any]:
     """Run ``f`` on ``x`` capturing every output of ``layers``; gradients of the label logits.
 
-    Each hook keeps the module's output and hands a copy on to the rest of the
-    network (as Captum does), so an in-place operation that follows (VGG's
-    ``ReLU(inplace=True)``) changes the copy, not the captured output.
+    With ``values`` each hook keeps the module's output and hands a copy on to
+    the rest of the network (as Captum does), so an in-place operation that
+    follows (VGG's ``ReLU(inplace=True)``) changes the copy, not the captured
+    output. Without, no copy is made: a tensor hook on each output receives its
+    gradient during the one backward pass to ``x`` (a tensor hook registered
+    before an in-place change gets the gradient of the value before it), and
+    the outputs are returned as None.
 
     Returns:
         ``(scores (N,), outputs, grads, grad_x)``: ``outputs[i]`` and ``grads[i]``
@@ -156,7 +161,13 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
     """
     model = f  # the model, or the Sequential without its softmax: same modules, same names
     calls: List[list] = [[] for _ in layers]
+    received: dict = {}  # (layer, call) -> gradient, from the tensor hooks (values=False)
     bad: list = []
+
+    def keep(key: Tuple[int, int]) -> Callable:
+        def grad_hook(g):
+            received[key] = g
+        return grad_hook
 
     def make_hook(i: int):
         def hook(module, inputs, output):
@@ -164,7 +175,11 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
                 bad.append(i)
                 return None
             calls[i].append(output)
-            return output.clone()
+            if values:
+                return output.clone()
+            if output.requires_grad:
+                output.register_hook(keep((i, len(calls[i]) - 1)))
+            return None
         return hook
 
     handles = []
@@ -189,10 +204,16 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
                 f"layer={layer_name(model, layers[i])!r} did not run when the model was called; "
                 "pick a layer on the path from the input to the output."
             )
-    flat = [t for c in calls for t in c]
-    with torch.enable_grad():
-        grads = torch.autograd.grad(scores.sum(), flat + ([xg] if wrt_input else []), allow_unused=True)
-    grads = list(grads)
+    if values:
+        flat = [t for c in calls for t in c]
+        with torch.enable_grad():
+            grads = list(torch.autograd.grad(scores.sum(), flat + ([xg] if wrt_input else []),
+                                             allow_unused=True))
+    else:
+        with torch.enable_grad():
+            (g_x,) = torch.autograd.grad(scores.sum(), xg, allow_unused=True)
+        grads = [received.get((i, k)) for i, c in enumerate(calls) for k in range(len(c))]
+        grads += [g_x] if wrt_input else []
     gx = grads.pop() if wrt_input else None
     if gx is None and wrt_input:
         gx = torch.zeros_like(x)
@@ -207,7 +228,8 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
                 "to the output: the explained logit does not depend on its output."
             )
         out_grads.append([torch.zeros_like(o) if t is None else t for o, t in zip(c, g)])
-    return scores.detach(), [[t.detach() for t in c] for c in calls], out_grads, gx
+    outputs = [[t.detach() if values else None for t in c] for c in calls]
+    return scores.detach(), outputs, out_grads, gx
 
 
 def bias_terms(model: Any) -> List[Tuple[nn.Module, Any, int]]:

@@ -385,8 +385,10 @@ class TensorFlowBackend(Backend):
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
-                       strict: bool = True) -> Tuple[Any, list, list, Any]:
+                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
         from ._tf_layers import capture_layers
+
+        # values: TensorFlow has no in-place ops, so the captured outputs cost nothing
 
         flags = (wrt_input, pre_activation, strict)
         if not self.use_tf_function:

@@ -311,10 +311,10 @@ class TorchBackend(Backend):
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
-                       strict: bool = True) -> Tuple[Any, list, list, Any]:
+                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
         from ._torch_layers import capture_layers
 
-        return capture_layers(f, layers, x, labels, wrt_input, strict)
+        return capture_layers(f, layers, x, labels, wrt_input, strict, values)
 
     def bias_terms(self, model: Any) -> list:
         from ._torch_layers import bias_terms

@@ -13,10 +13,10 @@ post-processed terms. One forward and one backward pass.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ..backends import Backend
-from ._layers import by_chunks, channel_sum, check_image_batch, spatial_size
+from ._layers import by_chunks, channel_axis, channel_sum, check_image_batch, spatial_size
 from .registry import MethodSpec, register
 
 #: the paper's post-processing divides by ``max + 1e-6``
@@ -28,13 +28,21 @@ def _total(B: Backend, t: Any) -> Any:
     return B.sum(t, axis=tuple(range(1, len(B.shape(t)))))
 
 
-def _psi(B: Backend, t: Any) -> Any:
-    """The paper's post-processing: ``|t|``, then per-example min-max over all its axes."""
+def _psi_map(B: Backend, t: Any) -> Any:
+    """``sum_c psi(t)``: ``|t|`` min-max scaled per example over all its axes, summed over channels.
+
+    ``sum_c (|t| - m) / (M - m + eps) = (sum_c |t| - C m) / (M - m + eps)`` with
+    ``m, M`` the example's min and max of ``|t|``: three reductions of the layer's
+    output and arithmetic on the one-channel map, instead of two more passes over
+    the whole output.
+    """
     a = B.abs(t)
-    axes = tuple(range(1, len(B.shape(a))))
+    shape = B.shape(a)
+    axes = tuple(range(1, len(shape)))
     keep = (-1,) + (1,) * len(axes)
-    a = a - B.reshape(B.min(a, axis=axes), keep)
-    return a / (B.reshape(B.max(a, axis=axes), keep) + _EPS)
+    lo = B.reshape(B.min(a, axis=axes), keep)
+    hi = B.reshape(B.max(a, axis=axes), keep)
+    return (channel_sum(B, a) - float(shape[channel_axis(B)]) * lo) / (hi - lo + _EPS)
 
 
 def _broadcast(B: Backend, bias: Any, axis: int, ndim: int) -> Any:
@@ -72,16 +80,23 @@ def fullgrad(B: Backend, f: Callable, x: Any, labels: Any, *, bias_terms: Sequen
 
     def run(xc, yc):
         scores, _, grads, gx = B.capture_layers(f, layers, xc, yc, wrt_input=True,
-                                                pre_activation=True, strict=False)
+                                                pre_activation=True, strict=False, values=False)
         ix = xc * gx
-        saliency = channel_sum(B, _psi(B, ix))
-        gap = _total(B, ix) - scores
+        saliency = _psi_map(B, ix)
+        gap = _total(B, ix) - scores if return_gap else scores
+        # resizing is linear: maps of one resolution are summed and resized once
+        by_size: Dict[Tuple[int, int], Any] = {}
         for (_, bias, axis), per_call in zip(terms, grads):
             for g in per_call:
                 term = g * _broadcast(B, B.cast(bias, g), axis, len(B.shape(g)))
-                gap = gap + _total(B, term)
+                if return_gap:
+                    gap = gap + _total(B, term)
                 if len(B.shape(term)) == 4:
-                    saliency = saliency + B.resize(channel_sum(B, _psi(B, term)), size, align_corners=True)
+                    hw = spatial_size(B, term)
+                    m = _psi_map(B, term)
+                    by_size[hw] = m if hw not in by_size else by_size[hw] + m
+        for m in by_size.values():
+            saliency = saliency + B.resize(m, size, align_corners=True)
         return saliency, gap
 
     saliency, gap = by_chunks(B, x, labels, batch_size, run)
