@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -460,34 +458,32 @@ def test_heatmaps_overlay_coarse_maps():
     np.testing.assert_allclose(resize_maps(np.array([[[0.0, 1.0]]]), (1, 4))[0, 0], [0, 0.25, 0.75, 1])
 
 
-def _run_cli(*args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, "-m", "boundary_xg", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=180)
-
-
 @needs_torch
-def test_cli_explain_gradcam_with_layer(tmp_path):
+def test_cli_explain_gradcam_with_layer(tmp_path, monkeypatch, capsys):
     import boundary_xg as bxg
+    from boundary_xg.cli import main
     from boundary_xg.demo_models import load_digit_model, load_digit_test_set
 
+    # in this process (the suite's subprocess runs are in test_cli.py): main() is what the
+    # console script calls
     x, y = load_digit_test_set()
     np.save(tmp_path / "x.npy", x[:3])
-    (tmp_path / "digits.py").write_text(
+    module = f"layer_cli_digits_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(
         "from boundary_xg.demo_models import load_digit_model\n"
         "def build():\n    return load_digit_model('torch')\n"
     )
-    r = _run_cli("explain", "--model", "digits:build", "--images", "x.npy", "--method", "GradCAM",
-                 "--layer", "3", "--labels", *map(str, y[:3]), "--out", "o", cwd=str(tmp_path))
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["explain", "--model", f"{module}:build", "--images", "x.npy", "--out", "o"]
+    assert main(common + ["--method", "GradCAM", "--layer", "3", "--labels", *map(str, y[:3])]) == 0
     attr = np.load(tmp_path / "o" / "attributions.npy")
     expect = bxg.attribute(load_digit_model("torch"), x[:3], y[:3], method="GradCAM", layer="3")
     assert attr.shape == (3, 1, 8, 8)
     np.testing.assert_allclose(attr, expect, rtol=1e-5, atol=1e-7)
     assert (tmp_path / "o" / "heatmaps.png").stat().st_size > 1000
-    r = _run_cli("explain", "--model", "digits:build", "--images", "x.npy", "--method", "GradCAM",
-                 "--layer", "nope", "--out", "o", cwd=str(tmp_path))
-    assert r.returncode == 1 and "layer='nope' names no sub-module" in r.stderr
-    r = _run_cli("explain", "--model", "digits:build", "--images", "x.npy", "--method", "SM",
-                 "--layer", "3", "--out", "o", cwd=str(tmp_path))
-    assert r.returncode == 1 and "takes no option 'layer'" in r.stderr
+    capsys.readouterr()
+    assert main(common + ["--method", "GradCAM", "--layer", "nope"]) == 1
+    assert "layer='nope' names no sub-module" in capsys.readouterr().err
+    assert main(common + ["--method", "SM", "--layer", "3"]) == 1
+    assert "takes no option 'layer'" in capsys.readouterr().err
