@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - TF without Keras 3
     keras = tf.keras
 
 from ..errors import InputError, UnsupportedModelError
-from ._layer_names import listed_names
+from ._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
 
 _L = keras.layers
 _POOLING = tuple(
@@ -148,19 +148,10 @@ def default_layer(model: Any, f: Callable, x: Any) -> Any:
     finally:
         patches.restore()
 
-    def pick(parent: Any) -> Any:
-        kids = sorted((c for c in getattr(parent, "layers", []) if id(c) in done),
-                      key=lambda c: done[id(c)][0])
-        found = [c for c in kids if done[id(c)][1] and not isinstance(c, _POOLING)]
-        if found:
-            return found[-1]
-        for c in reversed(kids):
-            inner = pick(c)
-            if inner is not None:
-                return inner
-        return None
-
-    chosen = pick(model)
+    chosen = last_spatial_block(
+        model, lambda lay: list(getattr(lay, "layers", [])),
+        lambda lay: done[id(lay)][0] if id(lay) in done else None,
+        lambda lay: done[id(lay)][1], lambda lay: isinstance(lay, _POOLING))
     if chosen is None:
         raise InputError(
             "layer=None: no layer of the model has an output with spatial extent (N, H, W, C) "
@@ -191,6 +182,9 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
     patches = _CallPatches()
     linear = keras.activations.linear
 
+    def name_of(i: int) -> str:
+        return layers[i].name
+
     def capturer(i, layer):
         def wrapper(original):
             def call(*args, **kwargs):
@@ -219,12 +213,8 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
             total = tf.reduce_sum(scores)
     finally:
         patches.restore()
+    check_ran(calls, name_of, strict)
     for i, c in enumerate(calls):
-        if strict and not c:
-            raise InputError(
-                f"layer={layers[i].name!r} did not run when the model was called; pick a layer "
-                "on the path from the input to the output."
-            )
         if not all(tf.is_tensor(t) for t in c):
             raise InputError(f"layer={layers[i].name!r} returns an output that is not one tensor.")
     flat = [t for c in calls for t in c]
@@ -232,17 +222,7 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
     gx = grads.pop() if wrt_input else None
     if wrt_input and gx is None:
         gx = tf.zeros_like(x)
-    out_grads: List[list] = []
-    k = 0
-    for i, c in enumerate(calls):
-        g = grads[k:k + len(c)]
-        k += len(c)
-        if strict and c and all(t is None for t in g):
-            raise InputError(
-                f"layer={layers[i].name!r} does not lie on the path from the input to the "
-                "output: the explained logit does not depend on its output."
-            )
-        out_grads.append([tf.zeros_like(o) if t is None else t for o, t in zip(c, g)])
+    out_grads = per_layer_grads(calls, grads, name_of, strict, tf.zeros_like)
     return tf.stop_gradient(scores), calls, out_grads, gx
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UnsupportedModelError
-from ._layer_names import listed_names
+from ._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
 
 _POOLING = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -116,18 +116,9 @@ def default_layer(model: Any, f: Callable, x: Any) -> nn.Module:
         for h in handles:
             h.remove()
 
-    def pick(parent: nn.Module) -> Any:
-        kids = sorted((c for c in parent.children() if c in done), key=lambda c: done[c][0])
-        found = [c for c in kids if done[c][1] and not isinstance(c, _POOLING)]
-        if found:
-            return found[-1]
-        for c in reversed(kids):
-            inner = pick(c)
-            if inner is not None:
-                return inner
-        return None
-
-    chosen = pick(model)
+    chosen = last_spatial_block(
+        model, lambda m: list(m.children()), lambda m: done[m][0] if m in done else None,
+        lambda m: done[m][1], lambda m: isinstance(m, _POOLING))
     if chosen is None:
         raise InputError(
             "layer=None: no sub-module of the model has an output with spatial extent "
@@ -160,6 +151,10 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
             did not run or does not lie on the path from the input to the output.
     """
     model = f  # the model, or the Sequential without its softmax: same modules, same names
+
+    def name_of(i: int) -> str:
+        return layer_name(model, layers[i])
+
     calls: List[list] = [[] for _ in layers]
     received: dict = {}  # (layer, call) -> gradient, from the tensor hooks (values=False)
     bad: list = []
@@ -195,15 +190,10 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
     if bad:
         i = bad[0]
         raise InputError(
-            f"layer={layer_name(model, layers[i])!r} returns {type(layers[i]).__name__} output "
+            f"layer={name_of(i)!r} returns {type(layers[i]).__name__} output "
             "that is not one tensor; pick a layer whose output is one tensor."
         )
-    for i, c in enumerate(calls):
-        if strict and not c:
-            raise InputError(
-                f"layer={layer_name(model, layers[i])!r} did not run when the model was called; "
-                "pick a layer on the path from the input to the output."
-            )
+    check_ran(calls, name_of, strict)
     if values:
         flat = [t for c in calls for t in c]
         with torch.enable_grad():
@@ -217,17 +207,7 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
     gx = grads.pop() if wrt_input else None
     if gx is None and wrt_input:
         gx = torch.zeros_like(x)
-    out_grads: List[list] = []
-    k = 0
-    for i, c in enumerate(calls):
-        g = grads[k:k + len(c)]
-        k += len(c)
-        if strict and c and all(t is None for t in g):
-            raise InputError(
-                f"layer={layer_name(model, layers[i])!r} does not lie on the path from the input "
-                "to the output: the explained logit does not depend on its output."
-            )
-        out_grads.append([torch.zeros_like(o) if t is None else t for o, t in zip(c, g)])
+    out_grads = per_layer_grads(calls, grads, name_of, strict, torch.zeros_like)
     outputs = [[t.detach() if values else None for t in c] for c in calls]
     return scores.detach(), outputs, out_grads, gx
 

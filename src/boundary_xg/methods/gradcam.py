@@ -116,25 +116,22 @@ def gradcam_plus_plus(B: Backend, f: Callable, x: Any, labels: Any, *, layer: An
     return _cam(B, f, x, labels, layer, relu, upsample, batch_size, _gradcam_pp_weights, "GradCAM++")
 
 
-_LAYER_CHECKS = {"relu": boolean_option("relu"), "upsample": boolean_option("upsample")}
+def _register(name: str, short: str, func: Callable, aliases: tuple, summary: str, paper: str) -> None:
+    """Register a CAM method: the options, checks and needs GradCAM and GradCAM++ share."""
+    register(MethodSpec(
+        name=name, short=short, func=func, defaults={"layer": None, "relu": True, "upsample": True},
+        aliases=aliases, prepare=prepare_layer, takes_layer=True, output="map",
+        needs=("capture_layers", "resize", "default_layer"),
+        checks={"relu": boolean_option("relu"), "upsample": boolean_option("upsample")},
+        summary=summary, paper=paper,
+    ))
 
-register(MethodSpec(
-    name="grad_cam", short="GradCAM", func=gradcam,
-    defaults={"layer": None, "relu": True, "upsample": True},
-    aliases=("gradcam", "grad-cam", "layer_grad_cam"), prepare=prepare_layer,
-    takes_layer=True, output="map", needs=("capture_layers", "resize", "default_layer"),
-    checks=_LAYER_CHECKS,
-    summary="a layer's activations weighted by their mean gradient, ReLU, upsampled",
-    paper="Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via "
-          "Gradient-based Localization, ICCV 2017",
-))
-register(MethodSpec(
-    name="grad_cam_plus_plus", short="GradCAM++", func=gradcam_plus_plus,
-    defaults={"layer": None, "relu": True, "upsample": True},
-    aliases=("gradcampp", "gradcamplusplus", "grad-cam++"), prepare=prepare_layer,
-    takes_layer=True, output="map", needs=("capture_layers", "resize", "default_layer"),
-    checks=_LAYER_CHECKS,
-    summary="GradCAM with weights from positive gradients and second-order terms",
-    paper="Chattopadhay et al., Grad-CAM++: Generalized Gradient-Based Visual Explanations "
-          "for Deep Convolutional Networks, WACV 2018",
-))
+
+_register("grad_cam", "GradCAM", gradcam, ("gradcam", "grad-cam", "layer_grad_cam"),
+          "a layer's activations weighted by their mean gradient, ReLU, upsampled",
+          "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via "
+          "Gradient-based Localization, ICCV 2017")
+_register("grad_cam_plus_plus", "GradCAM++", gradcam_plus_plus, ("gradcampp", "gradcamplusplus"),
+          "GradCAM with weights from positive gradients and second-order terms",
+          "Chattopadhay et al., Grad-CAM++: Generalized Gradient-Based Visual Explanations "
+          "for Deep Convolutional Networks, WACV 2018")
