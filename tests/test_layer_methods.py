@@ -148,6 +148,30 @@ def test_gradcam_same_weights_same_maps(bn_pair, method, opts):
 
 
 @needs_tf
+def test_keras_nested_model_layers(bn_pair):
+    import keras
+
+    import boundary_xg as bxg
+
+    kmodel = bn_pair[1]
+    base = keras.Model(kmodel.inputs, kmodel.get_layer("relu2").output, name="base")
+    head = keras.layers.Dense(3, name="head")
+    outer = keras.Sequential([keras.Input((16, 16, 3)), base, keras.layers.GlobalAveragePooling2D(), head])
+    x, y = np.random.default_rng(10).standard_normal((2, 16, 16, 3)).astype(np.float32), np.array([0, 2])
+    # the default is the nested model's output; a layer inside it is found by its name
+    whole = bxg.attribute(outer, x, y, method="GradCAM")
+    np.testing.assert_allclose(whole, bxg.attribute(outer, x, y, method="GradCAM", layer="base"), rtol=1e-6)
+    np.testing.assert_allclose(whole, bxg.attribute(outer, x, y, method="GradCAM", layer="relu2"), rtol=1e-5,
+                               atol=1e-7)
+    inner = bxg.attribute(outer, x, y, method="GradCAM", layer="conv1")
+    assert inner.shape == (2, 16, 16, 1) and not np.allclose(inner, whole)
+    _, gap = bxg.attribute(outer, x, y, method="FullGrad", return_gap=True)
+    logit = outer(x).numpy()[np.arange(2), y]
+    assert np.all(np.abs(gap) < 1e-4 * np.abs(logit))
+    assert all("call" not in lay.__dict__ for lay in outer._flatten_layers(include_self=True))
+
+
+@needs_tf
 def test_keras_layer_by_object_and_index(bn_pair):
     import boundary_xg as bxg
 
@@ -398,6 +422,10 @@ def test_keras_errors_name_the_layer_and_leave_the_model_as_it_was(bn_pair):
     model = SideBranch()
     model(x)
     model.unused.build((None, 16, 16, 3))
+    # a subclassed model: the layers' calls are replaced as in a Sequential one
+    cam = bxg.attribute(model, x, y, method="GradCAM")  # default: "conv", the last to finish
+    np.testing.assert_allclose(cam, bxg.attribute(model, x, y, method="GradCAM", layer="conv"))
+    assert cam.shape == (2, 16, 16, 1) and cam.max() > 0
     with pytest.raises(InputError, match="layer='side' does not lie on the path"):
         bxg.attribute(model, x, y, method="GradCAM", layer="side")
     with pytest.raises(InputError, match="layer='unused' did not run"):
