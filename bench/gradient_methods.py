@@ -15,7 +15,8 @@ then the TensorFlow backend against the torch backend on the same small CNN
 
 Run: ``.venv/bin/python bench/gradient_methods.py [--quick]``. Targets (issue 2):
 IG(steps=50) within 1.15x of the floor and no slower than Captum's best; the TF
-backend within 1.5x of torch on the same architecture.
+backend within 1.5x of torch on the same architecture. Issue 14: GradCAM and
+FullGrad (one pass each) within 1.2x of the floor (the ``/floor`` column).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
          ("NoiseTunnel", {"nt_samples": samples, "stdevs": 0.15, "nt_type": "smoothgrad"})),
         # floor: one forward and one backward over the doubled batch (input and baseline)
         ("DeepLIFT", {}, 2, ("DeepLift", {})),
+        # layer methods (issue 14): one forward+backward; Captum's LayerGradCam on the same
+        # (default) layer, upsampled as ours; Captum has no FullGrad
+        ("GradCAM", {}, 1, ("LayerGradCam", {})),
+        ("FullGrad", {}, 1, None),
     ]
     have_captum = importlib.util.find_spec("captum") is not None
     for method, opts, passes, captum_case in cases:
@@ -111,6 +116,14 @@ def captum_time(model, x, y, case, ibs_choices):
     if kind in ("Saliency", "InputXGradient"):
         algo = getattr(ca, kind)(model)
         return best_time(lambda: algo.attribute(x.clone(), target=y, **({"abs": False} if kind == "Saliency" else {})), 2)
+    if kind == "LayerGradCam":
+        from boundary_xg.backends import get_backend
+
+        layer = get_backend("torch").default_layer(model, x[:1])
+        algo = ca.LayerGradCam(model, layer)
+        size = tuple(x.shape[2:])
+        return best_time(lambda: ca.LayerAttribution.interpolate(
+            algo.attribute(x, target=y, relu_attributions=True), size, "bilinear"), 3)
     if kind == "DeepLift":
         try:  # Captum fails on reused or in-place ReLUs (torchvision ResNets)
             algo = ca.DeepLift(model)
@@ -142,7 +155,8 @@ def bench_tf_vs_torch(n, steps):
     print(f"\n== TF backend vs torch backend, same small CNN (3x32x32, same weights), N={n}")
     tfb = get_backend("tensorflow")
     print(f"{'method':6} {'torch s/input':>14} {'tf.function':>12} {'tf eager':>10} {'tf.function/torch':>18}")
-    for method, opts in [("SM", {}), ("IG", {"steps": steps}), ("SG", {"num_samples": 50, "seed": 0})]:
+    for method, opts in [("SM", {}), ("IG", {"steps": steps}), ("SG", {"num_samples": 50, "seed": 0}),
+                         ("GradCAM", {}), ("FullGrad", {})]:
         def tf_call(compiled):
             tfb.use_tf_function = compiled
             try:

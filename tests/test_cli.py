@@ -45,7 +45,7 @@ def error_line(r) -> str:
     return lines[0]
 
 
-ALL_METHODS = ["SM", "IG", "SG", "XG", "DeepLIFT", "BSM", "BIG", "BSG", "BDT"]
+ALL_METHODS = ["SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad", "BSM", "BIG", "BSG", "BDT"]
 BOUNDARY = {"BSM", "BIG", "BSG", "BDT"}
 
 
@@ -64,6 +64,7 @@ def check_demo(r, out, n: int) -> dict:
     assert s["xg_vs_ig_relative_l1"]["regular_model"] > 0.05
     rows = {m["method"]: m for m in s["methods"]}
     assert rows["IG"]["gap_relative"] < 0.05 and rows["DeepLIFT"]["gap_relative"] < 1e-3
+    assert rows["FullGrad"]["gap_relative"] < 1e-4  # the full-gradient decomposition is exact
     assert rows["XG"]["model"] == "x" and rows["IG"]["model"] == "regular"
     assert all(m["seconds"] > 0 for m in s["methods"])
     for name in BOUNDARY:  # a distance per digit, all found on these digits

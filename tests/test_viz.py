@@ -270,7 +270,7 @@ def test_shapes_and_errors():
     with pytest.raises(InputError, match="overlay_opacity"):
         HeatmapVisualizer()(np.ones((1, 1, 4, 4)), overlay_opacity=2, imshow=False)
     with pytest.raises(InputError, match="x holds"):
-        HeatmapVisualizer()(np.ones((2, 1, 4, 4)), np.ones((2, 1, 5, 5)), imshow=False)
+        HeatmapVisualizer()(np.ones((2, 1, 5, 5)), np.ones((2, 1, 4, 4)), imshow=False)
     with pytest.raises(InputError, match="sign"):
         heatmap(np.ones((4, 4)), ax=Figure().add_subplot(), sign="pos")
     with pytest.raises(InputError, match="one"):

@@ -5,7 +5,7 @@ Commands:
 - ``demo [--out DIR] [--backend torch|tensorflow] [-n N]``: explain a few embedded
   test digits with every registered method; write ``grid.png``, ``index.html``
   and ``summary.json``; print a summary table.
-- ``explain --model SPEC --images PATH... [--method BIG] [--labels ...] [--out DIR]``:
+- ``explain --model SPEC --images PATH... [--method BIG] [--layer NAME] [--labels ...] [--out DIR]``:
   explain your own model (a ``.keras`` file, a TorchScript file or
   ``module:callable``) on PNG/JPEG files or a ``.npy`` batch; write
   ``attributions.npy`` and ``heatmaps.png``.
@@ -53,6 +53,14 @@ def _option(text: str):
     return key, parsed
 
 
+def method_help() -> str:
+    """``--method``'s help: every registered method's short name, from the registry."""
+    from .methods.registry import METHODS
+
+    names = ", ".join(spec.short for spec in METHODS.values())
+    return f"method name: {names} (case-insensitive; readable names work too; default BIG)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``boundary-xg``."""
     p = argparse.ArgumentParser(
@@ -75,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", help="with module:callable: a torch state dict or Keras weights file")
     e.add_argument("--images", nargs="+", required=True, metavar="PATH",
                    help="PNG/JPEG files, or one .npy batch in the model's layout")
-    e.add_argument("--method", default="BIG", help="method name, e.g. SM, IG, SG, XG, BIG (default BIG)")
+    e.add_argument("--method", default="BIG", help=method_help())
+    e.add_argument("--layer", metavar="NAME",
+                   help="the layer a layer method (GradCAM) explains: a dotted module name (PyTorch, "
+                        "e.g. layer4) or a layer name or index (Keras); default: the output of the "
+                        "last block with spatial extent")
     e.add_argument("--labels", nargs="+", type=int, help="classes to explain (default: predicted)")
     e.add_argument("--out", default="explain_out", help="output folder (default: explain_out)")
     e.add_argument("--mean", nargs="+", type=float, help="per-channel mean subtracted from the images")
@@ -159,6 +171,8 @@ def cmd_explain(args) -> int:
     if args.labels is not None and len(labels) == 1 and len(x) > 1:
         labels = np.full(len(x), labels[0], dtype=np.int64)
     options = dict(args.option)
+    if args.layer is not None:
+        options["layer"] = args.layer
     boundary = is_boundary_method(spec)
     if boundary:
         options["return_dis"] = True

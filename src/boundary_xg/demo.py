@@ -2,8 +2,9 @@
 
 ``boundary-xg demo`` (or :func:`run_demo`) loads the embedded digit classifiers
 (:mod:`boundary_xg.demo_models`), explains the first test digits with SM, IG,
-SG, XG, DeepLIFT and the boundary methods BSM/BIG/BSG/BDT (those that are
-registered), and writes into the output folder:
+SG, XG, DeepLIFT, the layer methods GradCAM (default layer: the activation after
+the second convolution, 4x4, upsampled) and FullGrad, and the boundary methods
+BSM/BIG/BSG/BDT (those that are registered), and writes into the output folder:
 
 - ``grid.png``: rows are digits, columns the image and each method's heatmap
   (boundary methods note their distance to the boundary point);
@@ -27,7 +28,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 #: methods shown, in column order; those not registered are skipped
-DEMO_METHODS = ("SM", "IG", "SG", "XG", "DeepLIFT", "BSM", "BIG", "BSG", "BDT")
+DEMO_METHODS = ("SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad", "BSM", "BIG", "BSG", "BDT")
 #: lighter settings than the defaults, so the demo stays well under a minute on 2 cores
 DEMO_OPTIONS: Dict[str, Dict[str, Any]] = {
     "IG": {"steps": 32}, "BIG": {"steps": 32},
@@ -267,7 +268,8 @@ X-model <b>{acc['x']:.3f}</b></li>
 {tbody}
 </tbody></table>
 <p>gap: completeness gap sum(attr) - (F(x) - F(baseline)) per example, for path methods and DeepLIFT
-(the baseline of BIG and BDT is the boundary point).</p>
+(the baseline of BIG and BDT is the boundary point); for FullGrad the residual of its full-gradient
+decomposition, sum(x grad_x) + sum over layers of sum(bias grad_bias) - F(x).</p>
 {'<h2>Boundary distances (L2, per digit)</h2><ul>' + ''.join(dist) + '</ul>' if dist else ''}
 {skipped}
 <p>Total time {summary['total_seconds']:.1f} s.</p>

@@ -304,3 +304,73 @@ class Backend:
         cancels to 0 in float32 when ``acc`` holds a sentinel such as 1e10.
         """
         raise NotImplementedError
+
+    # --- layer methods (issue 14): layers and their outputs, used by GradCAM and FullGrad ---
+    def resolve_layer(self, model: Any, layer: Any) -> Any:
+        """The layer of ``model`` that the user's ``layer=`` names (a handle for the methods below).
+
+        PyTorch: a sub-module or its dotted name (``"layer4"``, ``"features.28"``);
+        Keras: a layer object, its name or its index in ``model.layers``.
+
+        Raises:
+            InputError: the model has no such layer; the message lists the names.
+        """
+        raise NotImplementedError
+
+    def layer_names(self, model: Any) -> list:
+        """The names of every layer of ``model`` (what ``layer=`` accepts as a string)."""
+        raise NotImplementedError
+
+    def layer_name(self, model: Any, layer: Any) -> str:
+        """The name of the handle ``layer`` in ``model`` (for messages)."""
+        raise NotImplementedError
+
+    def default_layer(self, model: Any, x: Any) -> Any:
+        """GradCAM's default layer: the output of the last block with spatial extent.
+
+        Runs the model once on ``x`` (one example) in inference mode to see which
+        layers have spatial outputs.
+        """
+        raise NotImplementedError
+
+    def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
+                       wrt_input: bool = False, pre_activation: bool = False,
+                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
+        """One forward and backward of ``f`` at ``x``, capturing the outputs of ``layers``.
+
+        Args:
+            f: the logits function from :meth:`session`; layers: handles from
+                :meth:`resolve_layer`, :meth:`default_layer` or :meth:`bias_terms`.
+            x: ``(N, ...)``; labels: ``(N,)`` integer classes.
+            wrt_input: also return the gradient with respect to ``x``.
+            pre_activation: capture layers that fuse an activation (Keras'
+                ``Conv2D(activation="relu")``) before it.
+            strict: raise for a layer that does not run or that the logits do not
+                depend on; False gives it no entries or zero gradients (FullGrad
+                collects every bias of the model, used or not).
+            values: return the outputs; False may return None for them and save
+                a copy of each output (FullGrad needs only the gradients).
+
+        Returns:
+            ``(scores (N,), outputs, grads, grad_x)``: ``outputs[i]`` and
+            ``grads[i]`` hold one tensor per call of ``layers[i]`` (call order),
+            the layer's output and the gradient of ``sum(scores)`` with respect
+            to it; ``grad_x`` is None unless ``wrt_input``. The model's hooks and
+            layers are as they were afterwards, also after an error.
+
+        Raises:
+            InputError: a layer that did not run or that the logits do not depend on.
+        """
+        raise NotImplementedError
+
+    def bias_terms(self, model: Any) -> list:
+        """``(layer, bias (C,), channel axis)`` for every layer of ``model`` that adds a bias.
+
+        Convolutions and dense layers with a bias, batch norm with its effective
+        bias ``beta - mean * gamma / sqrt(var + eps)`` from its running statistics.
+        """
+        raise NotImplementedError
+
+    def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
+        """Bilinear resize of a batch of maps in :attr:`image_layout` to spatial ``size``."""
+        raise NotImplementedError

@@ -367,4 +367,62 @@ class TensorFlowBackend(Backend):
         return tf.tensor_scatter_nd_update(acc, tf.reshape(index, (-1, 1)), rows)
 
 
+    # --- layer methods (issue 14): patched layer calls for one call, see _tf_layers.py ----
+    def resolve_layer(self, model: Any, layer: Any) -> Any:
+        from ._tf_layers import resolve_layer
+
+        return resolve_layer(model, layer)
+
+    def layer_names(self, model: Any) -> list:
+        from ._tf_layers import layer_names
+
+        return layer_names(model)
+
+    def layer_name(self, model: Any, layer: Any) -> str:
+        return str(getattr(layer, "name", type(layer).__name__))
+
+    def default_layer(self, model: Any, x: Any) -> Any:
+        from ._tf_layers import default_layer
+
+        with warnings.catch_warnings():  # the call that follows warns about a softmax once
+            warnings.simplefilter("ignore", SoftmaxOutputWarning)
+            with self.session(model, mode="eval") as f:
+                return default_layer(model, f, x)
+
+    def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
+                       wrt_input: bool = False, pre_activation: bool = False,
+                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
+        from ._tf_layers import capture_layers
+
+        # values: TensorFlow has no in-place ops, so the captured outputs cost nothing
+
+        flags = (wrt_input, pre_activation, strict)
+        if not self.use_tf_function:
+            return capture_layers(f, layers, x, labels, *flags)
+        # one traced graph per model, layer set and flags; the layers' calls are
+        # patched while the graph is traced, so a compiled call patches nothing
+        try:
+            cache = self._compiled.setdefault(f, {})
+        except TypeError:  # f not weak-referenceable: run eagerly
+            return capture_layers(f, layers, x, labels, *flags)
+        key = ("capture_layers", tuple(id(layer) for layer in layers)) + flags
+        if key not in cache:
+            layers = list(layers)
+            cache[key] = tf.function(
+                lambda z, y: capture_layers(f, layers, z, y, *flags),
+                reduce_retracing=True, autograph=False,  # our InputErrors pass through unwrapped
+            )
+        return cache[key](x, labels)
+
+    def bias_terms(self, model: Any) -> list:
+        from ._tf_layers import bias_terms
+
+        return bias_terms(model)
+
+    def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
+        from ._tf_layers import resize
+
+        return resize(t, size, align_corners)
+
+
 BACKEND = TensorFlowBackend()

@@ -325,4 +325,46 @@ class TorchBackend(Backend):
         return acc.index_copy(0, index, rows)
 
 
+    # --- layer methods (issue 14): forward hooks for one call, see _torch_layers.py ----
+    def resolve_layer(self, model: Any, layer: Any) -> Any:
+        from ._torch_layers import resolve_layer
+
+        return resolve_layer(model, layer)
+
+    def layer_names(self, model: Any) -> list:
+        from ._torch_layers import layer_names
+
+        return layer_names(model)
+
+    def layer_name(self, model: Any, layer: Any) -> str:
+        from ._torch_layers import layer_name
+
+        return layer_name(model, layer)
+
+    def default_layer(self, model: Any, x: Any) -> Any:
+        from ._torch_layers import default_layer
+
+        with warnings.catch_warnings():  # the call that follows warns about a softmax once
+            warnings.simplefilter("ignore", SoftmaxOutputWarning)
+            with self.session(model, mode="eval") as f:
+                return default_layer(model, f, x)
+
+    def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
+                       wrt_input: bool = False, pre_activation: bool = False,
+                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
+        from ._torch_layers import capture_layers
+
+        return capture_layers(f, layers, x, labels, wrt_input, strict, values)
+
+    def bias_terms(self, model: Any) -> list:
+        from ._torch_layers import bias_terms
+
+        return bias_terms(model)
+
+    def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
+        from ._torch_layers import resize
+
+        return resize(t, size, align_corners)
+
+
 BACKEND = TorchBackend()

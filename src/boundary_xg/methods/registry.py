@@ -38,7 +38,16 @@ class MethodSpec:
         prepare: optional ``prepare(B, model, x, options)`` the front end calls
             after converting ``x`` and before running the model: checks that need
             the model (XG's homogeneity warning, IG's ``exact=True``) and
-            conversion of method-specific options in place (EG's ``background``).
+            conversion of method-specific options in place (EG's ``background``,
+            a layer method's ``layer``).
+        takes_layer: the method explains a layer and takes ``layer=``.
+        output: ``"like_x"`` (attributions shaped like ``x``) or ``"map"`` (one
+            map per example: ``(N, 1, H, W)`` for NCHW, ``(N, H, W, 1)`` for NHWC).
+        needs: the backend capabilities the method calls beyond the core
+            primitives (e.g. ``("capture_layers", "resize")``).
+        checks: option name -> validator raising :class:`InputError`, for the
+            method's own options (consulted before the shared :data:`CHECKS`).
+        summary: one line saying what the method computes (README's table).
     """
 
     name: str
@@ -51,6 +60,11 @@ class MethodSpec:
     passes: Callable[[Mapping[str, Any]], int] = field(default=lambda o: 1)
     paper: str = ""
     prepare: Optional[Callable[..., None]] = None
+    takes_layer: bool = False
+    output: str = "like_x"
+    needs: Tuple[str, ...] = ()
+    checks: Mapping[str, Callable[[Any], None]] = field(default_factory=dict)
+    summary: str = ""
 
 
 def _key(name: str) -> str:
@@ -127,6 +141,9 @@ def _batch_size(v: Any) -> None:
         _int_at_least("batch_size", 1)(v)
 
 
+#: option validators for the ``checks`` of registrations in other modules
+boolean_option = _boolean
+
 CHECKS: Dict[str, Callable[[Any], None]] = {
     "steps": _int_at_least("steps", 1),
     "num_samples": _int_at_least("num_samples", 1),
@@ -155,10 +172,15 @@ def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:
             hint = ""
             if name == "return_gap":
                 hint = f" (only path methods report a completeness gap; {spec.short} does not)"
+            elif name == "layer":
+                layered = sorted(s.short for s in METHODS.values() if s.takes_layer)
+                hint = f" (it explains the input, not a layer; methods that take layer=: {layered})"
             raise MethodError(
                 f"{spec.short} takes no option {name!r}{hint}; its options are {sorted(allowed)}."
             )
-        if name in CHECKS:
+        if name in spec.checks:
+            spec.checks[name](value)
+        elif name in CHECKS:
             CHECKS[name](value)
 
 

@@ -111,6 +111,28 @@ def reduce_channels(a: np.ndarray) -> np.ndarray:
     return a.sum(axis=-1)
 
 
+def resize_maps(maps: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of each map of ``(N, h, w)`` to ``(N, *size)``.
+
+    Half-pixel centres (PyTorch's ``align_corners=False``, TensorFlow's default),
+    so a layer method's map at its layer's resolution (GradCAM's
+    ``upsample=False``) overlays the image it explains.
+    """
+    n, h, w = maps.shape
+    if (h, w) == tuple(size):
+        return maps
+
+    def grid(src: int, dst: int):
+        c = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+        lo = np.floor(c).astype(np.int64)
+        return lo, np.minimum(lo + 1, src - 1), c - lo
+
+    r0, r1, tr = grid(h, size[0])
+    c0, c1, tc = grid(w, size[1])
+    rows = maps[:, r0] * (1 - tr)[None, :, None] + maps[:, r1] * tr[None, :, None]
+    return rows[:, :, c0] * (1 - tc) + rows[:, :, c1] * tc
+
+
 def blur_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur with std ``sigma`` pixels over H and W of each map ``(N, H, W)``; no mixing across N."""
     if not sigma or sigma <= 0:

@@ -25,6 +25,7 @@ from ._arrays import (
     minmax_image,
     normalize,
     reduce_channels,
+    resize_maps,
     tile,
 )
 
@@ -49,6 +50,12 @@ def _check_blur(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0:
         raise InputError(f"blur={v!r}: expected a finite number >= 0 (Gaussian sigma in pixels).")
     return float(v)
+
+
+def _coarser(maps: np.ndarray, img: np.ndarray) -> bool:
+    """True for maps ``(N, h, w)`` smaller than the images ``(N, H, W, C)`` in both axes."""
+    return (maps.shape[0] == img.shape[0] and maps.shape[1:3] != img.shape[1:3]
+            and maps.shape[1] <= img.shape[1] and maps.shape[2] <= img.shape[2])
 
 
 def colorize(maps: np.ndarray, vmin: float, vmax: float, cmap: Any) -> np.ndarray:
@@ -138,7 +145,8 @@ class HeatmapVisualizer:
         Args:
             attributions: ``(N, C, H, W)`` or ``(N, H, W, C)`` (one example or one
                 ``(H, W)`` map also work), NumPy or a torch / TF tensor.
-            x: the images, same layout and size (None: heatmaps alone). Show the
+            x: the images, same layout and size (None: heatmaps alone); smaller
+                maps (a layer's resolution) are resized bilinearly to them. Show the
                 un-normalised image (e.g. ``x * std + mean``); it is min-max scaled.
             output_file: save the drawn figure there (PNG, PDF, ...).
             imshow: draw the result (into ``fig``, or a new pyplot figure).
@@ -161,10 +169,12 @@ class HeatmapVisualizer:
             raise InputError(f"normalization_type={t!r}: expected one of {list(NORMALIZATIONS)}.")
         opacity = self.overlay_opacity if overlay_opacity is None else _check_opacity(overlay_opacity)
         maps = self.process(attributions, t, blur)
+        img = None if x is None else minmax_image(as_nhwc(x, "x", self.layout))
+        if img is not None and _coarser(maps, img):
+            maps = resize_maps(maps, img.shape[1:3])  # one map per example at a layer's resolution
         vmin, vmax, kind = color_range(maps, t)
         heat = colorize(maps, vmin, vmax, cmap or self.cmap or DEFAULT_CMAPS[kind])
-        if x is not None:
-            img = minmax_image(as_nhwc(x, "x", self.layout))
+        if img is not None:
             if img.shape[:3] != heat.shape[:3]:
                 raise InputError(
                     f"x holds {img.shape[0]} images of {img.shape[1]}x{img.shape[2]} but the "
@@ -220,7 +230,8 @@ def heatmap(
 
     Args:
         attr: one example, ``(C, H, W)``, ``(H, W, C)``, ``(H, W)`` or a batch of one.
-        image: the image, same size (None: the heatmap alone); min-max scaled.
+        image: the image, same size (None: the heatmap alone; a smaller map is
+            resized bilinearly to it); min-max scaled.
         ax: matplotlib axes to draw into (None: the current axes).
         sign: ``"all"`` (signed, diverging ``bwr``, range [-1, 1]), ``"positive"``
             (positive part, ``Reds``), ``"negative"`` (magnitude of the negative
@@ -251,7 +262,11 @@ def heatmap(
             f"attr holds {a.shape[0]} examples; heatmap draws one (use HeatmapVisualizer or "
             "compare for a batch)."
         )
-    m = blur_maps(reduce_channels(a), _check_blur(blur))[0]
+    m = blur_maps(reduce_channels(a), _check_blur(blur))
+    shown = None if image is None else as_nhwc(image, "image", layout)
+    if shown is not None and _coarser(m, shown):  # a map at a layer's resolution overlays its image
+        m = resize_maps(m, shown.shape[1:3])
+    m = m[0]
     if sign == "positive":
         m = np.maximum(m, 0.0)
     elif sign == "negative":

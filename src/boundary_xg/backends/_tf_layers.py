@@ -1,0 +1,257 @@
+"""Layers of Keras models: the ``layer=`` argument, layer capture and bias terms.
+
+Behind :meth:`TensorFlowBackend.resolve_layer`, :meth:`~TensorFlowBackend.default_layer`,
+:meth:`~TensorFlowBackend.capture_layers` and :meth:`~TensorFlowBackend.bias_terms`.
+A layer's output is captured by replacing its ``call`` for the duration of one
+model call (the tape records the captured tensor like any other, so its gradient
+is one ``tape.gradient`` away); this works alike for Sequential, functional and
+subclassed models and for layers inside nested models. The replaced ``call`` is
+put back in a ``finally`` block, also when an error is raised.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Sequence, Tuple
+
+import tensorflow as tf
+
+try:  # Keras 3 is its own package; TF >= 2.16 ships it as tf.keras
+    import keras
+except ImportError:  # pragma: no cover - TF without Keras 3
+    keras = tf.keras
+
+from ..errors import InputError, UnsupportedModelError
+from ._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
+
+_L = keras.layers
+_POOLING = tuple(
+    getattr(_L, n) for n in (
+        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+        "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    ) if hasattr(_L, n)
+)
+
+
+def all_layers(model: Any) -> List[Any]:
+    """Every layer of ``model``, nested models' layers included, in order."""
+    if not hasattr(model, "_flatten_layers"):
+        raise UnsupportedModelError(
+            f"layer methods need a Keras model or layer; got {type(model).__name__}."
+        )
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def layer_names(model: Any) -> List[str]:
+    """Names of every layer (nested models' layers included)."""
+    return [layer.name for layer in all_layers(model)]
+
+
+def resolve_layer(model: Any, layer: Any) -> Any:
+    """The layer of ``model`` that ``layer`` names: a layer object, its name or its index.
+
+    An index counts in ``model.layers`` (negative from the end), as
+    ``model.get_layer(index=i)`` does; a string of digits that is no layer's name
+    is read as an index (the command line passes strings).
+
+    Raises:
+        InputError: a layer the model does not have; the message lists the names.
+    """
+    layers = all_layers(model)
+    names = [lay.name for lay in layers]
+    if isinstance(layer, _L.Layer):
+        if any(lay is layer for lay in layers):
+            return layer
+        raise InputError(
+            f"layer={layer.name!r} (a {type(layer).__name__}) is not a layer of the model; "
+            f"available names: {listed_names(names)}."
+        )
+    if isinstance(layer, str) and layer:
+        for lay in layers:
+            if lay.name == layer:
+                return lay
+        if layer.lstrip("-").isdigit():
+            return resolve_layer(model, int(layer))
+        raise InputError(f"layer={layer!r} names no layer of the model; available names: "
+                         f"{listed_names(names)}.")
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        top = list(getattr(model, "layers", []))
+        if -len(top) <= layer < len(top):
+            return top[layer]
+        raise InputError(
+            f"layer={layer}: the model has {len(top)} layers in model.layers, so an index must "
+            f"lie in [{-len(top)}, {len(top) - 1}]; available names: {listed_names(names)}."
+        )
+    raise InputError(
+        f"layer={layer!r}: expected a Keras layer of the model, its name or its index; available "
+        f"names: {listed_names(names)}."
+    )
+
+
+class _CallPatches:
+    """Replaced ``call`` attributes of layers, put back by :meth:`restore` (last first)."""
+
+    def __init__(self) -> None:
+        self._undo: List[Tuple[Any, bool, Any]] = []
+
+    def wrap(self, layer: Any, wrapper: Callable[[Callable], Callable]) -> None:
+        had_own = "call" in layer.__dict__
+        own = layer.__dict__.get("call")
+        self._undo.append((layer, had_own, own))
+        layer.call = wrapper(layer.call)
+
+    def restore(self) -> None:
+        while self._undo:
+            layer, had_own, own = self._undo.pop()
+            if had_own:
+                layer.call = own
+            else:
+                del layer.call
+
+
+def _spatial(shape: Tuple[Any, ...]) -> bool:
+    return len(shape) == 4 and None not in shape[1:3] and int(shape[1]) * int(shape[2]) > 1
+
+
+def default_layer(model: Any, f: Callable, x: Any) -> Any:
+    """GradCAM's default layer: the output of the last block with spatial extent.
+
+    One call of ``f`` on ``x`` (one example) records the output shape of every
+    layer. Among ``model.layers``, the last one (in order of completion) whose
+    output is 4-D with ``H * W > 1`` and that is not a pooling layer is taken;
+    where none qualifies, the search descends into the last nested model that
+    ran. keras.applications: ``conv5_block3_out`` (ResNet50), ``block5_conv3``
+    (VGG16), ``block14_sepconv2_act`` (Xception), ``out_relu`` (MobileNetV2),
+    ``top_activation`` (EfficientNet); a Sequential CNN: the last layer before the
+    pooling or flattening that ends its spatial part.
+
+    Raises:
+        InputError: no layer with a spatial output ran.
+    """
+    done: dict = {}
+    patches = _CallPatches()
+
+    def recorder(layer):
+        def wrapper(original):
+            def call(*args, **kwargs):
+                out = original(*args, **kwargs)
+                shape = tuple(out.shape) if tf.is_tensor(out) else ()
+                done[id(layer)] = (len(done), _spatial(shape))
+                return out
+            return call
+        return wrapper
+
+    try:
+        for layer in all_layers(model):
+            patches.wrap(layer, recorder(layer))
+        f(x)
+    finally:
+        patches.restore()
+
+    chosen = last_spatial_block(
+        model, lambda lay: list(getattr(lay, "layers", [])),
+        lambda lay: done[id(lay)][0] if id(lay) in done else None,
+        lambda lay: done[id(lay)][1], lambda lay: isinstance(lay, _POOLING))
+    if chosen is None:
+        raise InputError(
+            "layer=None: no layer of the model has an output with spatial extent (N, H, W, C) "
+            f"with H * W > 1; pass layer= explicitly. Available names: "
+            f"{listed_names(layer_names(model))}."
+        )
+    return chosen
+
+
+def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
+                   wrt_input: bool = False, pre_activation: bool = False,
+                   strict: bool = True) -> Tuple[Any, list, list, Any]:
+    """Run ``f`` on ``x`` capturing every output of ``layers``; gradients of the label logits.
+
+    With ``pre_activation=True`` a layer with a fused activation (``Conv2D(...,
+    activation="relu")``) is captured before its activation, which is applied
+    after the capture (FullGrad's bias terms need the pre-activation output).
+
+    Returns:
+        ``(scores (N,), outputs, grads, grad_x)`` as in
+        :meth:`boundary_xg.backends.Backend.capture_layers`.
+
+    Raises:
+        InputError: with ``strict``, a layer did not run or does not lie on the
+            path from the input to the output.
+    """
+    calls: List[list] = [[] for _ in layers]
+    patches = _CallPatches()
+    linear = keras.activations.linear
+
+    def name_of(i: int) -> str:
+        return layers[i].name
+
+    def capturer(i, layer):
+        def wrapper(original):
+            def call(*args, **kwargs):
+                act = getattr(layer, "activation", None)
+                fused = pre_activation and callable(act) and act is not linear
+                if not fused:
+                    out = original(*args, **kwargs)
+                    calls[i].append(out)
+                    return out
+                layer.activation = linear
+                try:
+                    z = original(*args, **kwargs)
+                finally:
+                    layer.activation = act
+                calls[i].append(z)
+                return act(z)
+            return call
+        return wrapper
+
+    try:
+        for i, layer in enumerate(layers):
+            patches.wrap(layer, capturer(i, layer))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            scores = tf.gather(f(x), tf.cast(labels, tf.int64), axis=1, batch_dims=1)
+            total = tf.reduce_sum(scores)
+    finally:
+        patches.restore()
+    check_ran(calls, name_of, strict)
+    for i, c in enumerate(calls):
+        if not all(tf.is_tensor(t) for t in c):
+            raise InputError(f"layer={layers[i].name!r} returns an output that is not one tensor.")
+    flat = [t for c in calls for t in c]
+    grads = tape.gradient(total, flat + ([x] if wrt_input else []))
+    gx = grads.pop() if wrt_input else None
+    if wrt_input and gx is None:
+        gx = tf.zeros_like(x)
+    out_grads = per_layer_grads(calls, grads, name_of, strict, tf.zeros_like)
+    return tf.stop_gradient(scores), calls, out_grads, gx
+
+
+def bias_terms(model: Any) -> List[Tuple[Any, Any, int]]:
+    """``(layer, bias (C,), channel axis of its output)`` for every layer that adds a bias.
+
+    Layers with ``use_bias`` and a ``bias`` weight (Dense, Conv*, DepthwiseConv2D,
+    SeparableConv2D, ...) and batch normalisation with its effective bias
+    ``beta - moving_mean * gamma / sqrt(moving_variance + epsilon)``.
+    """
+    out = []
+    for layer in all_layers(model):
+        if isinstance(layer, _L.BatchNormalization):
+            mean = tf.convert_to_tensor(layer.moving_mean)
+            var = tf.convert_to_tensor(layer.moving_variance)
+            gamma = tf.convert_to_tensor(layer.gamma) if layer.scale else tf.ones_like(mean)
+            beta = tf.convert_to_tensor(layer.beta) if layer.center else tf.zeros_like(mean)
+            axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)[0]
+            out.append((layer, beta - mean * gamma / tf.sqrt(var + layer.epsilon), axis))
+        elif getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+            axis = 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
+            out.append((layer, tf.convert_to_tensor(layer.bias), axis))
+    return out
+
+
+def resize(t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
+    """Bilinear resize of ``(N, h, w, C)`` to ``(N, *size, C)``."""
+    if align_corners:
+        out = tf.raw_ops.ResizeBilinear(images=t, size=list(size), align_corners=True)
+    else:
+        out = tf.image.resize(t, size, method="bilinear")
+    return tf.cast(out, t.dtype)
