@@ -41,7 +41,7 @@ class DeepFool:
     Args:
         steps: linearisation steps per example, >= 1 (default 3).
         candidates: competing classes linearised per step (the largest logits at
-            ``x`` other than the label's), >= 1 (default 3; capped at the number
+            ``x`` other than the label's), >= 1 (default 9; capped at the number
             of classes - 1). Each costs one forward+backward row per step.
         overshoot: relative increase of the linearised target, >= 0 (default
             0.01); the refinement of the pipeline removes it.
@@ -54,7 +54,7 @@ class DeepFool:
     """
 
     steps: int = 3
-    candidates: int = 3
+    candidates: int = 9
     overshoot: float = 0.01
     rtol: float = 1e-3
     norm: str = "l2"

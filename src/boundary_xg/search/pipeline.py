@@ -64,11 +64,6 @@ class BoundaryResult:
         return iter((self.points, self.distances, self.found))
 
 
-def default_attacks() -> List[Any]:
-    """The default pipeline's attacks (see :mod:`boundary_xg.search.presets`)."""
-    return PRESETS["default"][0]()
-
-
 def check_attacks(attacks: Any, refine: Optional[int] = None) -> Tuple[List[Any], int]:
     """``(attacks, refine_steps)`` from ``attacks`` and ``refine``; raise :class:`InputError` otherwise.
 
@@ -223,6 +218,7 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
             proto, xw, lo_w, hi_w = widened(B, xs, lo, hi)
             ctx = SearchContext(B, f, lo_w, hi_w, proto, num_classes, rng, cost, bs, tick)
             sub, sub_d = xw, B.zeros_like(B.sum(xw, axis=tuple(range(1, nd)))) + FAR
+            raw = None  # the unrefined point behind each kept one
             for attack in attacks:
                 if callable(getattr(attack, "run", None)):
                     cand, ok = attack.run(ctx, B.cast(xw, proto), ys, sub, sub_d)
@@ -231,15 +227,25 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
                 else:
                     cand, cand_d = run_attack(ctx, attack, xw, ys, sub, sub_d)
                     ok = cand_d < FAR
-                cand = refine_points(ctx, xw, cand, ys, refine)
-                d = B.where(ok, l2_distance(B, cand, xw), B.zeros_like(sub_d) + FAR)
+                refined = refine_points(ctx, xw, cand, ys, refine)
+                d = B.where(ok, l2_distance(B, refined, xw), B.zeros_like(sub_d) + FAR)
                 closer = d < sub_d
-                sub = where_rows(B, closer, cand, sub)
+                sub = where_rows(B, closer, refined, sub)
+                raw = cand if raw is None else where_rows(B, closer, cand, raw)
                 sub_d = B.where(closer, d, sub_d)
             # verify once: every kept point must be misclassified (numerical ties)
             sub = B.cast(sub, proto)
             ok_final = B.logical_and(misclassified(B, predict(B, f, sub, bs), ys), sub_d < FAR)
             cost.forwards += int(todo.size)
+            if refine and not bool(np.all(B.to_numpy(B.logical_or(ok_final, sub_d >= FAR)))):
+                # a refined point within rounding of the boundary can flip in another batch
+                # (16-bit models): fall back to the attack's own point there
+                raw = B.cast(raw, proto)
+                ok_raw = B.logical_and(misclassified(B, predict(B, f, raw, bs), ys), sub_d < FAR)
+                cost.forwards += int(todo.size)
+                use_raw = B.logical_and(ok_raw, B.logical_not(ok_final))
+                sub = where_rows(B, use_raw, raw, sub)
+                ok_final = B.logical_or(ok_final, use_raw)
             sub_d = B.where(ok_final, B.cast(l2_distance(B, B.cast(sub, xw), xw), sub_d),
                             B.zeros_like(sub_d) + float("inf"))
             sub = where_rows(B, ok_final, sub, xs)
@@ -286,8 +292,9 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         labels: classes to move away from: indices ``(N,)``, one-hot ``(N, C)``,
             or None for the model's predictions.
         attacks: a preset name, ``"default"`` (None: box-aware multi-class
-            ``DeepFool()`` then box-aware ``FMN(steps=80)``, about 90
-            forward+backward passes per input) or ``"reference"`` (the
+            ``DeepFool(steps=3, candidates=9)`` then box-aware ``FMN(steps=70,
+            init="best", alpha=(0.3, 0.01))``, at most 97 forward+backward
+            passes per input) or ``"reference"`` (the
             reference's ``[PGD(), CW()]``: L2 PGD over 7 radii x 40 steps, then
             Carlini-Wagner 9 x 100, without refinement); or a list of attacks
             run in order (:class:`DeepFool`, :class:`FMN`, :class:`PGD`,

@@ -1,9 +1,10 @@
 """Named attack pipelines of :func:`~boundary_xg.search.find_boundary`.
 
-* ``"default"``: box-aware multi-class DeepFool (3 steps over the 3 nearest
-  competing classes), then box-aware FMN (80 steps), each candidate refined by a
-  12-step bisection along ``x -> point``: about 90 forward+backward passes per
-  input (see docs/boundary.md for the distances against the best public attacks).
+* ``"default"``: box-aware multi-class DeepFool (up to 3 steps over the 9
+  competing classes with the largest logits), then box-aware FMN (70 steps)
+  started from DeepFool's point, each candidate refined by a 12-step bisection
+  along ``x -> point``: at most 97 forward+backward passes per input (see
+  docs/boundary.md for the distances against the best public attacks).
 * ``"reference"``: the reference implementation's pipeline (L2 PGD over the
   radii ``[36/255, 64/255, 0.3, 0.5, 0.7, 0.9, 1.1]`` x 40 steps, then
   Carlini-Wagner 9 x 100), without refinement, to reproduce the paper's setting.
@@ -21,8 +22,8 @@ from .refine import DEFAULT_REFINE_STEPS
 
 
 def default_attacks() -> List[Any]:
-    """The default pipeline's attacks: ``[DeepFool(steps=3, candidates=3), FMN(steps=80)]``."""
-    return [DeepFool(), FMN(steps=80)]
+    """The default pipeline's attacks: ``[DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]``."""
+    return [DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]
 
 
 def reference_attacks() -> List[Any]:

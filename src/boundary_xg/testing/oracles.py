@@ -30,7 +30,8 @@ def linear_box_distance(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, lab
     and ``lo <= x + d <= hi``, whose minimiser is ``clip(lambda a, lo - x, hi - x)``
     (KKT) with the smallest feasible ``lambda``, found in float64 by a bisection
     of 200 steps on ``lambda``; ``inf`` where the box allows no class. The
-    distance is the minimum over ``j``. ``x`` ``(N, D)``, labels ``(N,)``.
+    distance is the minimum over ``j``. ``x`` ``(N, D)``, labels ``(N,)``; ``lo``, ``hi``
+    scalars or ``(D,)``.
     """
     W = np.asarray(weight, np.float64)
     b = np.asarray(bias, np.float64)
