@@ -21,7 +21,7 @@ from .errors import (
 )
 from .methods.quadrature import quadrature
 from .methods.registry import METHODS, valid_names
-from .search import CW, PGD, BoundaryResult, find_boundary
+from .search import CW, FMN, PGD, BoundaryResult, DeepFool, find_boundary
 from .compat import PARAMETERS, PIPELINE, BA_pytorch, BA_tensorflow, get_boundary_points
 
 __version__ = "0.1.0"
@@ -36,6 +36,8 @@ __all__ = [
     "BoundaryResult",
     "PGD",
     "CW",
+    "DeepFool",
+    "FMN",
     "PARAMETERS",
     "PIPELINE",
     "BA_pytorch",

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional
 
 from .api import BA
 from .errors import InputError
+from .search.base import is_attack
 from .search.cw import CW
 from .search.pgd import PGD
 from .search.pipeline import BoundaryResult, find_boundary
@@ -89,9 +90,9 @@ def attacks_from_pipeline(pipeline: Any) -> List[Any]:
     """
     if pipeline is None:
         pipeline = PIPELINE
-    if isinstance(pipeline, (list, tuple)) and all(isinstance(a, (PGD, CW)) for a in pipeline):
+    if isinstance(pipeline, (list, tuple)) and all(is_attack(a) for a in pipeline):
         return list(pipeline)
-    if isinstance(pipeline, (PGD, CW)):
+    if is_attack(pipeline):
         return [pipeline]
     p = dict(PIPELINE)
     p.update(dict(pipeline))
@@ -109,6 +110,11 @@ def attacks_from_pipeline(pipeline: Any) -> List[Any]:
     if not attacks:
         raise InputError(f"pipeline methods={methods!r}: expected 'PGDs', 'CW' or 'PGDs+CW'.")
     return attacks
+
+
+def _is_attack_list(pipeline: Any) -> bool:
+    return is_attack(pipeline) or (isinstance(pipeline, (list, tuple)) and bool(pipeline)
+                                   and all(is_attack(a) for a in pipeline))
 
 
 _STEPS_NAME = {"IG": "steps", "BIG": "steps", "SG": "num_samples", "BSG": "num_samples"}
@@ -134,6 +140,8 @@ def translate_options(short: str, options: Dict[str, Any], pipeline: Any = None)
                              data_max if data_max is not None else float("inf"))
         if pipeline is not None or "attacks" not in opts:
             out["attacks"] = attacks_from_pipeline(pipeline)
+            if not _is_attack_list(pipeline):
+                out.setdefault("refine", 0)  # the reference's points: no refinement
     out.update(opts)
     return out
 
@@ -199,8 +207,12 @@ def get_boundary_points(model: Any, x: Any, y_onehot: Any = None, batch_size: Op
     labels = kwargs.pop("labels", y_onehot)
     attacks = kwargs.pop("attacks", None)
     bounds = kwargs.pop("bounds", clamp)
+    refine = kwargs.pop("refine", None)
     if kwargs:
         raise InputError(f"get_boundary_points takes no option(s) {sorted(kwargs)}.")
-    attacks = attacks if attacks is not None else attacks_from_pipeline(pipeline)
+    if attacks is None:
+        attacks = attacks_from_pipeline(pipeline)
+        if refine is None and not _is_attack_list(pipeline):
+            refine = 0  # the reference's points: no refinement
     return find_boundary(model, x, labels, attacks=attacks, bounds=bounds, seed=seed,
-                         batch_size=batch_size, progress=progress, backend=backend)
+                         batch_size=batch_size, progress=progress, backend=backend, refine=refine)

@@ -37,7 +37,7 @@ VARIANTS: Dict[str, tuple] = {
 #: options of the search, taken by every boundary variant
 SEARCH_OPTIONS: Dict[str, Any] = {
     "boundary_points": None, "attacks": None, "bounds": None, "seed": 0, "progress": None,
-    "return_dis": False,
+    "return_dis": False, "refine": None,
 }
 
 
@@ -59,7 +59,7 @@ def _points(B: Backend, points: Any, x: Any) -> Any:
 def boundary_attribution(
     B: Backend, f: Callable, x: Any, labels: Any, *, which: str,
     boundary_points: Any = None, attacks: Any = None, bounds: Any = None, seed: Optional[int] = 0,
-    progress: Optional[bool] = None, return_dis: bool = False, return_gap: bool = False,
+    progress: Optional[bool] = None, refine: Optional[int] = None, return_dis: bool = False, return_gap: bool = False,
     batch_size: Optional[int] = None, **base_options: Any,
 ) -> Any:
     """A boundary variant (``which`` in :data:`VARIANTS`) over backend tensors.
@@ -67,7 +67,7 @@ def boundary_attribution(
     Args:
         x: inputs ``(N, ...)``; labels: ``(N,)``, the class explained (and moved away from).
         boundary_points: precomputed points shaped like ``x`` (skips the search).
-        attacks, bounds, seed, progress: the search's settings (see ``find_boundary``).
+        attacks, bounds, seed, progress, refine: the search's settings (see ``find_boundary``).
         return_dis: also return the L2 distance ``||x - x~||`` per example ``(N,)``.
         return_gap: (BIG, BDT) also return ``sum(attr) - (F_y(x) - F_y(x~))``.
         batch_size: model inputs per pass (attributions) and examples per search batch.
@@ -81,9 +81,10 @@ def boundary_attribution(
     if boundary_points is None:
         lo, hi = prepare_bounds(B, bounds, x)
         num_classes = B.shape(B.forward(f, x[:1]))[1]
-        res = boundary_search(B, f, x, labels, attacks=check_attacks(attacks), lo=lo, hi=hi,
+        attack_list, refine = check_attacks(attacks, refine)
+        res = boundary_search(B, f, x, labels, attacks=attack_list, lo=lo, hi=hi,
                               num_classes=num_classes, seed=seed, batch_size=batch_size,
-                              progress=progress)
+                              progress=progress, refine=refine)
         points, dist = res.points, res.distances
     else:
         points = _points(B, boundary_points, x)

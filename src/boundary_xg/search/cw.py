@@ -43,6 +43,7 @@ from ..errors import InputError
 from ..ops import expand_rows, row_chunks
 from ._ops import Cost, l2_distance, margin, misclassified, model_logits, put_rows, where_rows, widened
 from ._pool import Pool
+from .base import FAR
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _NO_UPPER = 1e10  # "upper bound of c not found yet"
@@ -109,6 +110,19 @@ class CW:
             c = getattr(self, name)
             if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c < 0:
                 raise InputError(f"{name}={c!r}: expected a finite number >= 0.")
+
+
+    def jobs(self) -> int:
+        """Units of work per example (one per binary-search step, for the progress bar)."""
+        return self.binary_search_steps
+
+    def run(self, ctx: Any, x: Any, labels: Any, best: Any, best_d: Any) -> Tuple[Any, Any]:
+        """The attack protocol's entry for an attack with its own job pool: ``(points, found)``.
+
+        ``x`` is in the model's dtype; ``(best, best_d < FAR)`` is the warm start.
+        """
+        return cw_search(ctx.B, ctx.f, self, x, labels, ctx.lo, ctx.hi, ctx.num_classes, ctx.cost, ctx.tick,
+                         (best, best_d < FAR), ctx.batch_size)
 
 
 def _to_input(B: Backend, bounded: bool, u: Any, a: Any, b: Any) -> Any:

@@ -111,6 +111,19 @@ class PGD:
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
                 raise InputError(f"{name}={v!r}: expected a finite number > 0.")
 
+    def jobs(self) -> int:
+        """Units of work per example (one per radius, for the progress bar)."""
+        return len(self.eps)
+
+    def run(self, ctx: Any, x: Any, labels: Any, best: Any, best_d: Any) -> Tuple[Any, Any]:
+        """The attack protocol's entry for an attack with its own job pool: ``(points, found)``.
+
+        ``x`` is in the model's dtype (``ctx.proto``'s); ``best``/``best_d`` are unused
+        (PGD starts from ``x``).
+        """
+        return pgd_search(ctx.B, ctx.f, self, x, labels, ctx.lo, ctx.hi, ctx.rng, ctx.cost,
+                          True, ctx.tick, ctx.batch_size)
+
     def absolute_step(self, eps: float) -> float:
         """The absolute step used at radius ``eps``."""
         if self.step_size is not None:

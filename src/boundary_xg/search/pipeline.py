@@ -12,6 +12,7 @@ the model already misclassifies is its own boundary point (distance 0).
 
 from __future__ import annotations
 
+import numbers
 import sys
 import warnings
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from .. import _entry
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import default_batch_size, predict
-from ._ops import Cost, l2_distance, misclassified, put_rows, where_rows
-from .cw import CW, cw_search
-from .pgd import PGD, pgd_search
+from ._ops import NORMS, Cost, l2_distance, misclassified, put_rows, where_rows, widened
+from .base import FAR, SearchContext, is_attack, run_attack
+from .presets import PRESETS
+from .refine import DEFAULT_REFINE_STEPS
+from .refine import refine as refine_points
 
 
 class BoundaryNotFoundWarning(UserWarning):
@@ -62,24 +65,48 @@ class BoundaryResult:
         return iter((self.points, self.distances, self.found))
 
 
-def default_attacks() -> List[Any]:
-    """The default pipeline: L2 PGD over the reference's radii (40 steps), then CW (100 steps)."""
-    return [PGD(), CW()]
+def check_attacks(attacks: Any, refine: Optional[int] = None) -> Tuple[List[Any], int]:
+    """``(attacks, refine_steps)`` from ``attacks`` and ``refine``; raise :class:`InputError` otherwise.
 
-
-def check_attacks(attacks: Any) -> List[Any]:
-    """``attacks`` as a list of :class:`PGD` / :class:`CW`; raise :class:`InputError` otherwise."""
+    ``attacks`` is None (the ``"default"`` preset), a preset name (``"default"``,
+    ``"reference"``), one attack or a list of attacks (objects implementing
+    :class:`~boundary_xg.search.base.Attack`). ``refine`` is the number of
+    bisection steps of the refinement (None: the preset's, and
+    :data:`~boundary_xg.search.refine.DEFAULT_REFINE_STEPS` for a list).
+    """
+    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, numbers.Integral)
+                               or refine < 0):
+        raise InputError(f"refine={refine!r}: expected an integer >= 0 (bisection steps) or None.")
+    steps = DEFAULT_REFINE_STEPS
     if attacks is None:
-        return default_attacks()
-    if isinstance(attacks, (PGD, CW)):
+        attacks = "default"
+    if isinstance(attacks, str):
+        if attacks not in PRESETS:
+            raise InputError(f"attacks={attacks!r}: expected a preset name in {sorted(PRESETS)} or a list of "
+                             "attacks.")
+        factory, steps = PRESETS[attacks]
+        attacks = factory()
+    elif is_attack(attacks):
         attacks = [attacks]
     try:
         attacks = list(attacks)
     except TypeError as err:
-        raise InputError(f"attacks={attacks!r}: expected a list of PGD(...) and CW(...).") from err
-    if not attacks or not all(isinstance(a, (PGD, CW)) for a in attacks):
-        raise InputError(f"attacks={attacks!r}: expected a non-empty list of PGD(...) and CW(...).")
-    return attacks
+        raise InputError(f"attacks={attacks!r}: expected a preset name or a list of attacks "
+                         "(objects implementing boundary_xg.search.Attack).") from err
+    if not attacks:
+        raise InputError("attacks=[]: expected at least one attack.")
+    for i, a in enumerate(attacks):
+        if not is_attack(a):
+            raise InputError(f"attacks[{i}]={a!r}: not an attack; expected an object implementing "
+                             "boundary_xg.search.Attack (start, step, done, finish and steps, or run).")
+        steps_a = getattr(a, "steps", None)
+        if steps_a is not None and (isinstance(steps_a, bool) or not isinstance(steps_a, numbers.Integral)
+                                    or steps_a < 1):
+            raise InputError(f"attacks[{i}] has steps={steps_a!r}: expected an integer >= 1.")
+        norm = getattr(a, "norm", "l2")
+        if norm not in NORMS:
+            raise InputError(f"attacks[{i}] has norm={norm!r}: expected 'l2' or 'linf'.")
+    return attacks, (steps if refine is None else int(refine))
 
 
 def prepare_bounds(B: Backend, bounds: Any, x: Any) -> Tuple[Any, Any]:
@@ -146,16 +173,24 @@ def _progress_bar(progress: Optional[bool], total: int):
     return tqdm(total=total, desc="boundary search", unit="job", leave=False)
 
 
+def _jobs(attack: Any) -> int:
+    jobs = getattr(attack, "jobs", None)
+    return int(jobs()) if callable(jobs) else 1
+
+
 def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Sequence[Any],
                     lo: Any, hi: Any, num_classes: int, seed: Optional[int] = 0,
                     batch_size: Optional[int] = None, progress: Optional[bool] = None,
-                    compact: bool = True, warn: bool = True) -> BoundaryResult:
+                    refine: int = DEFAULT_REFINE_STEPS, warn: bool = True) -> BoundaryResult:
     """The search over backend tensors (``x`` ``(N, ...)``, ``labels`` ``(N,)``); see :func:`find_boundary`.
 
     Each attack runs over all examples at once through a pool of ``batch_size``
-    rows (None: all of them) whose finished rows are refilled with waiting work,
+    rows (None: all of them) whose finished rows are refilled with waiting work
+    (:func:`~boundary_xg.search.base.run_attack`, or the attack's own ``run``),
     so model calls stay full while work remains; the loops run over steps,
-    never over examples.
+    never over examples. Each attack's points are refined (``refine``
+    bisection steps along ``x -> point``) and the closest misclassified point
+    per example is kept.
     """
     # the search is not differentiable: an input that records gradients (a torch
     # tensor with requires_grad) would make every step record a graph, and CW's
@@ -166,8 +201,7 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     bs = n if batch_size is None else int(batch_size)
     rng = B.rng(seed, like=x)
     cost = Cost()
-    stages = sum(len(a.eps) if isinstance(a, PGD) else a.binary_search_steps for a in attacks)
-    bar = _progress_bar(progress, stages * n)
+    bar = _progress_bar(progress, sum(_jobs(a) for a in attacks) * n)
     tick = (lambda k: bar.update(k)) if bar is not None else (lambda k: None)
     try:
         already = misclassified(B, predict(B, f, x, bs), labels)
@@ -181,23 +215,42 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
             it = B.asarray(todo, like=labels)
             xs = x if todo.size == n else B.gather(x, it)
             ys = labels if todo.size == n else B.gather(labels, it)
-            sub, sub_d = xs, B.gather(best_d, it) + float("inf")
+            # the attacks compute in float32 for a 16-bit model; the model sees its own dtype
+            proto, xw, lo_w, hi_w = widened(B, xs, lo, hi)
+            ctx = SearchContext(B, f, lo_w, hi_w, proto, num_classes, rng, cost, bs, tick)
+            sub, sub_d = xw, B.zeros_like(B.sum(xw, axis=tuple(range(1, nd)))) + FAR
+            raw = None  # the unrefined point behind each kept one
             for attack in attacks:
-                if isinstance(attack, PGD):
-                    cand, ok = pgd_search(B, f, attack, xs, ys, lo, hi, rng, cost, compact, tick, bs)
+                if callable(getattr(attack, "run", None)):
+                    cand, ok = attack.run(ctx, B.cast(xw, proto), ys, sub, sub_d)
+                    cand = B.cast(cand, xw)
+                    cand = where_rows(B, ok, cand, xw)
                 else:
-                    # warm start: the best point so far is the distance to beat
-                    init = (sub, sub_d < float("inf"))
-                    cand, ok = cw_search(B, f, attack, xs, ys, lo, hi, num_classes, cost, tick, init, bs)
-                d = l2_distance(B, cand, xs)
-                closer = B.logical_and(ok, d < sub_d)
-                sub = where_rows(B, closer, cand, sub)
+                    cand, cand_d = run_attack(ctx, attack, xw, ys, sub, sub_d)
+                    ok = cand_d < FAR
+                refined = refine_points(ctx, xw, cand, ys, refine)
+                d = B.where(ok, l2_distance(B, refined, xw), B.zeros_like(sub_d) + FAR)
+                closer = d < sub_d
+                sub = where_rows(B, closer, refined, sub)
+                raw = cand if raw is None else where_rows(B, closer, cand, raw)
                 sub_d = B.where(closer, d, sub_d)
             # verify once: every kept point must be misclassified (numerical ties)
-            ok_final = misclassified(B, predict(B, f, sub, bs), ys)
+            sub = B.cast(sub, proto)
+            ok_final = B.logical_and(misclassified(B, predict(B, f, sub, bs), ys), sub_d < FAR)
             cost.forwards += int(todo.size)
-            sub_d = B.where(ok_final, sub_d, B.zeros_like(sub_d) + float("inf"))
+            if refine and not bool(np.all(B.to_numpy(B.logical_or(ok_final, sub_d >= FAR)))):
+                # a refined point within rounding of the boundary can flip in another batch
+                # (16-bit models): fall back to the attack's own point there
+                raw = B.cast(raw, proto)
+                ok_raw = B.logical_and(misclassified(B, predict(B, f, raw, bs), ys), sub_d < FAR)
+                cost.forwards += int(todo.size)
+                use_raw = B.logical_and(ok_raw, B.logical_not(ok_final))
+                sub = where_rows(B, use_raw, raw, sub)
+                ok_final = B.logical_or(ok_final, use_raw)
+            sub_d = B.where(ok_final, B.cast(l2_distance(B, B.cast(sub, xw), xw), sub_d),
+                            B.zeros_like(sub_d) + float("inf"))
             sub = where_rows(B, ok_final, sub, xs)
+            sub_d = B.cast(sub_d, best_d)
             if todo.size == n:
                 best, best_d = sub, sub_d
             else:
@@ -220,7 +273,7 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
         if missing:
             warnings.warn(
                 f"no boundary point found for {missing} of {n} examples (found=False, distance "
-                "inf, point left at x); try larger eps, more steps, or wider bounds.",
+                "inf, point left at x); try more steps, other attacks, or wider bounds.",
                 BoundaryNotFoundWarning, stacklevel=3,
             )
     return BoundaryResult(points_t, dist_t, found, cost.passes / n, cost.forwards / n)
@@ -228,7 +281,8 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
 
 def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, bounds: Any = None,
                   seed: Optional[int] = 0, batch_size: Optional[int] = None,
-                  progress: Optional[bool] = None, backend: Optional[str] = None) -> BoundaryResult:
+                  progress: Optional[bool] = None, backend: Optional[str] = None,
+                  refine: Optional[int] = None) -> BoundaryResult:
     """The closest misclassified point to each example that the attacks find.
 
     Args:
@@ -238,9 +292,15 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
             differentiable, and ``x`` is never written to).
         labels: classes to move away from: indices ``(N,)``, one-hot ``(N, C)``,
             or None for the model's predictions.
-        attacks: list of :class:`PGD` / :class:`CW` run in order (default
-            ``[PGD(eps=[36/255, 64/255, 0.3, 0.5, 0.7, 0.9, 1.1], steps=40,
-            norm="l2"), CW(steps=100)]``).
+        attacks: a preset name, ``"default"`` (None: box-aware multi-class
+            ``DeepFool(steps=3, candidates=9)`` then box-aware ``FMN(steps=70,
+            init="best", alpha=(0.3, 0.01))``, at most 97 forward+backward
+            passes per input) or ``"reference"`` (the
+            reference's ``[PGD(), CW()]``: L2 PGD over 7 radii x 40 steps, then
+            Carlini-Wagner 9 x 100, without refinement); or a list of attacks
+            run in order (:class:`DeepFool`, :class:`FMN`, :class:`PGD`,
+            :class:`CW`, or any object implementing
+            :class:`~boundary_xg.search.base.Attack`).
         bounds: ``(low, high)`` of the input space, scalars or per-channel arrays
             broadcastable to one example; None (default) for no bounds.
         seed: seed of the random starts (default 0; None: fresh randomness).
@@ -251,6 +311,9 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         progress: tqdm bar over batches and stages; None (default) shows it when
             stderr is a terminal, False never.
         backend: "torch" or "tensorflow" to override the detection.
+        refine: bisection steps (forward passes only) that pull every attack's
+            points back along ``x -> point`` to just past the boundary (None:
+            the preset's: 12, and 0 for ``"reference"``; 12 for a list).
 
     Returns:
         :class:`BoundaryResult` with ``points`` (caller's type, shaped like
@@ -258,15 +321,16 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         and the passes run per input.
 
     Raises:
-        InputError: bad ``x``, ``bounds`` not containing ``x``, or bad attacks
-            (PGD/CW check their own settings when constructed).
+        InputError: bad ``x``, ``bounds`` not containing ``x``, an unknown
+            preset or an object that is not an attack, a negative ``refine``
+            (the attacks check their own settings when constructed).
         LabelError: labels that do not fit the model.
 
     Example:
         >>> res = find_boundary(model, x, labels, attacks=[PGD(eps=[0.25, 0.5], steps=20)], bounds=(0, 1))
         >>> res.points, res.distances, res.found
     """
-    attacks = check_attacks(attacks)
+    attacks, refine = check_attacks(attacks, refine)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size={batch_size!r}: expected an integer >= 1 or None.")
     B = _entry.resolve_backend(model, x, backend)
@@ -279,6 +343,6 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
             num_classes = _entry.probe(B, model, f, xt)
             y = _entry.prepare_labels(B, f, labels, xt, num_classes, batch_size)
             res = boundary_search(B, f, xt, y, attacks=attacks, lo=lo, hi=hi, num_classes=num_classes,
-                                  seed=seed, batch_size=batch_size, progress=progress)
+                                  seed=seed, batch_size=batch_size, progress=progress, refine=refine)
         conv = lambda t: _entry.to_caller(B, t, kind, np_dtype)  # noqa: E731
         return BoundaryResult(conv(res.points), conv(res.distances), conv(res.found), res.passes, res.forwards)

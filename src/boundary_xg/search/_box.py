@@ -1,0 +1,112 @@
+"""Geometry of the box-constrained minimum-norm attacks, written once over the backend primitives.
+
+* :func:`halfspace_projection`: the smallest L2 perturbation that satisfies one
+  linear constraint inside a box (the linearised boundary of one class);
+* :func:`free_gradient`: the gradient with the coordinates the box blocks set to
+  zero (a coordinate on a bound whose descent step would leave the box);
+* :func:`cosine_table`: the annealing of a step size or rate over a row's steps;
+* :func:`top_other_classes`: the ``k`` classes with the largest logits other
+  than the label.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+
+from ..backends import Backend
+from ..ops import expand_rows
+from ._ops import flat_axes
+
+#: log-space bisection steps of the projection (relative precision of lambda: ln(1e8) / 2**30 < 2e-8)
+_BISECT = 30
+#: the largest multiple of the unconstrained lambda searched (a box that blocks all but a
+#: 1e-8 share of the gradient's energy)
+_LAMBDA_RANGE = 1e8
+
+
+def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[Any, Any]:
+    """The smallest ``d`` (L2) with ``a . d >= b`` and ``lo <= d <= hi``, per row.
+
+    Args:
+        a: ``(R, ...)`` the constraint's normal (a gradient); b: ``(R,)`` its level.
+        lo, hi: ``(R, ...)`` or broadcastable bounds of ``d``, ``lo <= 0 <= hi``
+            (``-inf``/``inf`` allowed).
+
+    Returns:
+        ``(d, feasible)``: ``d`` shaped like ``a``; ``feasible`` ``(R,)`` bool, the
+        box allows ``a . d >= b`` (where it does not, ``d`` is the box corner
+        that gets ``a . d`` largest).
+
+    The minimiser is ``d(lambda) = clip(lambda a, lo, hi)`` (the KKT conditions),
+    ``lambda`` the smallest with ``a . d(lambda) >= b``: ``a . d(lambda)`` grows
+    with ``lambda``, so a bisection on ``log lambda`` between the unconstrained
+    value ``b / ||a||^2`` and the value where every coordinate is clipped finds
+    it (element-wise work and per-row sums only, no model pass). ``b <= 0`` gives
+    ``d = 0``.
+    """
+    nd = len(a.shape)
+    axes = flat_axes(B, a)
+    zero = B.zeros_like(a)
+    lo = lo + zero
+    hi = hi + zero
+    a2 = B.sum(a * a, axis=axes)
+    tiny = B.zeros_like(a2) + 1e-30
+    need = B.maximum(b, B.zeros_like(b))
+    lam0 = need / B.maximum(a2, tiny)
+    # the largest a . d over the box, and the lambda where every coordinate is clipped
+    pos, neg = a > 0, a < 0
+    top = B.where(pos, hi, B.where(neg, lo, zero))
+    h_sat = B.sum(B.where(B.logical_or(pos, neg), a * top, zero), axis=axes)
+    feasible = h_sat >= need
+    ratio = B.where(B.logical_or(pos, neg), top / B.where(B.logical_or(pos, neg), a, zero + 1.0), zero)
+    lam_sat = B.max(ratio, axis=axes)  # inf where some coordinate is unbounded in its direction
+    lam_hi = B.minimum(B.maximum(lam_sat, lam0), lam0 * _LAMBDA_RANGE)
+    lam_lo = B.maximum(lam0, tiny)
+    # lam0 itself may already be enough (nothing clips): then the bracket is empty
+    ok0 = B.sum(a * B.minimum(B.maximum(a * expand_rows(B, lam0, nd), lo), hi), axis=axes) >= need
+    lam_hi = B.where(ok0, lam_lo, B.maximum(lam_hi, lam_lo))
+    for _ in range(_BISECT):
+        mid = B.sqrt(lam_lo) * B.sqrt(lam_hi)  # the geometric midpoint: bisection of log lambda
+        d = B.minimum(B.maximum(a * expand_rows(B, mid, nd), lo), hi)
+        enough = B.sum(a * d, axis=axes) >= need
+        lam_hi = B.where(enough, mid, lam_hi)
+        lam_lo = B.where(enough, lam_lo, mid)
+    lam = B.where(feasible, lam_hi, lam_sat)
+    d = B.minimum(B.maximum(a * expand_rows(B, B.minimum(lam, lam0 * _LAMBDA_RANGE), nd), lo), hi)
+    d = B.where(expand_rows(B, need > 0, nd), d, zero)
+    d = B.where(expand_rows(B, feasible, nd), d, B.where(expand_rows(B, need > 0, nd), top, zero))
+    return d, feasible
+
+
+def free_gradient(B: Backend, g: Any, z: Any, lo: Any, hi: Any) -> Any:
+    """``g`` with the coordinates blocked by the box set to 0.
+
+    A descent step moves along ``-g``: a coordinate on its lower bound with
+    ``g > 0``, or on its upper bound with ``g < 0``, cannot move that way.
+    """
+    zero = B.zeros_like(g)
+    blocked = B.logical_or(B.logical_and(z <= lo, g > 0), B.logical_and(z >= hi, g < 0))
+    return B.where(blocked, zero, g)
+
+
+def cosine_table(B: Backend, total: int, start: float, end: float, like: Any) -> Any:
+    """``end + (start - end) (1 + cos(pi t / total)) / 2`` for ``t = 0..total``, a ``(total + 1,)`` tensor.
+
+    Rows gather their value by their own step count (rows enter the pool at
+    different times).
+    """
+    t = np.arange(total + 1, dtype=np.float64) / max(1, total)
+    return B.cast(B.asarray(end + (start - end) * (1.0 + np.cos(np.pi * t)) / 2.0, like=like), like)
+
+
+def top_other_classes(B: Backend, logits: Any, onehot: Any, k: int) -> list:
+    """The ``k`` classes with the largest logits other than the label's, as ``k`` tensors ``(R,)``."""
+    masked = logits - onehot * 1e9
+    out = []
+    for _ in range(k):
+        j = B.argmax(masked, axis=1)
+        out.append(j)
+        masked = masked - B.one_hot(j, int(logits.shape[1]), like=logits) * 1e9
+    return out

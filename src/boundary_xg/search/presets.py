@@ -1,0 +1,38 @@
+"""Named attack pipelines of :func:`~boundary_xg.search.find_boundary`.
+
+* ``"default"``: box-aware multi-class DeepFool (up to 3 steps over the 9
+  competing classes with the largest logits), then box-aware FMN (70 steps)
+  started from DeepFool's point, each candidate refined by a 12-step bisection
+  along ``x -> point``: at most 97 forward+backward passes per input (see
+  docs/boundary.md for the distances against the best public attacks).
+* ``"reference"``: the reference implementation's pipeline (L2 PGD over the
+  radii ``[36/255, 64/255, 0.3, 0.5, 0.7, 0.9, 1.1]`` x 40 steps, then
+  Carlini-Wagner 9 x 100), without refinement, to reproduce the paper's setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Tuple
+
+from .cw import CW
+from .deepfool import DeepFool
+from .fmn import FMN
+from .pgd import PGD
+from .refine import DEFAULT_REFINE_STEPS
+
+
+def default_attacks() -> List[Any]:
+    """The default pipeline's attacks: ``[DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]``."""
+    return [DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]
+
+
+def reference_attacks() -> List[Any]:
+    """The reference's pipeline: ``[PGD(), CW()]`` (spec 2.3)."""
+    return [PGD(), CW()]
+
+
+#: name -> (attacks factory, refinement steps)
+PRESETS: Dict[str, Tuple[Callable[[], List[Any]], int]] = {
+    "default": (default_attacks, DEFAULT_REFINE_STEPS),
+    "reference": (reference_attacks, 0),
+}
