@@ -167,7 +167,8 @@ def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any
     """Rescale multiplier ``(out_x - out_b) / d_in`` with the fallbacks of
     ``_torch_rescale._multiplier``: a piecewise-linear function (``pwl``) uses the
     local gradient at ``ux`` only where ``d_in == 0``; a smooth one uses the
-    derivative at the midpoint where ``|d_in| <= tol * max(|u| + |u'|, 1)``
+    derivative at the midpoint where ``|d_in| <= tol * max(|u| + |u'|, 1)`` and
+    ``u``, ``u'`` lie on one side of 0
     (``tf.where`` picks the fallback, and the unused NaN is never differentiated,
     the multiplier being a constant)."""
     ub = ux - d_in
@@ -176,7 +177,9 @@ def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any
         at = ux
     else:
         scale = tf.maximum(tf.abs(ux) + tf.abs(ub), tf.ones([], ux.dtype))
-        small = tf.abs(d_in) <= tf.cast(_smooth_tolerance(ux.dtype), ux.dtype) * scale
+        near = tf.abs(d_in) <= tf.cast(_smooth_tolerance(ux.dtype), ux.dtype) * scale
+        # never across 0, where PReLU/SELU-like functions have their kink
+        small = tf.logical_or(tf.equal(d_in, 0), tf.logical_and(near, tf.equal(tf.sign(ux), tf.sign(ub))))
         at = (ux + ub) * tf.cast(0.5, ux.dtype)
     with _Inside():
         if derivative is not None:
