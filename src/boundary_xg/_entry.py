@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from .backends import Backend, backend_for
-from .backends import _ALIASES
+from .backends import _ALIASES, _BACKENDS, _installed
 from .backends import _framework_of_class as _framework_of
 from .errors import InputError, LabelError
 from .ops import predict
@@ -68,7 +68,8 @@ def resolve_backend(model: Any, x: Any, backend: Optional[str]) -> Backend:
         wanted = _ALIASES.get(str(backend).lower())
         kind = _framework_of(type(model))
         own = {"torch": "torch", "keras": "tensorflow", "tensorflow": "tensorflow"}.get(kind or "")
-        if own is not None and wanted is not None and own != wanted:
+        # a framework that is not installed is reported as such by backend_for
+        if own is not None and wanted is not None and own != wanted and _installed(_BACKENDS[wanted][1]):
             raise InputError(
                 f"backend={backend!r} does not fit the model, a {type(model).__module__}."
                 f"{type(model).__qualname__} (a {own} model); drop backend= to detect it, or "
