@@ -352,3 +352,22 @@ def test_keras_deeplift_in_one_thread_leaves_other_threads_models_alone():
     # nothing is left patched
     assert not hasattr(keras.activations.relu, "__wrapped__")
     assert not hasattr(keras.ops.relu, "__wrapped__")
+
+
+@needs_tf
+def test_keras_model_bug_propagates_with_its_type():
+    import keras
+
+    class Boom(Exception):
+        pass
+
+    class Buggy(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            raise Boom("a bug inside the model")
+
+    with pytest.raises(Boom):
+        bxg.attribute(Buggy(), np.zeros((2, 4), np.float32), [0, 1], method="SM")

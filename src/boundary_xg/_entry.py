@@ -260,8 +260,10 @@ def probe(B: Backend, model: Any, f: Any, x: Any) -> int:
     return cache[key]
 
 
-def _looks_like_shape_error(err: Exception) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
+def _looks_like_shape_error(err: Exception, first_line: str) -> bool:
+    # the first line only: Keras appends the call's arguments ("shape=(1, 6)") to
+    # every error raised inside a layer, shape-related or not
+    text = f"{type(err).__name__} {first_line}".lower()
     return any(w in text for w in (
         "shape", "size", "dimension", "channels", "rank", "mat1 and mat2", "incompatible",
         "expected input", "expected 4d", "expected 3d", "expected 2d",
@@ -338,7 +340,7 @@ def _explain_first_forward(B: Backend, model: Any, x: Any, err: Exception) -> No
             f"Cast x to {want} (NumPy input is converted to the model's dtype)."
         ) from err
     hint = layout_hint(B, shape)
-    if hint or _looks_like_shape_error(err):
+    if hint or _looks_like_shape_error(err, first):
         raise InputError(
             f"x of shape {shape} does not fit the model ({type(err).__name__}: {first}). "
             f"x must be batch-first in the model's layout ({B.image_layout} for images).{hint}"
