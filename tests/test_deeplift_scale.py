@@ -185,3 +185,24 @@ def test_bsg_is_reproducible_with_a_seed():
     assert torch.equal(a1, a2)
     a3 = ba.attribute(model, x, seed=4)
     assert not torch.equal(a1, a3)
+
+
+@needs_torch
+@pytest.mark.parametrize("act", ["PReLU", "SELU", "CELU", "ELU"])
+def test_kinks_at_zero_keep_summation_at_tiny_scale(act):
+    """Activations ~1e-9 straddle 0, the kink of PReLU/SELU/CELU(alpha != 1): the
+    near-equal fallback must not replace the ratio there by a one-sided slope."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    make = {"PReLU": lambda: nn.PReLU(init=0.2), "SELU": nn.SELU, "CELU": lambda: nn.CELU(0.5),
+            "ELU": lambda: nn.ELU(0.3)}[act]
+    model = nn.Sequential(nn.Linear(8, 16, bias=False), make(), nn.Linear(16, 16, bias=False), make(),
+                          nn.Linear(16, 3, bias=False)).double().eval()
+    c = 1e-9
+    x, b = c * torch.randn(5, 8, dtype=torch.float64), c * torch.randn(5, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    _, gap = bxg.attribute(model, x, y, method="DeepLIFT", baseline=b, return_gap=True)
+    rel = (gap / _logit_delta(model, x, b, y)).abs().max().item()
+    assert rel <= 1e-6, rel

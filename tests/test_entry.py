@@ -300,3 +300,74 @@ def test_public_predict_goes_through_the_front_door():
     np.testing.assert_allclose(bxg.predict(model, x), want, rtol=1e-6)
     with pytest.raises(InputError, match="x is on device meta"):
         bxg.predict(model, torch.empty(2, 4, device="meta"))
+
+
+@needs_tf
+def test_keras_deeplift_in_one_thread_leaves_other_threads_models_alone():
+    """DeepLIFT patches Keras functions process-wide while it traces: other threads'
+    models (DeepLIFT or not) must still compute their own results. Fresh model
+    objects in every call, so that every call traces (and patches) anew."""
+    import keras
+
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        return _keras_mlp().get_weights()
+
+    def _keras_mlp(w=None):
+        m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(16), keras.layers.ReLU(), keras.layers.Dense(3)])
+        if w is not None:
+            m.set_weights(w)
+        return m
+
+    ws = [weights(0), weights(1)]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    b = (0.3 * rng.standard_normal((4, 6))).astype(np.float32)
+    jobs = [(0, "DeepLIFT"), (1, "DeepLIFT"), (0, "SM"), (1, "IG"), (0, "IG")]
+
+    def run(k):
+        w, meth = jobs[k]
+        opts = {} if meth == "SM" else {"baseline": b}
+        return bxg.attribute(_keras_mlp(ws[w]), x, [0, 1, 2, 0], method=meth, **opts)
+
+    serial = [run(k) for k in range(len(jobs))]
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            for rep in range(2):
+                results[(k, rep)] = run(k)
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (k, _), got in results.items():
+        np.testing.assert_allclose(got, serial[k], rtol=1e-5, atol=1e-6)
+    # nothing is left patched
+    assert not hasattr(keras.activations.relu, "__wrapped__")
+    assert not hasattr(keras.ops.relu, "__wrapped__")
+
+
+@needs_tf
+def test_keras_model_bug_propagates_with_its_type():
+    import keras
+
+    class Boom(Exception):
+        pass
+
+    class Buggy(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            raise Boom("a bug inside the model")
+
+    with pytest.raises(Boom):
+        bxg.attribute(Buggy(), np.zeros((2, 4), np.float32), [0, 1], method="SM")

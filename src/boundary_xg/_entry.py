@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from .backends import Backend, backend_for
-from .backends import _ALIASES
+from .backends import _ALIASES, _BACKENDS, _installed
 from .backends import _framework_of_class as _framework_of
 from .errors import InputError, LabelError
 from .ops import predict
@@ -68,7 +68,8 @@ def resolve_backend(model: Any, x: Any, backend: Optional[str]) -> Backend:
         wanted = _ALIASES.get(str(backend).lower())
         kind = _framework_of(type(model))
         own = {"torch": "torch", "keras": "tensorflow", "tensorflow": "tensorflow"}.get(kind or "")
-        if own is not None and wanted is not None and own != wanted:
+        # a framework that is not installed is reported as such by backend_for
+        if own is not None and wanted is not None and own != wanted and _installed(_BACKENDS[wanted][1]):
             raise InputError(
                 f"backend={backend!r} does not fit the model, a {type(model).__module__}."
                 f"{type(model).__qualname__} (a {own} model); drop backend= to detect it, or "
@@ -259,8 +260,10 @@ def probe(B: Backend, model: Any, f: Any, x: Any) -> int:
     return cache[key]
 
 
-def _looks_like_shape_error(err: Exception) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
+def _looks_like_shape_error(err: Exception, first_line: str) -> bool:
+    # the first line only: Keras appends the call's arguments ("shape=(1, 6)") to
+    # every error raised inside a layer, shape-related or not
+    text = f"{type(err).__name__} {first_line}".lower()
     return any(w in text for w in (
         "shape", "size", "dimension", "channels", "rank", "mat1 and mat2", "incompatible",
         "expected input", "expected 4d", "expected 3d", "expected 2d",
@@ -337,7 +340,7 @@ def _explain_first_forward(B: Backend, model: Any, x: Any, err: Exception) -> No
             f"Cast x to {want} (NumPy input is converted to the model's dtype)."
         ) from err
     hint = layout_hint(B, shape)
-    if hint or _looks_like_shape_error(err):
+    if hint or _looks_like_shape_error(err, first):
         raise InputError(
             f"x of shape {shape} does not fit the model ({type(err).__name__}: {first}). "
             f"x must be batch-first in the model's layout ({B.image_layout} for images).{hint}"

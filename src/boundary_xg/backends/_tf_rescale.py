@@ -16,8 +16,9 @@ model's ``call``. While DeepLIFT's forward passes are traced (or run), this modu
 and puts every original object back in ``finally`` (also after an error). A
 reentrancy guard makes sure one nonlinearity is rescaled once even when the
 patched function calls another patched one internally. The patches are global
-to the process while the forward pass runs, so do not run another Keras model
-in a second thread at the same time.
+to the process while the forward pass runs: one thread patches at a time (a
+lock), and the patched functions pass calls from other threads through
+unchanged, so other threads can run Keras models meanwhile.
 
 The baseline and the input run as **two passes** of ``n`` rows: in the baseline
 pass each patched call records its input ``u'`` and output ``g(u')``; in the
@@ -75,6 +76,8 @@ _REJECTED = ("softmax", "log_softmax", "glu", "sparsemax")
 _TF_NN = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "softplus", "sigmoid")
 
 _guard = threading.local()
+#: held while the module functions are patched (see :class:`RescalePatches`)
+_PATCH_LOCK = threading.RLock()
 
 
 def _depth() -> int:
@@ -167,7 +170,8 @@ def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any
     """Rescale multiplier ``(out_x - out_b) / d_in`` with the fallbacks of
     ``_torch_rescale._multiplier``: a piecewise-linear function (``pwl``) uses the
     local gradient at ``ux`` only where ``d_in == 0``; a smooth one uses the
-    derivative at the midpoint where ``|d_in| <= tol * max(|u| + |u'|, 1)``
+    derivative at the midpoint where ``|d_in| <= tol * max(|u| + |u'|, 1)`` and
+    ``u``, ``u'`` lie on one side of 0
     (``tf.where`` picks the fallback, and the unused NaN is never differentiated,
     the multiplier being a constant)."""
     ub = ux - d_in
@@ -176,7 +180,9 @@ def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any
         at = ux
     else:
         scale = tf.maximum(tf.abs(ux) + tf.abs(ub), tf.ones([], ux.dtype))
-        small = tf.abs(d_in) <= tf.cast(_smooth_tolerance(ux.dtype), ux.dtype) * scale
+        near = tf.abs(d_in) <= tf.cast(_smooth_tolerance(ux.dtype), ux.dtype) * scale
+        # never across 0, where PReLU/SELU-like functions have their kink
+        small = tf.logical_or(tf.equal(d_in, 0), tf.logical_and(near, tf.equal(tf.sign(ux), tf.sign(ub))))
         at = (ux + ub) * tf.cast(0.5, ux.dtype)
     with _Inside():
         if derivative is not None:
@@ -400,6 +406,8 @@ class _Calls:
 
     def __init__(self, rows: Optional[int] = None):
         self.phase, self.rows = "doubled", rows
+        # the thread that patched: other threads' calls pass through unchanged
+        self.owner = threading.get_ident()
         self.records: List[Tuple[str, Tuple[Any, ...]]] = []
         self.pos = 0
 
@@ -446,7 +454,7 @@ def _check_rows(name: str, u: Any, rows: Optional[int]) -> None:
 
 def _wrap_elementwise(orig: Callable, name: str, calls: _Calls) -> Callable:
     def rescaled(x, *args, **kwargs):
-        if _depth():
+        if _depth() or threading.get_ident() != calls.owner:
             return orig(x, *args, **kwargs)
         _check_rows(name, x, calls.rows)
         # a plain ReLU (no slope, cap or threshold) is common enough to skip the tape
@@ -471,7 +479,7 @@ def _wrap_elementwise(orig: Callable, name: str, calls: _Calls) -> Callable:
 
 def _wrap_max_pool(orig: Callable, calls: _Calls) -> Callable:
     def rescaled(x, *args, **kwargs):
-        if _depth():
+        if _depth() or threading.get_ident() != calls.owner:
             return orig(x, *args, **kwargs)
         _check_rows("max_pool", x, calls.rows)
 
@@ -490,9 +498,9 @@ def _wrap_max_pool(orig: Callable, calls: _Calls) -> Callable:
     return rescaled
 
 
-def _wrap_rejected(orig: Callable, name: str) -> Callable:
+def _wrap_rejected(orig: Callable, name: str, owner: int) -> Callable:
     def rejected(x, *args, **kwargs):
-        if _depth():
+        if _depth() or threading.get_ident() != owner:
             return orig(x, *args, **kwargs)
         raise MethodError(
             f"DeepLIFT: {name} is called inside the model; the Rescale rule is defined for "
@@ -531,16 +539,23 @@ class RescalePatches:
         setattr(obj, attr, value)
 
     def __enter__(self) -> "RescalePatches":
+        # one thread patches at a time: interleaved patches and restores of two
+        # threads could leave a wrapper in place for good
+        _PATCH_LOCK.acquire()
         try:
             self._patch_layers()
             self._patch_modules()
         except BaseException:
             self.restore()
+            _PATCH_LOCK.release()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.restore()
+        try:
+            self.restore()
+        finally:
+            _PATCH_LOCK.release()
 
     def restore(self) -> None:
         """Put every replaced attribute back (last replaced first)."""
@@ -579,7 +594,8 @@ class RescalePatches:
                     self._set(mod, name, _wrap_elementwise(getattr(mod, name), f"{mod.__name__}.{name}", self.calls))
             for name in _REJECTED:
                 if hasattr(mod, name):
-                    self._set(mod, name, _wrap_rejected(getattr(mod, name), f"{mod.__name__}.{name}"))
+                    self._set(mod, name, _wrap_rejected(getattr(mod, name), f"{mod.__name__}.{name}",
+                                                        self.calls.owner))
             if hasattr(mod, "max_pool"):
                 self._set(mod, "max_pool", _wrap_max_pool(getattr(mod, "max_pool"), self.calls))
         for name in _TF_NN:

@@ -111,9 +111,11 @@ def _multiplier(g: Callable, kind: str, slope: float, ux, out_x, ub, out_b) -> t
     largest slope, so it needs no threshold; where ``u == u'`` (0/0) any value keeps
     summation-to-delta and the gradient at ``u`` is used. Smooth functions use the
     derivative at the midpoint ``(u + u') / 2`` where
-    ``|u - u'| <= tol * max(|u| + |u'|, 1)`` (:func:`smooth_tolerance`): there the
-    ratio loses its digits to cancellation, while the midpoint rule is exact to
-    ``O((u - u')^2)``. The floor 1 is the scale at which these functions bend.
+    ``|u - u'| <= tol * max(|u| + |u'|, 1)`` (:func:`smooth_tolerance`) and ``u``,
+    ``u'`` lie on one side of 0: there the ratio loses its digits to cancellation,
+    while the midpoint rule is exact to ``O((u - u')^2)``. The floor 1 is the scale
+    at which these functions bend; across 0 (the kink of PReLU, SELU, CELU) the
+    ratio is kept, being right there at any scale.
     ``ub``/``out_b`` may have one row (a baseline shared by all rows): they broadcast.
     """
     d_in = ux - ub
@@ -130,7 +132,10 @@ def _multiplier(g: Callable, kind: str, slope: float, ux, out_x, ub, out_b) -> t
             dg = _local_derivative(g, ux)
     else:
         scale = (ux.abs() + ub.abs()).clamp_min(1.0)
-        small = d_in.abs() <= smooth_tolerance(ux.dtype) * scale
+        # never across 0, where PReLU/SELU-like functions have their kink: there the
+        # midpoint's one-sided slope would be wrong, and the ratio is right
+        same_side = torch.sign(ux) == torch.sign(ub)
+        small = (d_in == 0) | ((d_in.abs() <= smooth_tolerance(ux.dtype) * scale) & same_side)
         dg = _local_derivative(g, (ux + ub) * 0.5)
     return torch.where(small, dg, ratio)
 
@@ -260,7 +265,7 @@ def _builtin(oop: Callable, kind: str, *inplace_forms: Any, also: Tuple = ()) ->
 _builtin(torch.relu, "relu", torch.relu_, torch.Tensor.relu_, also=(torch.Tensor.relu,))
 _builtin(torch.sigmoid, "other", torch.sigmoid_, torch.Tensor.sigmoid_, also=(torch.Tensor.sigmoid,))
 _builtin(torch.tanh, "other", torch.tanh_, torch.Tensor.tanh_, also=(torch.Tensor.tanh,))
-_builtin(torch.prelu, "other")
+_builtin(torch.prelu, "pwl")
 _builtin(torch.selu, "other", torch.selu_)
 _builtin(torch.celu, "other", torch.celu_)
 _builtin(torch._C._nn.gelu, "other")
