@@ -19,8 +19,9 @@ from ..backends import Backend
 from ..ops import expand_rows
 from ._ops import flat_axes
 
-#: log-space bisection steps of the projection (relative precision of lambda: ln(1e8) / 2**30 < 2e-8)
-_BISECT = 30
+#: log-space bisection steps of the projection (relative precision of lambda: ln(1e8) / 2**24 ~ 1e-6;
+#: the feasible end of the bracket is kept, so the error only adds to the distance)
+_BISECT = 24
 #: the largest multiple of the unconstrained lambda searched (a box that blocks all but a
 #: 1e-8 share of the gradient's energy)
 _LAMBDA_RANGE = 1e8
