@@ -4,7 +4,6 @@
   linear constraint inside a box (the linearised boundary of one class);
 * :func:`free_gradient`: the gradient with the coordinates the box blocks set to
   zero (a coordinate on a bound whose descent step would leave the box);
-* :func:`cosine_table`: the annealing of a step size or rate over a row's steps;
 * :func:`top_other_classes`: the ``k`` classes with the largest logits other
   than the label.
 """
@@ -12,8 +11,6 @@
 from __future__ import annotations
 
 from typing import Any, Tuple
-
-import numpy as np
 
 from ..backends import Backend
 from ..ops import expand_rows
@@ -90,16 +87,6 @@ def free_gradient(B: Backend, g: Any, z: Any, lo: Any, hi: Any) -> Any:
     zero = B.zeros_like(g)
     blocked = B.logical_or(B.logical_and(z <= lo, g > 0), B.logical_and(z >= hi, g < 0))
     return B.where(blocked, zero, g)
-
-
-def cosine_table(B: Backend, total: int, start: float, end: float, like: Any) -> Any:
-    """``end + (start - end) (1 + cos(pi t / total)) / 2`` for ``t = 0..total``, a ``(total + 1,)`` tensor.
-
-    Rows gather their value by their own step count (rows enter the pool at
-    different times).
-    """
-    t = np.arange(total + 1, dtype=np.float64) / max(1, total)
-    return B.cast(B.asarray(end + (start - end) * (1.0 + np.cos(np.pi * t)) / 2.0, like=like), like)
 
 
 def top_other_classes(B: Backend, logits: Any, onehot: Any, k: int) -> list:

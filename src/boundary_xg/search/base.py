@@ -73,12 +73,6 @@ class SearchContext:
     batch_size: int
     tick: Callable[[int], None] = lambda k: None
 
-    @property
-    def bounded(self) -> bool:
-        """Both bounds finite everywhere (read once per attack, on the host)."""
-        B = self.B
-        return bool(np.all(np.isfinite(B.to_numpy(self.lo))) and np.all(np.isfinite(B.to_numpy(self.hi))))
-
 
 @runtime_checkable
 class Attack(Protocol):
