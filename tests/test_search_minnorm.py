@@ -242,7 +242,7 @@ def test_halfspace_projection_numpy():
         W = np.stack([np.zeros(9), a[i]])
         bias = np.array([need[i], 0.0])
         exact = linear_box_distance(W, bias, np.zeros((1, 9)), np.array([0]), lo[i], hi[i])
-        np.testing.assert_allclose(np.linalg.norm(d[i]), exact[0], rtol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(d[i]), exact[0], rtol=1e-5)  # the 1e-6 push past the level
 
 
 @needs_torch
