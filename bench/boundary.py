@@ -1,10 +1,12 @@
 """Benchmark of the boundary search on CPU (prints a table; not a test).
 
-For a small CNN at 3x32x32 (PyTorch and Keras, same weights, 512 inputs), a
+The distances against foolbox and torchattacks are in ``bench/boundary_peers.py``.
+Here: for a small CNN at 3x32x32 (PyTorch and Keras, same weights, 512 inputs), a
 wider one (64/128 channels, 256 inputs) and
-torchvision's resnet18 at 3x64x64 (96 inputs), with the default pipeline (L2 PGD
-over the reference's 7 radii x 40 steps, then CW 9 x 100) and bounds (-2.118,
-2.64), per input: forward+backward passes actually run (counted by the search),
+torchvision's resnet18 at 3x64x64 (96 inputs), with the default pipeline
+(box-aware DeepFool then FMN, refined) and the reference preset (L2 PGD over the
+reference's 7 radii x 40 steps, then CW 9 x 100) and bounds (-2.118, 2.64), per
+input: forward+backward passes actually run (counted by the search),
 wall seconds (best of two runs for the small CNN, one for resnet18), the ratio
 to the floor, success rate, mean distance of the found points and the passes as
 a fraction of the reference's 7 x 40 + 9 x 100 = 1180. The search runs at the
@@ -55,7 +57,7 @@ from boundary_xg.ops import default_batch_size, label_grad
 from boundary_xg.search._ops import Cost
 from boundary_xg.search.cw import _cw_step, _tanh_space, cw_search
 from boundary_xg.search.pgd import _pgd_step, pgd_radius
-from boundary_xg.search.pipeline import boundary_search, prepare_bounds
+from boundary_xg.search.pipeline import boundary_search, check_attacks, prepare_bounds
 from boundary_xg.testing import models as tm
 
 REFERENCE_PASSES = 7 * 40 + 9 * 100
@@ -98,15 +100,19 @@ def line(name, passes, sec, floor_sec, found, dist):
 
 
 def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2):
-    """Time the search and its floor, alternately (best of ``runs`` each), and print a row."""
+    """Time the search and its floor, alternately (best of ``runs`` each), and print a row.
+
+    ``attacks`` is a preset name or a list (see ``find_boundary``).
+    """
+    attacks, refine = check_attacks(attacks)
     boundary_search(B, f, x[:2], y[:2], attacks=attacks, lo=lo, hi=hi, num_classes=classes,
-                    progress=False, warn=False)
+                    progress=False, warn=False, refine=refine)
     n = B.shape(x)[0]
     sec = per_row = float("inf")
     for _ in range(runs):
         t = time.perf_counter()
         res = boundary_search(B, f, x, y, attacks=attacks, lo=lo, hi=hi, num_classes=classes,
-                              seed=0, batch_size=batch_size, progress=False, warn=False)
+                              seed=0, batch_size=batch_size, progress=False, warn=False, refine=refine)
         B.to_numpy(res.distances)
         sec = min(sec, (time.perf_counter() - t) / n)
         per_row = min(per_row, floor_per_row(B, f, x, y, floor_bs))
@@ -199,7 +205,6 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
 def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2):
     B = get_backend(backend)
     x = B.asarray(x_np, dtype="float32")
-    attacks = [bxg.PGD(), bxg.CW()]
     with B.session(model) as f:
         logits = B.forward(f, x)
         y = B.argmax(logits, axis=1)
@@ -215,7 +220,10 @@ def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2
             print(f"-- {label}: ms per row of plain passes by batch size: "
                   + ", ".join(f"{bs}: {1e3 * t:.3f}" for bs, t in sorted(per.items()))
                   + f"; the search runs at {batch_size} rows (default here: {default})")
-        sec = run(f"{label}, PGD+CW (default)", B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs)
+        sec = run(f"{label}, default (DeepFool+FMN)", B, f, x, y, lo, hi, classes, floor_bs, "default",
+                  batch_size, runs)
+        run(f"{label}, reference preset (PGD+CW)", B, f, x, y, lo, hi, classes, floor_bs, "reference",
+            batch_size, runs)
         if emulate:
             run(f"{label}, PGD only", B, f, x, y, lo, hi, classes, floor_bs, [bxg.PGD()], batch_size, runs=1)
             reference_emulation(f"{label}, reference emulation ({emulate} inputs)", B, f, x[:emulate],

@@ -173,7 +173,8 @@ def evaluate(label, model, x, y, bounds, exact=None, methods=None, skip=()):
         passes, fwd = cm.bw / n, (cm.fn + cm.fg - cm.fg_used) / n
         ok = (_predict(model, pts) != y).numpy()
         if bounds is not None:
-            ok &= (pts >= bounds[0] - 1e-6).flatten(1).all(1).numpy() & (pts <= bounds[1] + 1e-6).flatten(1).all(1).numpy()
+            inside = (pts >= bounds[0] - 1e-6) & (pts <= bounds[1] + 1e-6)
+            ok &= inside.flatten(1).all(1).numpy()
         d = (pts.double() - x.double()).flatten(1).norm(dim=1).numpy()
         d[~ok] = np.inf
         dists[name] = d

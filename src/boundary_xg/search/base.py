@@ -73,12 +73,6 @@ class SearchContext:
     batch_size: int
     tick: Callable[[int], None] = lambda k: None
 
-    @property
-    def bounded(self) -> bool:
-        """Both bounds finite everywhere (read once per attack, on the host)."""
-        B = self.B
-        return bool(np.all(np.isfinite(B.to_numpy(self.lo))) and np.all(np.isfinite(B.to_numpy(self.hi))))
-
 
 @runtime_checkable
 class Attack(Protocol):
@@ -164,9 +158,10 @@ def run_attack(ctx: SearchContext, attack: Any, x: Any, labels: Any, prior: Any,
     n = B.shape(x)[0]
     attack = canonical(attack)
     step = B.jit(type(attack).step, ctx.f, attack, B, ctx.f)
-    pool = Pool(B, labels, ctx.batch_size, max(1, int(getattr(attack, "check", 1))))
     rp = getattr(attack, "row_passes", None)
     row_passes = int(rp(ctx)) if callable(rp) else 1
+    # a step runs row_passes model rows per pool row: keep each model call within batch_size
+    pool = Pool(B, labels, max(1, ctx.batch_size // row_passes), max(1, int(getattr(attack, "check", 1))))
     best, best_d = x, B.zeros_like(prior_d) + FAR
     queue_head = 0
     while True:

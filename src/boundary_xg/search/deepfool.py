@@ -25,10 +25,12 @@ projection is no closer than its best by ``rtol``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Tuple
 
 from ..backends import Backend
+from ..errors import InputError
 from ._box import halfspace_projection, top_other_classes
 from ._ops import clip_to, l2_distance, misclassified, model_logits, per_sample_norm, where_rows
 from .base import FAR, SearchContext, check_int, check_real, finish_last_iterate, keep_closer
@@ -59,7 +61,10 @@ class DeepFool:
     rtol: float = 1e-3
     norm: str = "l2"
 
-    check = 1
+    @property
+    def check(self) -> int:
+        """Steps between the runner's reads of the stop flags (``ceil(steps / 10)``, as PGD's checks)."""
+        return max(1, math.ceil(self.steps / 10))
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, 1)
@@ -67,7 +72,6 @@ class DeepFool:
         check_real("overshoot", self.overshoot, strict=False)
         check_real("rtol", self.rtol, strict=False, high=1.0)
         if self.norm != "l2":
-            from ..errors import InputError
             raise InputError(f"norm={self.norm!r}: DeepFool here is L2 only; expected 'l2'.")
 
     def jobs(self) -> int:
@@ -79,7 +83,8 @@ class DeepFool:
         return max(1, min(self.candidates, num_classes - 1))
 
     def row_passes(self, ctx: SearchContext) -> int:
-        """Forward+backward model rows per row and step: one per competing class."""
+        """Forward+backward model rows per row and step: one per competing class (the runner
+        then holds ``batch_size // row_passes`` rows, so a model call stays within ``batch_size``)."""
         return self.classes(ctx.num_classes)
 
     def start(self, ctx: SearchContext, x: Any, labels: Any, prior: Any, prior_d: Any) -> Dict[str, Any]:
@@ -100,29 +105,31 @@ class DeepFool:
         """One linearisation of every row at ``z`` over its competing classes; the projection of ``x``."""
         z, x0, y = state["z"], state["x0"], state["y"]
         k = sum(1 for key in state if key.startswith("cls"))
-        pick = pick_s = mis = None
-        # one model call of R rows per competing class (a loop over the k classes, not over rows)
-        for j in range(k):
-            cls = state[f"cls{j}"]
+        inner = tuple(int(d) for d in z.shape[1:])
+        axes = tuple(range(1, len(z.shape)))
+        # the k competing classes of every row as one batch of k * R rows (class-major):
+        # one model call and one projection, a graph k times smaller than a loop
+        tile = (lambda t: B.concat([t] * k)) if k > 1 else (lambda t: t)
+        cls = B.concat([state[f"cls{j}"] for j in range(k)]) if k > 1 else state["cls0"]
+        zz, xx, yy = tile(z), tile(x0), tile(y)
 
-            def gap(u):
-                logits = model_logits(B, f, u, proto)
-                return B.take_along_axis(logits, cls) - B.take_along_axis(logits, y), logits
+        def gap(u):
+            logits = model_logits(B, f, u, proto)
+            return B.take_along_axis(logits, cls) - B.take_along_axis(logits, yy), logits
 
-            v, logits, a = B.value_aux_and_grad(gap, z)
-            if mis is None:
-                mis = misclassified(B, logits, y)
-            level = B.sum(a * (z - x0), axis=tuple(range(1, len(a.shape)))) - v
-            level = level + B.abs(level) * self.overshoot
-            d, feasible = halfspace_projection(B, a, level, lo - x0, hi - x0)
-            score = per_sample_norm(B, d, "l2")
-            score = B.where(feasible, score, score + FAR)
-            if pick is None:
-                pick, pick_s = d, score
-            else:
-                closer = score < pick_s
-                pick = where_rows(B, closer, d, pick)
-                pick_s = B.where(closer, score, pick_s)
+        v, logits, a = B.value_aux_and_grad(gap, zz)
+        mis = misclassified(B, B.reshape(logits, (k, -1, int(logits.shape[1])))[0], y)
+        level = B.sum(a * (zz - xx), axis=axes) - v
+        level = level + B.abs(level) * self.overshoot
+        d, feasible = halfspace_projection(B, a, level, lo - xx, hi - xx)
+        score = per_sample_norm(B, d, "l2")
+        score = B.reshape(B.where(feasible, score, score + FAR), (k, -1))
+        d = B.reshape(d, (k, -1) + inner)
+        pick, pick_s = d[0], score[0]
+        for j in range(1, k):  # the class whose boundary is nearest (a loop over classes, not rows)
+            closer = score[j] < pick_s
+            pick = where_rows(B, closer, d[j], pick)
+            pick_s = B.where(closer, score[j], pick_s)
         # the point just evaluated: keep it if misclassified and closer
         best, best_d = keep_closer(B, z, x0, mis, state["best"], state["best_d"])
         new = clip_to(B, x0 + pick, lo, hi)

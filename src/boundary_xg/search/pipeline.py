@@ -1,9 +1,11 @@
 """The boundary search: run the attacks, keep per example the closest misclassified point.
 
 A *boundary point* of ``x`` (label ``y``) is a nearby point the model does not
-classify as ``y``. The pipeline runs its attacks in order (by default PGD over
-increasing radii, then Carlini-Wagner), and for each example keeps the candidate
-that is misclassified and closest to ``x`` in L2 (input space). Examples that
+classify as ``y``. The pipeline runs its attacks in order (by default box-aware
+DeepFool, then box-aware FMN; the ``"reference"`` preset: PGD over the
+reference's radii, then Carlini-Wagner), refines every attack's points by a
+bisection along ``x -> point`` and for each example keeps the candidate that is
+misclassified and closest to ``x`` in L2 (input space). Examples that
 no attack could move across the boundary are reported (``found`` False, distance
 ``inf``, the point left at ``x``, and a warning with their count), never silently
 replaced by a non-adversarial point as the reference does (spec 2.9). An example
@@ -162,7 +164,8 @@ def prepare_bounds(B: Backend, bounds: Any, x: Any) -> Tuple[Any, Any]:
 def _progress_bar(progress: Optional[bool], total: int):
     """A tqdm bar when ``progress`` is True, or None and stderr is a terminal; else None.
 
-    It counts jobs: one per example and radius (PGD) or binary-search step (CW).
+    It counts jobs: ``attack.jobs()`` per example (one for DeepFool and FMN, one per
+    radius for PGD, one per binary-search step for CW).
     """
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return None

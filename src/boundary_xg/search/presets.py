@@ -22,7 +22,10 @@ from .refine import DEFAULT_REFINE_STEPS
 
 
 def default_attacks() -> List[Any]:
-    """The default pipeline's attacks: ``[DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]``."""
+    """The default pipeline's attacks.
+
+    ``[DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]``.
+    """
     return [DeepFool(steps=3, candidates=9), FMN(steps=70, init="best", alpha=(0.3, 0.01))]
 
 
