@@ -108,10 +108,11 @@ def _model_fingerprint(model: Any) -> Dict[str, Any]:
     return {"class": f"{root}.{type(model).__name__}", "framework": framework, "weights_sha256": sha.hexdigest()}
 
 
-def _versions() -> Dict[str, str]:
+def _versions(framework: str) -> Dict[str, str]:
+    """The versions that made the numbers: the package, NumPy, Python and the model's framework."""
     v = {"boundary_xg": package_version(), "numpy": np.__version__,
          "python": ".".join(map(str, sys.version_info[:3]))}
-    for name in ("torch", "tensorflow", "keras"):
+    for name in (("torch",) if framework == "torch" else ("tensorflow", "keras")):
         mod = sys.modules.get(name)
         if mod is not None:
             v[name] = str(getattr(mod, "__version__", "?"))
@@ -184,7 +185,13 @@ class _ShardWork:
         seed_k = shard_seed(self.seed, sh.index)
         pred_all = np.full(n, -1, np.int64)
         if len(x):
-            pred_all[keep] = predicted_labels(self.model, x)
+            try:
+                pred_all[keep] = predicted_labels(self.model, x)
+            except Exception as err:  # the framework's message, with what the data gave
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise InputError(f"the data's examples of shape {x.shape[1:]} do not fit the model "
+                                 f"({type(err).__name__}: {first}); a run passes examples as the data "
+                                 "gives them, in the model's layout.") from err
         label_all = sh.labels.copy() if sh.labels is not None else pred_all.copy()
         y = label_all[keep]
         rows["label"] = label_all.tolist()
@@ -382,7 +389,7 @@ def explain_dataset(
         "seed": int(seed),
         "search": ({"attacks": fs.jsonable(attacks), "bounds": fs.jsonable(bounds),
                     "given": None if given is None else given.describe} if work.boundary else None),
-        "versions": _versions(),
+        "versions": _versions(framework_of(model)),
     }
     procs = Processes()
     procs.start(timeout_s)
