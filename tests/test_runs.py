@@ -74,6 +74,7 @@ def test_array_run_equals_attribute_on_the_whole_array(digits, tmp_path):
 
 
 @needs_torch
+@pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.AlreadyMisclassifiedWarning")
 def test_boundary_methods_share_one_search_per_shard(digits, tmp_path, monkeypatch):
     model, x, y = digits
     x, y = x[:40], y[:40]
@@ -275,3 +276,27 @@ def test_keras_model_with_tf_data(tmp_path):
         np.testing.assert_allclose(np.asarray(run.attributions("IG")), ref, atol=1e-5)
         np.testing.assert_array_equal(run.table["label"], y)
         assert run.config["model"]["framework"] == "tensorflow"
+
+
+@needs_torch
+def test_cli_evaluate_logs_a_line_per_shard_and_refuses_other_arguments(digits, tmp_path, capsys):
+    from boundary_xg.cli import main
+
+    model, x, y = digits
+    np.save(tmp_path / "x.npy", x[:30])
+    np.save(tmp_path / "y.npy", y[:30])
+    args = ["evaluate", "--model", "boundary_xg.demo_models:load_digit_model", "--data", str(tmp_path / "x.npy"),
+            "--labels", str(tmp_path / "y.npy"), "--methods", "IG,SM", "--option", "IG.steps=4",
+            "--batch-size", "10", "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "shard 3/3 (examples 20-29)" in err and "wrote" in out
+    run = bxg.load_run(str(tmp_path / "r"))
+    assert run.config["methods"] == {"IG": {"steps": 4}, "SM": {}}
+    np.testing.assert_allclose(np.asarray(run.attributions("IG")),
+                               bxg.attribute(model, x[:30], y[:30], method="IG", steps=4), atol=1e-6)
+    assert main(args[:-4] + ["--batch-size", "15", "--out", str(tmp_path / "r"), "--resume"]) == 1
+    assert "batch_size differ" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    assert main(args[:-2] + ["--metrics", "nope", "--out", str(tmp_path / "m")]) == 1
+    assert "metric" in capsys.readouterr().err

@@ -104,7 +104,11 @@ def test_torchrun_two_processes_give_the_single_process_files(tmp_path):
     x, y = load_digit_test_set()
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
-    args = ["--model", "boundary_xg.demo_models:load_digit_model", "--data", "x.npy", "--labels", "y.npy",
+    # a module that names no Keras, so the CLI imports torch only (as a user's torch module would)
+    (tmp_path / "digits_model.py").write_text(
+        "from boundary_xg.demo_models import load_digit_model\n\n\ndef build():\n"
+        "    return load_digit_model('torch')\n")
+    args = ["--model", "digits_model:build", "--data", "x.npy", "--labels", "y.npy",
             "--methods", "IG,SM", "--option", "steps=4", "--batch-size", "40"]
     single = subprocess.run([sys.executable, "-m", "boundary_xg", "evaluate", *args, "--out", "one"],
                             cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)

@@ -176,7 +176,7 @@ def cmd_evaluate(args) -> int:
     if args.labels:
         if from_files:
             raise CLIError("--labels goes with a .npy batch; a folder's labels are its class subfolders.")
-        data = (np.load(data, mmap_mode="r", allow_pickle=False), np.load(args.labels, allow_pickle=False))
+        data = (data, np.load(args.labels, allow_pickle=False))
     boundary = any(method_info(m)["boundary"] for m in methods)
     if boundary and bounds is None and from_files:
         # image files hold pixels in [0, 1]: search among real images, as explain does

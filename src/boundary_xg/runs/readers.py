@@ -184,7 +184,13 @@ class ArrayReader(SeekableReader):
     def read(self, start: int, stop: int) -> Shard:
         where = f"data[{start}:{stop}]"
         labels = None if self.y is None else _labels_array(self.y[start:stop], stop - start, where)
-        return Shard(0, start, _as_inputs(self.x[start:stop], where), labels)
+        if self.source is not None:
+            # a fresh map per shard: the pages read are unmapped with it, so the
+            # process's resident memory does not grow with the file
+            x = np.load(self.source, mmap_mode="r", allow_pickle=False)[start:stop]
+        else:
+            x = self.x[start:stop]
+        return Shard(0, start, _as_inputs(x, where), labels)
 
 
 class MapDatasetReader(SeekableReader):
@@ -414,20 +420,27 @@ def make_reader(data: Any, framework: str, *, size=None, grayscale: bool = False
     Raises:
         InputError: an unsupported kind of data, a shuffled DataLoader, a missing path.
     """
+    labels = None
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (str, os.PathLike)):
+        data, labels = data  # a .npy file and its labels
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         if os.path.isdir(path):
+            if labels is not None:
+                raise InputError(f"data=({path!r}, labels): a folder's labels are its class subfolders; "
+                                 "pass the folder alone.")
             return ImageFolderReader(path, framework, size, grayscale, mean, std, on_error)
         if path.lower().endswith(".npy") and os.path.isfile(path):
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
             except Exception as err:
                 raise InputError(f"data={path!r} could not be read as a NumPy array ({err}).") from err
-            return ArrayReader(arr, None, source=path)
+            return ArrayReader(arr, labels, source=path)
         raise InputError(f"data={path!r}: expected a folder of images or a .npy file, and it is neither.")
     if isinstance(data, tuple) and len(data) == 2 and not _is_torch(data, "Dataset"):
         x, y = data
-        return ArrayReader(x if _root(x) == "torch" or isinstance(x, np.ndarray) else np.asarray(x), y)
+        return ArrayReader(x if _root(x) == "torch" or isinstance(x, np.ndarray) else np.asarray(x),
+                           y if y is None or _root(y) == "torch" or isinstance(y, np.ndarray) else np.asarray(y))
     if isinstance(data, np.ndarray) or (_root(data) == "torch" and hasattr(data, "shape")):
         return ArrayReader(data)
     if _is_torch(data, "DataLoader"):
