@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import torch  # torch before tensorflow (see README)
 import boundary_xg as bxg
 from _timing import best_times  # noqa: E402  (bench/ is on sys.path)
 from boundary_xg.demo_models import load_digit_model, load_digit_test_set
+from boundary_xg.runs.explain import shard_seed
 
 
 def overhead(batch_size: int, repeat: int) -> None:
@@ -41,8 +41,9 @@ def overhead(batch_size: int, repeat: int) -> None:
             search = {"attacks": [bxg.PGD(eps=[0.5, 1.0, 2.0], steps=20)], "bounds": (0, 1)}
 
             def plain():
-                for xb, yb in batches:
-                    res = bxg.find_boundary(model, xb, yb, progress=False, **search)
+                # each shard's search seed, as the run derives it, so both make the same search
+                for k, (xb, yb) in enumerate(batches):
+                    res = bxg.find_boundary(model, xb, yb, progress=False, seed=shard_seed(0, k), **search)
                     bxg.attribute(model, xb, yb, method=method, boundary_points=res.points, **kw)
         else:
             def plain():
@@ -58,15 +59,25 @@ def overhead(batch_size: int, repeat: int) -> None:
               f"{1e3 * t_run / len(x):.3f} ms/img   ratio {t_run / t_plain:.3f}  (target <= 1.1)")
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def memory_child(n: int, path: str, out: str) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+    base = _rss_mb()  # after the imports and the model
     bxg.explain_dataset(model, path, methods={"IG": {"steps": 4}, "SM": {}}, out=out, batch_size=64,
                         overwrite=True, progress=False, report=False)
     run = bxg.load_run(out)
     assert run.attributions("IG").shape[0] == n
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the
+    # forking parent through exec, so a child would inherit this script's peak
+    with open("/proc/self/status") as fh:
+        hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    print(hwm / 1024.0, base)
 
 
 def memory(sizes) -> None:
@@ -82,9 +93,10 @@ def memory(sizes) -> None:
         del arr
         res = subprocess.run([sys.executable, __file__, "--memory-child", str(n), path, os.path.join(tmp, f"run{n}")],
                              capture_output=True, text=True, check=True)
-        peak = float(res.stdout.strip().splitlines()[-1])
+        peak, base = map(float, res.stdout.strip().splitlines()[-1].split())
         peaks.append(peak)
-        print(f"    {n:5d} images ({n * 3 * 64 * 64 * 4 / 2**20:6.1f} MB of inputs): peak RSS {peak:7.1f} MB")
+        print(f"    {n:5d} images ({n * 3 * 64 * 64 * 4 / 2**20:6.1f} MB of inputs): peak RSS {peak:7.1f} MB "
+              f"({peak - base:+6.1f} MB over the process before the run)")
     print(f"    ratio {sizes[-1]} / {sizes[0]} images: {peaks[-1] / peaks[0]:.3f}  (target: flat, ~1.0)")
 
 

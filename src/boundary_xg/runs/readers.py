@@ -187,7 +187,9 @@ class ArrayReader(SeekableReader):
         if self.source is not None:
             # a fresh map per shard: the pages read are unmapped with it, so the
             # process's resident memory does not grow with the file
-            x = np.load(self.source, mmap_mode="r", allow_pickle=False)[start:stop]
+            mapped = np.load(self.source, mmap_mode="r", allow_pickle=False)
+            x = np.array(mapped[start:stop], dtype=np.float32)  # a copy: nothing keeps the map alive
+            del mapped
         else:
             x = self.x[start:stop]
         return Shard(0, start, _as_inputs(x, where), labels)
