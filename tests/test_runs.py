@@ -148,7 +148,7 @@ def test_other_arguments_are_refused_unless_overwrite(digits, tmp_path):
     model, x, y = digits
     out = str(tmp_path / "r")
     bxg.explain_dataset(model, (x[:20], y[:20]), methods=["SM"], out=out, batch_size=10, progress=False)
-    with pytest.raises(RunConflictError, match="methods differ"):
+    with pytest.raises(RunConflictError, match="methods, options differ"):
         bxg.explain_dataset(model, (x[:20], y[:20]), methods=["IxG"], out=out, batch_size=10, progress=False)
     with pytest.raises(RunConflictError, match="data differ"):
         bxg.explain_dataset(model, (x[:20], (y[:20] + 1) % 10), methods=["SM"], out=out, batch_size=10,

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_torch
+from test_runs import _files
 
 import boundary_xg as bxg
 
@@ -75,14 +76,13 @@ def _torchrun(n: int, args, cwd, timeout=240):
     return subprocess.run(cmd + list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def _files(out):
-    found = {}
-    for dirpath, _, names in os.walk(out):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            with open(p, "rb") as fh:
-                found[os.path.relpath(p, out)] = fh.read()
-    return found
+def _prepare(tmp_path):
+    """SCRIPT written into ``tmp_path``; its run folder and its folder of per-rank shard logs."""
+    script = tmp_path / "run_digits.py"
+    script.write_text(SCRIPT)
+    out, log = str(tmp_path / "run"), str(tmp_path / "log")
+    os.makedirs(log)
+    return script, out, log
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +130,7 @@ def test_torchrun_two_processes_give_the_single_process_files(tmp_path):
 
 @needs_torch
 def test_sigkill_mid_run_then_resume_gives_the_same_files(tmp_path, reference):
-    script = tmp_path / "run_digits.py"
-    script.write_text(SCRIPT)
-    out, log = str(tmp_path / "run"), str(tmp_path / "log")
-    os.makedirs(log)
+    script, out, log = _prepare(tmp_path)
     killed = subprocess.run([sys.executable, str(script), out, log, "3", "-1"], env=_env(),
                             capture_output=True, text=True, timeout=240)
     assert killed.returncode == -9
@@ -152,10 +149,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_files(tmp_path, reference):
 @pytest.mark.slow
 @needs_torch
 def test_torchrun_sigkill_then_resume_recomputes_at_most_one_shard_per_rank(tmp_path, reference):
-    script = tmp_path / "run_digits.py"
-    script.write_text(SCRIPT)
-    out, log = str(tmp_path / "run"), str(tmp_path / "log")
-    os.makedirs(log)
+    script, out, log = _prepare(tmp_path)
     killed = _torchrun(2, [str(script), out, log, "5", "-1"], cwd=tmp_path)
     assert killed.returncode != 0
     before = {r: json.load(open(os.path.join(log, f"rank{r}.json"))) for r in (0, 1)}
@@ -171,10 +165,7 @@ def test_torchrun_sigkill_then_resume_recomputes_at_most_one_shard_per_rank(tmp_
 
 @needs_torch
 def test_a_failing_rank_stops_the_others_with_a_clear_error(tmp_path):
-    script = tmp_path / "run_digits.py"
-    script.write_text(SCRIPT)
-    out, log = str(tmp_path / "run"), str(tmp_path / "log")
-    os.makedirs(log)
+    script, out, log = _prepare(tmp_path)
     res = _torchrun(2, [str(script), out, log, "-1", "3"], cwd=tmp_path)
     assert res.returncode != 0
     assert "ValueError: bad data in shard 3" in res.stderr

@@ -78,6 +78,16 @@ def _methods(methods: Any, options: Optional[Mapping[str, Any]]) -> Dict[str, Di
     return out
 
 
+def _resolved(methods: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Every option of every method, defaults included (the run's own search options left out)."""
+    out = {}
+    for m, opts in methods.items():
+        full = {k: v for k, v in method_info(m)["defaults"].items() if k not in _RUN_SEARCH_OPTIONS}
+        full.update(opts)
+        out[m] = full
+    return out
+
+
 def _metrics(metrics: Any, metric_options: Optional[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
     if metrics is None:
         return {}
@@ -390,6 +400,7 @@ def explain_dataset(
     config = {
         "format": 1,
         "methods": fs.jsonable(meths),
+        "options": fs.jsonable(_resolved(meths)),
         "metrics": fs.jsonable(mets),
         "data": fs.jsonable(reader.describe()),
         "model": _model_fingerprint(model),

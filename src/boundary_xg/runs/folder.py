@@ -2,7 +2,8 @@
 
 Layout (every file opens without boundary_xg)::
 
-    RUN/run.json                       the arguments, the versions, the seed
+    RUN/run.json                       the arguments (every method option, defaults included),
+                                       the versions, the seed
     RUN/attributions/<METHOD>/00000.npy  one shard: examples [k*S, (k+1)*S), float32, model layout
     RUN/boundary/points/00000.npy      the boundary points shared by BSM/BIG/BSG/BDT (when any ran)
     RUN/examples/00000.json            the shard's per-example numbers; written last, so its
@@ -32,7 +33,7 @@ from ._lib import InputError
 RUN_FILE = "run.json"
 SHARD_DIGITS = 5
 #: the parts of ``run.json`` that must match for a run to continue in a folder
-ARGUMENT_KEYS = ("methods", "metrics", "data", "model", "batch_size", "seed", "search", "format")
+ARGUMENT_KEYS = ("methods", "options", "metrics", "data", "model", "batch_size", "seed", "search", "format")
 
 
 class RunConflictError(InputError):
