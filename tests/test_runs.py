@@ -71,6 +71,9 @@ def test_array_run_equals_attribute_on_the_whole_array(digits, tmp_path):
     assert cfg["versions"]["torch"] and cfg["model"]["framework"] == "torch"
     assert os.path.exists(tmp_path / "r" / "table.csv") and os.path.exists(tmp_path / "r" / "report.html")
     assert cfg == json.load(open(tmp_path / "r" / "run.json"))
+    assert cfg["options"]["IG"] == {"baseline": None, "steps": 4, "rule": "gausslegendre", "exact": False}
+    with pytest.raises(bxg.InputError, match="no examples"):
+        bxg.explain_dataset(model, x[:0], methods=["SM"], out=str(tmp_path / "e"))
 
 
 @needs_torch

@@ -7,6 +7,7 @@ within about a minute on two cores.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -175,3 +176,35 @@ def test_a_failing_rank_stops_the_others_with_a_clear_error(tmp_path):
     assert not os.path.exists(os.path.join(out, "examples", "00003.json"))
     rank0 = json.load(open(os.path.join(log, "rank0.json")))
     assert max(rank0) < 8  # rank 0 stopped early instead of finishing its shards
+
+
+#: the Keras digits under torchrun: the same contract, TensorFlow in every process
+KERAS_SCRIPT = textwrap.dedent('''
+    import sys
+    import torch  # torch before tensorflow
+    import boundary_xg as bxg
+    from boundary_xg.demo_models import load_digit_model, load_digit_test_set
+
+    x, y = load_digit_test_set("NHWC")
+    bxg.explain_dataset(load_digit_model("tensorflow"), (x[:120], y[:120]), methods={"IG": {"steps": 4}, "SM": {}},
+                        out=sys.argv[1], batch_size=40, progress=False)
+''')
+
+
+@pytest.mark.slow
+@needs_torch
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed")
+def test_torchrun_keras_model_gives_the_single_process_files(tmp_path):
+    script = tmp_path / "keras_digits.py"
+    script.write_text(KERAS_SCRIPT)
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=_env(), capture_output=True,
+                         text=True, timeout=400)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _torchrun(2, [str(script), str(tmp_path / "two")], cwd=tmp_path, timeout=400)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    from boundary_xg.demo_models import load_digit_model, load_digit_test_set
+
+    x, y = load_digit_test_set("NHWC")
+    ref = bxg.attribute(load_digit_model("tensorflow"), x[:120], y[:120], method="IG", steps=4)
+    np.testing.assert_allclose(np.asarray(bxg.load_run(str(tmp_path / "two")).attributions("IG")), ref, atol=1e-6)

@@ -395,6 +395,8 @@ def explain_dataset(
     mets = _metrics(metrics, metric_options)
     reader = make_reader(data, framework_of(model), size=size, grayscale=grayscale, mean=mean, std=std,
                          on_error=on_error)
+    if reader.length == 0:
+        raise InputError("data has no examples.")
     given = _Boundary(boundary) if boundary is not None else None
     work = _ShardWork(model, out, meths, mets, int(seed), attacks, bounds, given, bool(durable))
     config = {
@@ -474,6 +476,8 @@ def _run(procs: Processes, reader: Reader, work: _ShardWork, config: Dict[str, A
         r, m = failed[0]
         raise fs.RunFailedError(f"rank {r} failed: {m}")
     length = max((s[1] for s in statuses if s[1] is not None), default=reader.length)
+    if not length:
+        raise InputError("data has no examples (the dataset yielded nothing).")
     if procs.rank == 0:
         from .table import finish
 
