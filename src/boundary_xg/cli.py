@@ -166,6 +166,8 @@ def cmd_evaluate(args) -> int:
         logger = logging.getLogger("boundary_xg.runs")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+    if "LOCAL_RANK" in os.environ and args.model.lower().endswith(".keras"):
+        _tf_one_gpu_per_rank(int(os.environ["LOCAL_RANK"] or 0))
     model, fw = load_model(args.model, args.weights)
     if fw == "torch":
         model = model.to(_torch_device(args.device))
@@ -197,6 +199,18 @@ def cmd_evaluate(args) -> int:
               f"({run.attributions(run.methods[0]).shape[0]} examples), {table}, run.json, "
               f"{'' if args.no_report else 'report.html'}".rstrip(", "))
     return 0
+
+
+def _tf_one_gpu_per_rank(local_rank: int) -> None:
+    """Under torchrun, let a Keras model's process see only its own GPU (before TensorFlow uses any)."""
+    from .model_io import import_quietly
+
+    import_quietly(["torch", "tensorflow"])
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
 
 
 def _torch_device(device: str) -> str:
