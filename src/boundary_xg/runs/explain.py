@@ -428,15 +428,19 @@ def _run(procs: Processes, reader: Reader, work: _ShardWork, config: Dict[str, A
     if len(set(procs.gather(digest))) > 1:
         raise InputError("the ranks were started with different arguments (methods, data, model or "
                          "options differ between processes); start every rank with the same command.")
-    problem = None
+    problem, failure = None, None
     if procs.rank == 0:
         try:
             fs.prepare_folder(out, config, resume, overwrite)
         except fs.RunConflictError as err:
             problem = str(err)
+        except Exception as err:  # e.g. no permission: the other ranks must not wait for rank 0
+            failure, problem = err, f"rank 0 could not prepare {out!r}: {type(err).__name__}: {err}"
     problem = procs.broadcast(problem)
+    if failure is not None:
+        raise failure
     if problem:
-        raise fs.RunConflictError(problem)
+        raise (fs.RunFailedError if problem.startswith("rank 0 could not") else fs.RunConflictError)(problem)
 
     methods = list(work.methods)
     total_shards = None if reader.length is None else -(-reader.length // batch_size)

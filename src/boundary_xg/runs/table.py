@@ -75,7 +75,7 @@ def read_table(out: str) -> Dict[str, np.ndarray]:
         import pyarrow.parquet as pq
 
         t = pq.read_table(pq_path)
-        return {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
+        return {name: t.column(name).to_numpy() for name in t.column_names}
     if not os.path.exists(csv_path):
         raise InputError(f"{out!r} has no table.csv or table.parquet; the run has not finished.")
     with open(csv_path, encoding="utf-8", newline="") as fh:
