@@ -106,7 +106,11 @@ def finish(out: str, reader: Any, length: Optional[int], batch_size: int, method
            boundary: bool, report: bool) -> None:
     """Rank 0, once every shard is written: the table, then the report."""
     cols = gather_rows(out, length or 0, batch_size)
-    write_table(out, cols)
+    path = write_table(out, cols)
+    for name in ("table.csv", "table.parquet"):  # one table: not a stale one of the other format
+        other = os.path.join(out, name)
+        if other != path and os.path.exists(other):
+            os.remove(other)
     if report:
         from .report import write_report
 
