@@ -77,6 +77,16 @@ def test_array_run_equals_attribute_on_the_whole_array(digits, tmp_path):
 
 
 @needs_torch
+def test_table_is_parquet_when_pyarrow_is_installed(digits, tmp_path):
+    pytest.importorskip("pyarrow")
+    model, x, y = digits
+    run = bxg.explain_dataset(model, (x[:20], y[:20]), methods=["SM"], out=str(tmp_path / "p"), batch_size=8,
+                              progress=False)
+    assert os.path.exists(tmp_path / "p" / "table.parquet") and not os.path.exists(tmp_path / "p" / "table.csv")
+    np.testing.assert_array_equal(run.table["label"], y[:20])
+
+
+@needs_torch
 @pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.AlreadyMisclassifiedWarning")
 def test_boundary_methods_share_one_search_per_shard(digits, tmp_path, monkeypatch):
     model, x, y = digits
