@@ -23,6 +23,7 @@ from .methods.quadrature import quadrature
 from .methods.registry import METHODS, valid_names
 from .search import CW, FMN, PGD, BoundaryResult, DeepFool, find_boundary
 from .compat import PARAMETERS, PIPELINE, BA_pytorch, BA_tensorflow, get_boundary_points
+from .runs import explain_dataset, load_run
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ __all__ = [
     "quadrature",
     "find_boundary",
     "get_boundary_points",
+    "explain_dataset",
+    "load_run",
     "BoundaryResult",
     "PGD",
     "CW",

@@ -9,6 +9,9 @@ Commands:
   explain your own model (a ``.keras`` file, a TorchScript file or
   ``module:callable``) on PNG/JPEG files or a ``.npy`` batch; write
   ``attributions.npy`` and ``heatmaps.png``.
+- ``evaluate --model SPEC --data DIR|FILE.npy --methods IG,BIG --out RUN [--resume]``:
+  explain (and evaluate with ``--metrics``) a whole dataset into a resumable run
+  folder (see ``docs/datasets.md``); works under ``torchrun -m boundary_xg evaluate``.
 - ``backends``: which frameworks import, their versions and devices.
 
 Errors print one line with the fix and exit with status 1 (2 for bad usage);
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--blur", type=float, default=0.0, help="heatmap Gaussian blur sigma in pixels")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+    add_evaluate_parser(sub)
+
     b = sub.add_parser("backends", help="which frameworks import, their versions and devices")
     b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
@@ -132,6 +137,133 @@ def _check_out(path: str) -> None:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """One line per warning, without Python's source line (the CLI's users did not write it)."""
     print(f"boundary-xg: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def add_evaluate_parser(sub) -> None:
+    """``boundary-xg evaluate``: the dataset run's arguments (model and preprocessing as ``explain``)."""
+    v = sub.add_parser("evaluate", help="explain and evaluate a whole dataset into a resumable run folder")
+    v.add_argument("--model", required=True,
+                   help="a .keras file, a TorchScript file, or module:callable returning a model")
+    v.add_argument("--weights", help="with module:callable: a torch state dict or Keras weights file")
+    v.add_argument("--data", required=True, metavar="DIR|FILE.npy",
+                   help="a folder of images (class subfolders give labels) or a .npy batch in the model's layout")
+    v.add_argument("--labels", metavar="FILE.npy", help="with a .npy batch: its class indices (default: predicted)")
+    v.add_argument("--methods", default="IG", help="comma-separated methods, e.g. IG,BIG (default IG)")
+    v.add_argument("--metrics", help="comma-separated metrics of boundary_xg.metrics, e.g. diffid")
+    v.add_argument("--out", required=True, help="the run folder")
+    v.add_argument("--resume", action="store_true", help="continue the run in --out (same arguments)")
+    v.add_argument("--overwrite", action="store_true", help="replace a run with other arguments in --out")
+    v.add_argument("--batch-size", type=int, default=64, help="examples per shard and per call (default 64)")
+    v.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    for flag, kw in _PREPROCESSING:
+        v.add_argument(flag, **kw)
+    v.add_argument("--on-error", choices=["skip", "raise"], default="skip",
+                   help="an unreadable image: skip it (logged, NaN row) or stop (default skip)")
+    v.add_argument("--option", action="append", type=_option, default=[], metavar="[METHOD.]NAME=VALUE",
+                   help="a method option for every method that takes it (steps=16) or one (IG.steps=16); "
+                        "bounds=[lo,hi] sets the boundary search's bounds")
+    v.add_argument("--device", default="auto",
+                   help="torch models: 'auto' (cuda:LOCAL_RANK when CUDA is available, else cpu) or a device")
+    v.add_argument("--no-report", action="store_true", help="do not write report.html")
+    v.add_argument("--durable", action="store_true",
+                   help="fsync every file (complete shards survive a power loss; ~10 ms per file)")
+    v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+#: preprocessing flags of image files, as ``explain`` reads them
+_PREPROCESSING = (
+    ("--mean", {"nargs": "+", "type": float, "help": "per-channel mean subtracted from the images"}),
+    ("--std", {"nargs": "+", "type": float, "help": "per-channel std the images are divided by"}),
+    ("--size", {"type": _size, "help": "resize image files to H,W (or H for square)"}),
+    ("--grayscale", {"action": "store_true", "help": "read image files as one channel"}),
+)
+
+
+def cmd_evaluate(args) -> int:
+    """``boundary-xg evaluate``."""
+    import logging
+
+    import numpy as np
+
+    from .model_io import CLIError, load_model, pixel_bounds
+    from .runs import explain_dataset
+    from .runs._lib import method_info
+
+    methods = {method_info(m.strip())["short"]: {} for m in args.methods.split(",") if m.strip()}
+    shared, bounds = {}, None
+    for key, value in args.option:
+        if key == "bounds":
+            bounds = value
+            continue
+        name, dot, opt = key.partition(".")
+        if dot:
+            short = method_info(name)["short"]
+            if short not in methods:
+                raise CLIError(f"--option {key}: {short} is not among --methods {list(methods)}.")
+            methods[short][opt] = value
+        else:
+            shared[key] = value
+    if not sys.stderr.isatty():  # one log line per shard instead of a progress bar
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("boundary-xg: %(message)s"))
+        logger = logging.getLogger("boundary_xg.runs")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    if "LOCAL_RANK" in os.environ and args.model.lower().endswith(".keras"):
+        _tf_one_gpu_per_rank(int(os.environ["LOCAL_RANK"] or 0))
+    model, fw = load_model(args.model, args.weights)
+    if fw == "torch":
+        model = model.to(_torch_device(args.device))
+    data = args.data
+    from_files = os.path.isdir(data)
+    if not from_files and not data.lower().endswith(".npy"):
+        raise CLIError(f"--data {data!r}: expected a folder of images or a .npy file.")
+    if not os.path.exists(data):
+        raise CLIError(f"--data {data!r} not found.")
+    if args.labels:
+        if from_files:
+            raise CLIError("--labels goes with a .npy batch; a folder's labels are its class subfolders.")
+        data = (data, np.load(args.labels, allow_pickle=False))
+    boundary = any(method_info(m)["boundary"] for m in methods)
+    if boundary and bounds is None and from_files:
+        # image files hold pixels in [0, 1]: search among real images, as explain does
+        c = 1 if args.grayscale else 3
+        dummy = np.zeros((1, c, 1, 1) if fw == "torch" else (1, 1, 1, c), np.float32)
+        bounds = pixel_bounds(dummy, fw, args.mean, args.std)
+    run = explain_dataset(
+        model, data, methods=methods, metrics=args.metrics, out=args.out, batch_size=args.batch_size,
+        options=shared, bounds=bounds, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+        on_error=args.on_error, size=args.size, grayscale=args.grayscale, mean=args.mean, std=args.std,
+        report=not args.no_report, durable=args.durable,
+    )
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        table = "table.parquet" if os.path.exists(os.path.join(args.out, "table.parquet")) else "table.csv"
+        print(f"wrote {args.out}: attributions of {', '.join(run.methods)} "
+              f"({run.attributions(run.methods[0]).shape[0]} examples), {table}, run.json, "
+              f"{'' if args.no_report else 'report.html'}".rstrip(", "))
+    return 0
+
+
+def _tf_one_gpu_per_rank(local_rank: int) -> None:
+    """Under torchrun, let a Keras model's process see only its own GPU (before TensorFlow uses any)."""
+    from .model_io import import_quietly
+
+    import_quietly(["torch", "tensorflow"])
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+
+
+def _torch_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
+    return "cpu"
 
 
 def cmd_demo(args) -> int:
@@ -284,6 +416,9 @@ def _run(handler, args) -> int:
     from .errors import BoundaryXGError
     from .model_io import CLIError
 
+
+
+    handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends, "evaluate": cmd_evaluate}
     try:
         return handler(args)
     except (CLIError, BoundaryXGError, FileNotFoundError, PermissionError) as err:

@@ -1,0 +1,35 @@
+"""The package internals a dataset run needs, imported in this one place.
+
+Everything else in :mod:`boundary_xg.runs` goes through the public API
+(``attribute``, ``find_boundary``) and these few names, so a move of the front
+end's helpers changes one file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from ..api import BA, attribute  # noqa: F401  (re-exported for the runs package)
+from ..errors import BoundaryXGError, InputError, MethodError  # noqa: F401
+from ..methods.boundary import VARIANTS as BOUNDARY_VARIANTS
+from ..methods.registry import lookup
+from ..search import find_boundary  # noqa: F401
+from ..search.pipeline import AlreadyMisclassifiedWarning, BoundaryNotFoundWarning  # noqa: F401
+from ..viz.grid import predicted_labels  # noqa: F401
+
+
+def method_info(name: str) -> Dict[str, Any]:
+    """``{"short", "defaults", "gap", "boundary"}`` of a registered method (MethodError if unknown)."""
+    spec = lookup(name)
+    return {
+        "short": spec.short,
+        "defaults": dict(spec.defaults),
+        "gap": bool(spec.supports_gap),
+        "boundary": spec.short in BOUNDARY_VARIANTS,
+    }
+
+
+def package_version() -> str:
+    from .. import __version__
+
+    return __version__
