@@ -404,7 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     model_io.QUIET_IMPORTS = not args.debug
 
-    handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends}
+    handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends, "evaluate": cmd_evaluate}
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _show_warning
@@ -416,9 +416,6 @@ def _run(handler, args) -> int:
     from .errors import BoundaryXGError
     from .model_io import CLIError
 
-
-
-    handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends, "evaluate": cmd_evaluate}
     try:
         return handler(args)
     except (CLIError, BoundaryXGError, FileNotFoundError, PermissionError) as err:
