@@ -25,7 +25,7 @@ from .search import CW, FMN, PGD, BoundaryResult, DeepFool, find_boundary
 from .compat import PARAMETERS, PIPELINE, BA_pytorch, BA_tensorflow, get_boundary_points
 from .runs import explain_dataset, load_run
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "BA",

@@ -30,6 +30,6 @@ def method_info(name: str) -> Dict[str, Any]:
 
 
 def package_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
