@@ -58,6 +58,13 @@ def test_array_run_equals_attribute_on_the_whole_array(digits, tmp_path):
     np.testing.assert_array_equal(a[31:34], ig[31:34])
     np.testing.assert_array_equal(a[[99, 0, 40]], ig[[99, 0, 40]])
     np.testing.assert_array_equal(a[-1], ig[-1])
+    # one file per method on request: a plain read-only memmap, same values
+    written = run.consolidate(["IG"])
+    assert [os.path.basename(w) for w in written] == ["all.npy"]
+    whole = bxg.load_run(str(tmp_path / "r")).attributions("IG")
+    assert isinstance(whole, np.memmap) and not whole.flags.writeable
+    np.testing.assert_array_equal(np.asarray(whole), ig.astype(whole.dtype))
+    assert not [n for n in os.listdir(tmp_path / "r" / "attributions" / "IG") if ".tmp-" in n]
     t = run.table
     np.testing.assert_array_equal(t["index"], np.arange(100))
     np.testing.assert_array_equal(t["label"], y)

@@ -117,13 +117,57 @@ class Run:
             k += 1
         return files
 
-    def attributions(self, method: str) -> ShardedArray:
-        """The attributions of ``method`` (its short or readable name) over the dataset, ``(N, ...)``."""
+    def attributions(self, method: str) -> Any:
+        """The attributions of ``method`` (its short or readable name) over the dataset, ``(N, ...)``.
+
+        Returns a read-only ``np.memmap`` of one ``.npy`` file when :meth:`consolidate`
+        has written it for every complete shard, else a :class:`ShardedArray` that
+        presents the memory-mapped shards as one array (no copy, no extra disk).
+        """
         name = self._method_name(method)
         files = self._shards(fs.method_dir(self.path, name))
         if not files:
             raise InputError(f"the run in {self.path!r} has no complete shard of {name} yet.")
+        whole = self._consolidated(name)
+        if os.path.exists(whole):
+            arr = np.load(whole, mmap_mode="r", allow_pickle=False)
+            if len(arr) == sum(len(np.load(f, mmap_mode="r")) for f in files):
+                return arr
         return ShardedArray(files)
+
+    def _consolidated(self, name: str) -> str:
+        return os.path.join(fs.method_dir(self.path, name), "all.npy")
+
+    def consolidate(self, methods: Optional[Sequence[str]] = None, chunk: int = 1024) -> List[str]:
+        """Write each method's complete shards into one ``.npy`` file (``<method>/all.npy``).
+
+        After this, :meth:`attributions` returns a plain ``np.memmap`` over that file.
+        Copies ``chunk`` examples at a time (memory bounded by the chunk), writes a
+        temporary file and renames it, so an interrupted call leaves no partial file.
+        The shards stay (a resumed run extends them); this doubles the disk used by
+        the attributions, which is why a run does not consolidate by itself.
+
+        Args:
+            methods: short or readable names; default every method of the run.
+            chunk: examples copied per step (default 1024).
+
+        Returns:
+            The paths written.
+        """
+        written: List[str] = []
+        for method in (self.methods if methods is None else methods):
+            name = self._method_name(method)
+            src = ShardedArray(self._shards(fs.method_dir(self.path, name)))
+            target = self._consolidated(name)
+            tmp = os.path.join(os.path.dirname(target), f".all.npy.tmp-{os.getpid()}")
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=src.dtype, shape=src.shape)
+            for i in range(0, len(src), chunk):
+                out[i:i + chunk] = src[i:i + chunk]
+            out.flush()
+            del out
+            os.replace(tmp, target)
+            written.append(target)
+        return written
 
     def boundary_points(self) -> ShardedArray:
         """The boundary points the run's boundary methods shared, ``(N, ...)``."""
