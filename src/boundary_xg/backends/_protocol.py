@@ -257,6 +257,18 @@ class Backend:
         raise NotImplementedError
 
     # --- DeepLIFT (issue 3): the framework-specific kernel behind methods/deeplift.py ---
+    def check_deeplift_model(self, model: Any) -> None:
+        """Refuse a model whose nonlinearities :meth:`deeplift_grad` cannot intercept.
+
+        Called by the front end before any forward pass (DeepLIFT's and BDT's
+        ``prepare``), so that BDT refuses before its boundary search. Default: accept.
+
+        Raises:
+            MethodError: the model cannot be explained by DeepLIFT (PyTorch: a
+                TorchScript module), with the fix.
+        """
+        return None
+
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         """DeepLIFT (Rescale) multipliers of each example's label logit w.r.t. ``x``.
 

@@ -302,6 +302,9 @@ class TorchBackend(Backend):
         return torch.sort(t, dim=axis).values
 
     # --- DeepLIFT (issue 3): Rescale kernel, see _torch_rescale.py -------------------
+    def check_deeplift_model(self, model: Any) -> None:
+        _refuse_torchscript(model)
+
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         from ._torch_rescale import deeplift_grad
 

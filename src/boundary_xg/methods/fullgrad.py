@@ -113,7 +113,10 @@ register(MethodSpec(
     name="full_grad", short="FullGrad", func=fullgrad, defaults={},
     aliases=("fullgrad", "full_gradient", "fullgradient"), supports_gap=True,
     prepare=prepare_fullgrad, output="map", needs=("capture_layers", "resize", "bias_terms"),
-    summary="input gradient plus every layer's bias gradient, |.|, min-max, upsampled, summed",
-    paper="Srinivas & Fleuret, Full-Gradient Representation for Neural Network Visualization, "
+    summary="FullGrad: input gradient plus every layer's bias gradient (batch norm's effective bias), "
+            "post-processed as in the paper; one map per example; `return_gap=True` gives the "
+            "residual of the full-gradient decomposition",
+    cost="1", in_demo=True,
+    paper="Srinivas & Fleuret, *Full-Gradient Representation for Neural Network Visualization*, "
           "NeurIPS 2019",
 ))

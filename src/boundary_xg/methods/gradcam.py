@@ -116,22 +116,25 @@ def gradcam_plus_plus(B: Backend, f: Callable, x: Any, labels: Any, *, layer: An
     return _cam(B, f, x, labels, layer, relu, upsample, batch_size, _gradcam_pp_weights, "GradCAM++")
 
 
-def _register(name: str, short: str, func: Callable, aliases: tuple, summary: str, paper: str) -> None:
+def _register(name: str, short: str, func: Callable, aliases: tuple, summary: str, paper: str,
+              in_demo: bool = False) -> None:
     """Register a CAM method: the options, checks and needs GradCAM and GradCAM++ share."""
     register(MethodSpec(
         name=name, short=short, func=func, defaults={"layer": None, "relu": True, "upsample": True},
         aliases=aliases, prepare=prepare_layer, takes_layer=True, output="map",
         needs=("capture_layers", "resize", "default_layer"),
         checks={"relu": boolean_option("relu"), "upsample": boolean_option("upsample")},
-        summary=summary, paper=paper,
+        summary=summary, cost="1", paper=paper, in_demo=in_demo,
     ))
 
 
 _register("grad_cam", "GradCAM", gradcam, ("gradcam", "grad-cam", "layer_grad_cam"),
-          "a layer's activations weighted by their mean gradient, ReLU, upsampled",
-          "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via "
-          "Gradient-based Localization, ICCV 2017")
+          "GradCAM of a layer: `layer=` (PyTorch: a module or its dotted name; Keras: a layer, its "
+          "name or index; default: the output of the last block with spatial extent, e.g. `layer4` "
+          "of a ResNet), `relu` (True), `upsample` (True: bilinear to the input size); one map per "
+          "example, `(N, 1, H, W)` / `(N, H, W, 1)`",
+          "Selvaraju et al., *Grad-CAM*, ICCV 2017", in_demo=True)
 _register("grad_cam_plus_plus", "GradCAM++", gradcam_plus_plus, ("gradcampp", "gradcamplusplus"),
-          "GradCAM with weights from positive gradients and second-order terms",
-          "Chattopadhay et al., Grad-CAM++: Generalized Gradient-Based Visual Explanations "
-          "for Deep Convolutional Networks, WACV 2018")
+          "GradCAM++ (channel weights from positive gradients and the closed-form second-order "
+          "terms); options as GradCAM",
+          "Chattopadhay et al., *Grad-CAM++*, WACV 2018")
