@@ -138,6 +138,7 @@ class Backend:
 
     # --- shape and indexing -------------------------------------------------------
     def shape(self, t: Any) -> Tuple[int, ...]:
+        """The shape as Python ints (None for a dimension a compiled step traces as unknown)."""
         raise NotImplementedError
 
     def dtype_name(self, t: Any) -> str:
@@ -189,6 +190,14 @@ class Backend:
         raise NotImplementedError
 
     def min(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        """``sum(t * w, axis)`` for a 1-D ``w`` along ``axis`` of ``t``: ``t``'s shape without ``axis``.
+
+        One read of ``t`` (a matrix product): the product ``t * w`` is not formed.
+        ``w`` is cast to ``t``'s dtype.
+        """
         raise NotImplementedError
 
     def all_finite(self, t: Any) -> bool:

@@ -235,7 +235,8 @@ class TensorFlowBackend(Backend):
 
     # --- shape and indexing -------------------------------------------------------
     def shape(self, t: Any) -> Tuple[int, ...]:
-        return tuple(int(d) for d in t.shape)
+        # None: a dimension unknown while a step is traced with relaxed shapes
+        return tuple(None if d is None else int(d) for d in t.shape)
 
     def dtype_name(self, t: Any) -> str:
         return t.dtype.name
@@ -282,6 +283,10 @@ class TensorFlowBackend(Backend):
 
     def min(self, t: Any, axis: Any = None) -> Any:
         return tf.reduce_min(t, axis=axis)
+
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        # channels last (NHWC): a reshape to (N*H*W, C) and one matrix product
+        return tf.tensordot(t, tf.cast(w, t.dtype), axes=[[axis % t.shape.rank], [0]])
 
     def all_finite(self, t: Any) -> bool:
         if not t.dtype.is_floating:

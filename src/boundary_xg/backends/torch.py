@@ -245,6 +245,16 @@ class TorchBackend(Backend):
     def min(self, t: Any, axis: Any = None) -> Any:
         return t.min() if axis is None else t.amin(dim=axis)
 
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        axis %= t.dim()
+        shape = tuple(t.shape)
+        lead = int(np.prod(shape[:axis], dtype=np.int64))
+        trail = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        # (lead, C, trail) contracted with w (C,): one batched matrix-vector product
+        # over a view of t (NCHW, channels on axis 1: no copy)
+        out = torch.matmul(w.to(t.dtype), t.reshape(lead, shape[axis], trail))
+        return out.reshape(shape[:axis] + shape[axis + 1:])
+
     def all_finite(self, t: Any) -> bool:
         if not t.is_floating_point():
             return True
