@@ -22,6 +22,17 @@ import functools
 from typing import Any, Callable, Sequence, Tuple
 
 
+def as_written(fn: Callable) -> Callable:
+    """Mark ``fn`` for :meth:`Backend.jit` as free of data-dependent Python control flow.
+
+    It is then compiled as written (TensorFlow: without autograph), so that an
+    error it raises while it is traced (e.g. GradCAM's ``InputError`` for a layer
+    without spatial extent) reaches the caller with its own type and message.
+    """
+    fn.jit_as_written = True
+    return fn
+
+
 class Backend:
     """Abstract backend. Subclasses implement every method below for one framework."""
 
@@ -109,7 +120,8 @@ class Backend:
         """``fn`` with its leading arguments ``static`` bound, compiled where that is faster.
 
         Compiled versions are cached per ``owner`` (the logits function ``f``), so a
-        second call on the same model does not compile again.
+        second call on the same model does not compile again. Functions marked with
+        :func:`as_written` are compiled without source conversion.
         """
         return functools.partial(fn, *static)
 

@@ -203,13 +203,15 @@ class TensorFlowBackend(Backend):
         bound = functools.partial(fn, *static)
         if not self.use_tf_function:
             return bound
+        # as_written: no autograph, so our errors raised while tracing pass through unwrapped
+        autograph = not getattr(fn, "jit_as_written", False)
         try:
             cache = self._compiled.setdefault(owner, {})
         except TypeError:  # owner not weak-referenceable: compile without caching
-            return tf.function(bound, reduce_retracing=True)
+            return tf.function(bound, reduce_retracing=True, autograph=autograph)
         key = (fn,) + tuple(id(s) for s in static)
         if key not in cache:
-            cache[key] = tf.function(bound, reduce_retracing=True)
+            cache[key] = tf.function(bound, reduce_retracing=True, autograph=autograph)
         return cache[key]
 
     def stop_gradient(self, t: Any) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ..backends import Backend
+from ..backends import Backend, as_written
 from ._layers import as_map, by_chunks, channel_axis, check_image_batch, spatial_size
 from .registry import MethodSpec, register
 
@@ -128,6 +128,7 @@ def _plan(f: Callable, terms: Sequence) -> _Plan:
     return plan
 
 
+@as_written
 def _step(B: Backend, f: Callable, plan: _Plan, return_gap: bool, x: Any, labels: Any,
           biases: Sequence[Any]) -> Tuple[Any, Any]:
     """One chunk: capture, post-process, resize; ``(map, gap or scores)``."""
