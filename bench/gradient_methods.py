@@ -188,17 +188,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer inputs and steps (a smoke run)")
     ap.add_argument("--methods", help="comma-separated method rows to keep (default: all)")
+    ap.add_argument("--models", default="small,resnet18,tf",
+                    help="comma-separated sections to run: small, resnet18, tf (default: all three)")
     args = ap.parse_args()
     only = set(args.methods.split(",")) if args.methods else None
+    sections = set(args.models.split(","))
     torch.manual_seed(0)
     steps = 10 if args.quick else 50
     small = tm.torch_cnn(tm.cnn_weights(seed=0, size=32, widths=(16, 32), hidden=64, classes=10))
-    bench_model("small CNN", small, (3, 32, 32), n=16, steps=steps, samples=steps,
-                batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800], only=only)
-    resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
-    bench_model("resnet18", resnet, (3, 224, 224), n=1 if args.quick else 2, steps=steps, samples=steps,
-                batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32], only=only)
-    if importlib.util.find_spec("tensorflow") is not None:
+    if "small" in sections:
+        bench_model("small CNN", small, (3, 32, 32), n=16, steps=steps, samples=steps,
+                    batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800], only=only)
+    if "resnet18" in sections:
+        resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
+        bench_model("resnet18", resnet, (3, 224, 224), n=1 if args.quick else 2, steps=steps,
+                    samples=steps, batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32], only=only)
+    if "tf" in sections and importlib.util.find_spec("tensorflow") is not None:
         bench_tf_vs_torch(n=16, steps=steps, only=only)
 
 
