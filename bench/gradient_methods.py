@@ -13,10 +13,12 @@ used to run; it now runs a baseline forward, then a forward+backward of the inpu
 then the TensorFlow backend against the torch backend on the same small CNN
 (same weights), with and without ``tf.function``.
 
-Run: ``.venv/bin/python bench/gradient_methods.py [--quick]``. Targets (issue 2):
+Run: ``.venv/bin/python bench/gradient_methods.py [--quick] [--methods SM,GradCAM,FullGrad]``
+(``--methods`` keeps only those rows, in both sections). Targets (issue 2):
 IG(steps=50) within 1.15x of the floor and no slower than Captum's best; the TF
 backend within 1.5x of torch on the same architecture. Issue 14: GradCAM and
-FullGrad (one pass each) within 1.2x of the floor (the ``/floor`` column).
+FullGrad (one pass each) within 1.2x of the floor (the ``/floor`` column; for the
+TensorFlow backend the ``/tf floor`` column, against plain TensorFlow's floor).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def tf_floor(model, shape, batch_sizes):
     return min(out.values()), out
 
 
-def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
+def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs, only=None):
     print(f"\n== {name}, input {shape}, N={n}, CPU threads={torch.get_num_threads()}")
     floor, per_b = torch_floor(model, shape, batch_sizes)
     print("floor (s/example fwd+bwd) by batch size: "
@@ -93,6 +95,8 @@ def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs):
         ("GradCAM", {}, 1, ("LayerGradCam", {})),
         ("FullGrad", {}, 1, None),
     ]
+    if only:
+        cases = [c for c in cases if c[0] in only]
     have_captum = importlib.util.find_spec("captum") is not None
     for method, opts, passes, captum_case in cases:
         ours = best_time(lambda: bxg.attribute(model, x, y, method=method, **opts), repeat=3) / n
@@ -143,7 +147,7 @@ def captum_time(model, x, y, case, ibs_choices):
     return best
 
 
-def bench_tf_vs_torch(n, steps):
+def bench_tf_vs_torch(n, steps, only=None):
     import tensorflow as tf
     from boundary_xg.backends import get_backend
 
@@ -154,9 +158,15 @@ def bench_tf_vs_torch(n, steps):
     y = np.arange(n) % 10
     print(f"\n== TF backend vs torch backend, same small CNN (3x32x32, same weights), N={n}")
     tfb = get_backend("tensorflow")
-    print(f"{'method':6} {'torch s/input':>14} {'tf.function':>12} {'tf eager':>10} {'tf.function/torch':>18}")
-    for method, opts in [("SM", {}), ("IG", {"steps": steps}), ("SG", {"num_samples": 50, "seed": 0}),
-                         ("GradCAM", {}), ("FullGrad", {})]:
+    floor_t, _ = torch_floor(tmodel, (3, 32, 32), [16, 64, 256])
+    floor_k, _ = tf_floor(kmodel, (32, 32, 3), [16, 64, 256])
+    print(f"{'method':8} {'torch s/input':>14} {'tf.function':>12} {'tf eager':>10} {'tf.function/torch':>18} "
+          f"{'/tf floor':>9}")
+    cases = [("SM", {}, 1), ("IG", {"steps": steps}, steps), ("SG", {"num_samples": 50, "seed": 0}, 50),
+             ("GradCAM", {}, 1), ("FullGrad", {}, 1)]
+    for method, opts, passes in cases:
+        if only and method not in only:
+            continue
         def tf_call(compiled):
             tfb.use_tf_function = compiled
             try:
@@ -167,9 +177,8 @@ def bench_tf_vs_torch(n, steps):
         t_torch, t_fn, t_eager = (t / n for t in best_times(
             lambda: bxg.attribute(tmodel, x, y, method=method, **opts),
             lambda: tf_call(True), lambda: tf_call(False), repeat=5))
-        print(f"{method:6} {t_torch:14.5f} {t_fn:12.5f} {t_eager:10.5f} {t_fn / t_torch:18.2f}")
-    floor_t, _ = torch_floor(tmodel, (3, 32, 32), [16, 64, 256])
-    floor_k, _ = tf_floor(kmodel, (32, 32, 3), [16, 64, 256])
+        print(f"{method:8} {t_torch:14.5f} {t_fn:12.5f} {t_eager:10.5f} {t_fn / t_torch:18.2f} "
+              f"{t_fn / (passes * floor_k):9.2f}")
     print(f"plain-framework floor per example: torch {floor_t * 1e3:.3f} ms, tensorflow {floor_k * 1e3:.3f} ms "
           f"(ratio {floor_k / floor_t:.2f})")
     del tf
@@ -178,17 +187,24 @@ def bench_tf_vs_torch(n, steps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer inputs and steps (a smoke run)")
+    ap.add_argument("--methods", help="comma-separated method rows to keep (default: all)")
+    ap.add_argument("--models", default="small,resnet18,tf",
+                    help="comma-separated sections to run: small, resnet18, tf (default: all three)")
     args = ap.parse_args()
+    only = set(args.methods.split(",")) if args.methods else None
+    sections = set(args.models.split(","))
     torch.manual_seed(0)
     steps = 10 if args.quick else 50
     small = tm.torch_cnn(tm.cnn_weights(seed=0, size=32, widths=(16, 32), hidden=64, classes=10))
-    bench_model("small CNN", small, (3, 32, 32), n=16, steps=steps, samples=steps,
-                batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800])
-    resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
-    bench_model("resnet18", resnet, (3, 224, 224), n=1 if args.quick else 2, steps=steps, samples=steps,
-                batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32])
-    if importlib.util.find_spec("tensorflow") is not None:
-        bench_tf_vs_torch(n=16, steps=steps)
+    if "small" in sections:
+        bench_model("small CNN", small, (3, 32, 32), n=16, steps=steps, samples=steps,
+                    batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800], only=only)
+    if "resnet18" in sections:
+        resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
+        bench_model("resnet18", resnet, (3, 224, 224), n=1 if args.quick else 2, steps=steps,
+                    samples=steps, batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32], only=only)
+    if "tf" in sections and importlib.util.find_spec("tensorflow") is not None:
+        bench_tf_vs_torch(n=16, steps=steps, only=only)
 
 
 if __name__ == "__main__":

@@ -439,3 +439,58 @@ def test_torch_bfloat16_model():
         assert np.abs(got.float().numpy() - ref).max() <= 0.1 * scale, method
         as_np = bxg.attribute(m16, x, [0, 1], method=method)  # NumPy in, NumPy out
         assert as_np.dtype == np.float32 and np.isfinite(as_np).all()
+
+
+# --- the registry through the public API (issue 14: the one source of method facts) -------
+def test_readme_method_table_is_generated_from_the_registry():
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    start = "<!-- methods-table: generated from the registry by scripts/update_readme.py -->"
+    table = readme.split(start, 1)[1].split("<!-- /methods-table -->", 1)[0]
+    assert table.strip("\n") + "\n" == bxg.methods_table(), (
+        "README.md's method table differs from the registry: run python scripts/update_readme.py")
+    rows = [ln for ln in bxg.methods_table().splitlines()[2:]]
+    assert [r.split("`")[1] for r in rows] == bxg.method_names()
+
+
+def test_method_info_names_and_demo_list_come_from_the_registry():
+    from boundary_xg.cli import method_help
+    from boundary_xg.demo import DEMO_METHODS
+    from boundary_xg.methods.registry import METHODS, lookup
+
+    assert bxg.method_names() == [s.short for s in METHODS.values()]
+    assert list(DEMO_METHODS) == bxg.method_names(demo=True)
+    assert list(DEMO_METHODS) == ["SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad",
+                                  "BSM", "BIG", "BSG", "BDT"]
+    assert all(name in method_help() for name in bxg.method_names())
+    info = bxg.method_info("boundary-integrated-gradients")
+    assert (info.short, info.boundary, info.base, info.supports_gap) == ("BIG", True, "IG", True)
+    assert info.defaults["steps"] == lookup("IG").defaults["steps"]
+    with pytest.raises(TypeError):
+        info.defaults["steps"] = 3  # read-only: the registry is not changed through it
+    cam = bxg.method_info("gradcam")
+    assert (cam.takes_layer, cam.output, cam.boundary) == (True, "map", False)
+    assert "capture_layers" in cam.needs
+    with pytest.raises(MethodError, match="valid names"):
+        bxg.method_info("nope")
+
+
+def test_boundary_variants_inherit_their_base_methods_checks():
+    with pytest.raises(InputError, match="rule='nope'"):
+        bxg.BA("BIG", rule="nope")
+    with pytest.raises(InputError, match="variant='nope'"):
+        bxg.BA("BSG", variant="nope")
+    with pytest.raises(InputError, match="rule="):
+        bxg.BA("IG", rule="nope")
+
+
+def test_available_frameworks_and_use_framework():
+    from boundary_xg.errors import BackendNotAvailableError
+
+    assert set(bxg.available_frameworks()) == {"torch", "tensorflow"}
+    with pytest.raises(UnsupportedModelError, match="backend='nope'"):
+        bxg.use_framework("nope")
+    if HAS_TORCH:
+        assert bxg.use_framework("PyTorch") == "torch"
+    else:
+        with pytest.raises(BackendNotAvailableError):
+            bxg.use_framework("torch")

@@ -172,6 +172,37 @@ def test_torchscript_is_refused_with_the_fix(method, how):
 
 
 @needs_torch
+@pytest.mark.parametrize("method", ["DeepLIFT", "BDT"])
+def test_torchscript_is_refused_before_any_forward_pass(method):
+    # BDT ran its whole boundary search before DeepLIFT refused: the registry's
+    # prepare hook now refuses before the probe, the labels and the search
+    import torch
+    from torch import nn
+
+    class Counting(nn.Module):  # an eager wrapper around a scripted model counts the calls
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, z):
+            self.calls += 1
+            return self.inner(z)
+
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    model = Counting(torch.jit.script(eager))
+    x = torch.randn(3, 4)
+    with pytest.raises(MethodError, match="TorchScript.*eager"):
+        bxg.attribute(model, x, None, method=method)
+    assert model.calls == 0
+    with pytest.raises(MethodError, match="TorchScript"):
+        bxg.BA("DeepLIFT", use_boundary=True).attribute(model, x, [0, 1, 2], seed=0)
+    assert model.calls == 0
+    bxg.attribute(model, x, [0, 1, 2], method="SM")  # other methods still run on it
+    assert model.calls > 0
+
+
+@needs_torch
 def test_bsg_is_reproducible_with_a_seed():
     import torch
     from torch import nn

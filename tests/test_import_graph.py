@@ -96,3 +96,41 @@ def test_nothing_below_the_front_end_imports_api():
     # the entry points all go through the one front door
     for m in ("boundary_xg.api", "boundary_xg.search.pipeline", "boundary_xg.xdnn.priors"):
         assert "boundary_xg._entry" in g[m], m
+
+
+#: what the command line, the demo and the heatmaps may import from the package: the
+#: public surface (the package root, api, errors, the public subpackages and the
+#: front-end helpers of the same layer), never the backends, the methods, the entry
+#: layer, ops or a private module of another part
+PUBLIC_SURFACE = {
+    "boundary_xg", "boundary_xg.api", "boundary_xg.errors", "boundary_xg.viz", "boundary_xg.runs",
+    "boundary_xg.search", "boundary_xg.xdnn", "boundary_xg.demo", "boundary_xg.demo_models",
+    "boundary_xg.model_io", "boundary_xg.cli", "boundary_xg.testing", "boundary_xg.testing.models",
+}
+
+
+def test_cli_demo_and_viz_use_the_public_api_only():
+    g = _graph()
+    front = ["boundary_xg.cli", "boundary_xg.demo", "boundary_xg.demo_models", "boundary_xg.model_io"]
+    front += [m for m in g if m == "boundary_xg.viz" or m.startswith("boundary_xg.viz.")]
+    offenders = {}
+    for m in front:
+        own = {d for d in g[m] if m.startswith("boundary_xg.viz") and d.startswith("boundary_xg.viz")}
+        bad = sorted(g[m] - own - PUBLIC_SURFACE)
+        if bad:
+            offenders[m] = bad
+    assert offenders == {}, f"import internals; use the public API instead: {offenders}"
+
+
+def test_method_modules_register_themselves():
+    # the registry imports no method (a method module imports it), and the methods
+    # package imports every method module, so the table is complete on any import
+    g = _graph()
+    reg = "boundary_xg.methods.registry"
+    assert not {d for d in g[reg] if d.startswith("boundary_xg.methods")}
+    methods = {m for m in g if m.startswith("boundary_xg.methods.")} - {reg}
+    registering = {m for m in methods if reg in g[m]}
+    assert {"boundary_xg.methods." + n for n in (
+        "saliency", "integrated_gradients", "smoothgrad", "xgradient", "deeplift",
+        "expected_gradients", "gradcam", "fullgrad", "boundary")} <= registering
+    assert registering <= g["boundary_xg.methods"]

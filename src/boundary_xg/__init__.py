@@ -10,7 +10,18 @@ Importing this package imports neither framework nor matplotlib; the backend of
 a model is loaded when the model is first explained.
 """
 
-from .api import BA, attribute, predict
+from .api import (
+    BA,
+    MethodInfo,
+    attribute,
+    available_frameworks,
+    import_frameworks,
+    method_info,
+    method_names,
+    methods_table,
+    predict,
+    use_framework,
+)
 from .errors import (
     BackendNotAvailableError,
     BoundaryXGError,
@@ -47,6 +58,13 @@ __all__ = [
     "BA_tensorflow",
     "METHODS",
     "valid_names",
+    "MethodInfo",
+    "method_info",
+    "method_names",
+    "methods_table",
+    "available_frameworks",
+    "use_framework",
+    "import_frameworks",
     "BoundaryXGError",
     "InputError",
     "LabelError",

@@ -6,12 +6,19 @@ method (written once over the backend interface) inside a model session that
 puts the model back exactly as it was, and returns the result in the caller's
 type: NumPy in, NumPy out; a tensor in, a tensor of the same framework on the
 same device out.
+
+It also answers what the package offers, for the command line, the demo, the
+heatmaps and users alike: :func:`method_info`, :func:`method_names` and
+:func:`methods_table` read the method registry; :func:`available_frameworks`,
+:func:`use_framework` and :func:`import_frameworks` the installed frameworks.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ._entry import (
     ProbabilityOutputWarning,
@@ -26,11 +33,17 @@ from ._entry import (
     select_output,
     to_caller,
 )
-from .methods.registry import COMMON_OPTIONS, MethodSpec, check_options, lookup
+from .backends import _ALIASES, _installed, get_backend
+from .backends import import_frameworks as _import_frameworks
+from .methods.registry import COMMON_OPTIONS, METHODS, MethodSpec, check_options, lookup
 from .ops import default_batch_size
 from .ops import predict as _predict
 
-__all__ = ["BA", "attribute", "predict", "run_method", "ProbabilityOutputWarning"]
+__all__ = [
+    "BA", "attribute", "predict", "run_method", "ProbabilityOutputWarning",
+    "MethodInfo", "method_info", "method_names", "methods_table",
+    "available_frameworks", "use_framework", "import_frameworks",
+]
 
 
 def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[str, Any]) -> Any:
@@ -185,3 +198,158 @@ def predict(model: Any, x: Any, *, batch_size: Optional[int] = None, backend: Op
             probe(B, model, f, xt)
             out = _predict(B, f, xt, batch_size or default_batch_size(B, xt))
         return to_caller(B, out, kind, np_dtype)
+
+
+# --- what the package offers: methods ---------------------------------------------------
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows about a method (read-only; see :func:`method_info`).
+
+    Attributes:
+        short: the papers' short name (``"IG"``), as results and tables name it.
+        name: the readable name (``"integrated_gradients"``).
+        aliases: further accepted names.
+        defaults: every option the method takes, with its default (read-only).
+        uses_baseline: the method takes ``baseline=``.
+        supports_gap: ``return_gap=True`` gives a completeness gap (FullGrad: the
+            residual of its decomposition).
+        boundary: a boundary variant (BSM, BIG, BSG, BDT): it runs a boundary
+            search and ``return_dis=True`` also returns the distances.
+        base: for a boundary variant, its base method's short name, else "".
+        takes_layer: the method explains a layer and takes ``layer=``.
+        output: ``"like_x"`` (shaped like ``x``) or ``"map"`` (one map per example,
+            ``(N, 1, H, W)`` for PyTorch, ``(N, H, W, 1)`` for Keras).
+        needs: backend capabilities used beyond plain gradients.
+        cost: forward+backward passes per input, in words (``"`steps`"``).
+        summary: what the method computes (Markdown).
+        paper: the reference (Markdown).
+        in_demo: ``boundary-xg demo`` shows it.
+    """
+
+    short: str
+    name: str
+    aliases: Tuple[str, ...]
+    defaults: Mapping[str, Any]
+    uses_baseline: bool
+    supports_gap: bool
+    boundary: bool
+    base: str
+    takes_layer: bool
+    output: str
+    needs: Tuple[str, ...]
+    cost: str
+    summary: str
+    paper: str
+    in_demo: bool
+
+
+def _info(spec: MethodSpec) -> MethodInfo:
+    return MethodInfo(
+        short=spec.short, name=spec.name, aliases=tuple(spec.aliases),
+        defaults=MappingProxyType(dict(spec.defaults)), uses_baseline=bool(spec.uses_baseline),
+        supports_gap=bool(spec.supports_gap), boundary=bool(spec.base), base=spec.base,
+        takes_layer=bool(spec.takes_layer), output=spec.output, needs=tuple(spec.needs),
+        cost=_cost(spec), summary=_summary(spec), paper=spec.paper, in_demo=bool(spec.in_demo),
+    )
+
+
+def _cost(spec: MethodSpec) -> str:
+    if spec.cost:
+        return spec.cost
+    try:  # a registration without the README wording: the passes at the defaults
+        return str(int(spec.passes(dict(spec.defaults))))
+    except Exception:  # noqa: BLE001 - a passes() that needs options the defaults lack
+        return "?"
+
+
+def _summary(spec: MethodSpec) -> str:
+    if spec.summary:
+        return spec.summary
+    doc = (getattr(spec.func, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else spec.name
+
+
+def method_info(method: str) -> MethodInfo:
+    """What the registry knows about ``method`` (any accepted name, case-insensitive).
+
+    Example:
+        >>> info = bxg.method_info("BIG")
+        >>> info.short, info.boundary, info.base, dict(info.defaults)["steps"]
+        ('BIG', True, 'IG', 50)
+
+    Raises:
+        MethodError: an unknown name; the message lists the valid ones.
+    """
+    return _info(lookup(method))
+
+
+def method_names(demo: bool = False) -> List[str]:
+    """Short names of the registered methods, in the order of README's table.
+
+    Args:
+        demo: only those ``boundary-xg demo`` shows.
+    """
+    return [s.short for s in METHODS.values() if s.in_demo or not demo]
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def methods_table() -> str:
+    """README's method table (Markdown), generated from the registry.
+
+    One row per registered method, in registration order: its names, what it
+    computes and its options, its forward+backward passes per input, its paper
+    ("same" where a row repeats the one above). ``scripts/update_readme.py``
+    writes it into README.md; a test checks README against it.
+    """
+    lines = ["| name (`BA(...)`) | method | passes per input | paper |", "|---|---|---|---|"]
+    previous = None
+    for spec in METHODS.values():
+        info = _info(spec)
+        names = ", ".join(f"`{n}`" for n in (info.short, info.name))
+        paper = "same" if info.paper and info.paper == previous else info.paper
+        previous = info.paper
+        lines.append(f"| {names} | {_cell(info.summary)} | {_cell(info.cost)} | {_cell(paper)} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- what the package offers: frameworks --------------------------------------------------
+def available_frameworks() -> Dict[str, bool]:
+    """``{"torch": installed, "tensorflow": installed}``, without importing either."""
+    return {name: _installed(name) for name in ("torch", "tensorflow")}
+
+
+def use_framework(name: str) -> str:
+    """Check a framework name and that it is installed, import it, and return its canonical name.
+
+    Args:
+        name: ``"torch"``/``"pytorch"``/``"pt"`` or ``"tensorflow"``/``"tf"``/``"keras"``
+            (the names ``backend=`` takes).
+
+    Returns:
+        ``"torch"`` or ``"tensorflow"``. The framework is imported in the order
+        that is safe in one process (see :func:`import_frameworks`).
+
+    Raises:
+        UnsupportedModelError: an unknown name (the message lists the known ones).
+        BackendNotAvailableError: the framework is not installed (the message
+            names the extra to install).
+    """
+    key = _ALIASES.get(str(name).lower())
+    if key is None or not _installed(key):
+        get_backend(name)  # raises the error that names the fix
+    _import_frameworks([key])
+    get_backend(key)
+    return key
+
+
+def import_frameworks(names=("torch", "tensorflow")) -> None:
+    """Import the named installed frameworks in the order that is safe in one process.
+
+    torch (with torchvision and the parts torch imports lazily) before
+    TensorFlow: importing them after TensorFlow crashes the interpreter on some
+    machines. Frameworks that are not installed are skipped.
+    """
+    _import_frameworks(names)

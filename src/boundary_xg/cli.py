@@ -58,9 +58,9 @@ def _option(text: str):
 
 def method_help() -> str:
     """``--method``'s help: every registered method's short name, from the registry."""
-    from .methods.registry import METHODS
+    from .api import method_names
 
-    names = ", ".join(spec.short for spec in METHODS.values())
+    names = ", ".join(method_names())
     return f"method name: {names} (case-insensitive; readable names work too; default BIG)"
 
 
@@ -186,10 +186,10 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from .model_io import CLIError, load_model, pixel_bounds
+    from .api import method_info
     from .runs import explain_dataset
-    from .runs._lib import method_info
 
-    methods = {method_info(m.strip())["short"]: {} for m in args.methods.split(",") if m.strip()}
+    methods = {method_info(m.strip()).short: {} for m in args.methods.split(",") if m.strip()}
     shared, bounds = {}, None
     for key, value in args.option:
         if key == "bounds":
@@ -197,7 +197,7 @@ def cmd_evaluate(args) -> int:
             continue
         name, dot, opt = key.partition(".")
         if dot:
-            short = method_info(name)["short"]
+            short = method_info(name).short
             if short not in methods:
                 raise CLIError(f"--option {key}: {short} is not among --methods {list(methods)}.")
             methods[short][opt] = value
@@ -224,7 +224,7 @@ def cmd_evaluate(args) -> int:
         if from_files:
             raise CLIError("--labels goes with a .npy batch; a folder's labels are its class subfolders.")
         data = (data, np.load(args.labels, allow_pickle=False))
-    boundary = any(method_info(m)["boundary"] for m in methods)
+    boundary = any(method_info(m).boundary for m in methods)
     if boundary and bounds is None and from_files:
         # image files hold pixels in [0, 1]: search among real images, as explain does
         c = 1 if args.grayscale else 3
@@ -288,12 +288,11 @@ def cmd_explain(args) -> int:
     """``boundary-xg explain``."""
     import numpy as np
 
-    from .api import attribute
-    from .methods.registry import lookup
+    from .api import attribute, method_info
     from .model_io import load_images, load_model, pixel_bounds
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
-    spec = lookup(args.method)  # a bad name fails before a framework is imported
+    spec = method_info(args.method)  # a bad name fails before a framework is imported
     _check_out(args.out)
     model, fw = load_model(args.model, args.weights)
     x, shown, names = load_images(args.images, fw, args.size, args.grayscale, args.mean, args.std)

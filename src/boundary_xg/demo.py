@@ -1,10 +1,11 @@
 """The embedded demo: explain a few test digits with every registered method.
 
 ``boundary-xg demo`` (or :func:`run_demo`) loads the embedded digit classifiers
-(:mod:`boundary_xg.demo_models`), explains the first test digits with SM, IG,
-SG, XG, DeepLIFT, the layer methods GradCAM (default layer: the activation after
-the second convolution, 4x4, upsampled) and FullGrad, and the boundary methods
-BSM/BIG/BSG/BDT (those that are registered), and writes into the output folder:
+(:mod:`boundary_xg.demo_models`), explains the first test digits with the
+methods the registry marks for the demo (:data:`DEMO_METHODS`: SM, IG, SG, XG,
+DeepLIFT, the layer methods GradCAM (default layer: the activation after the
+second convolution, 4x4, upsampled) and FullGrad, and the boundary methods
+BSM/BIG/BSG/BDT), and writes into the output folder:
 
 - ``grid.png``: rows are digits, columns the image and each method's heatmap
   (boundary methods note their distance to the boundary point);
@@ -27,8 +28,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-#: methods shown, in column order; those not registered are skipped
-DEMO_METHODS = ("SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad", "BSM", "BIG", "BSG", "BDT")
+from .api import method_names
+
+#: methods shown, in column order: those the registry marks for the demo (``in_demo``),
+#: in the order of README's table
+DEMO_METHODS = tuple(method_names(demo=True))
 #: lighter settings than the defaults, so the demo stays well under a minute on 2 cores
 DEMO_OPTIONS: Dict[str, Dict[str, Any]] = {
     "IG": {"steps": 32}, "BIG": {"steps": 32},
@@ -85,18 +89,14 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
         InputError: an unknown backend or a bad ``n``.
         BackendNotAvailableError: the framework is not installed.
     """
-    from .api import attribute
-    from .backends import get_backend, import_frameworks
+    from .api import attribute, method_info, use_framework
     from .demo_models import load_digit_model, load_digit_test_set
     from .errors import InputError, MethodError
-    from .methods.registry import lookup
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
-    B = get_backend(backend)  # checks the name and that the framework is installed
-    fw = "torch" if B.name == "torch" else "tensorflow"
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 360:
         raise InputError(f"n={n!r}: expected an integer in [1, 360].")
-    import_frameworks([fw])
+    fw = use_framework(backend)  # checks the name and that the framework is installed; imports it
     t_start = time.perf_counter()
     layout = "NCHW" if fw == "torch" else "NHWC"
     x_all, y_all = load_digit_test_set(layout)
@@ -111,7 +111,7 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
     attrs: Dict[str, np.ndarray] = {}
     for name in methods:
         try:
-            spec = lookup(name)
+            spec = method_info(name)
         except MethodError:
             skipped.append(name)
             continue

@@ -61,10 +61,10 @@ def load_digit_model(framework: str = "torch", variant: str = "regular"):
     key = _FRAMEWORKS.get(str(framework).lower())
     if key is None:
         raise InputError(f"framework={framework!r}: expected 'torch' or 'tensorflow'.")
-    from .backends import get_backend
+    from .api import use_framework
     from .testing import models as tm
 
-    get_backend(key)  # a clear error when the framework is missing
+    use_framework(key)  # a clear error when the framework is missing; imports it
     w = digit_weights(variant)
     return tm.torch_cnn(w) if key == "torch" else tm.keras_cnn(w)
 

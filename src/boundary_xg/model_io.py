@@ -21,7 +21,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .backends import import_frameworks
+from .api import import_frameworks
 
 TORCHSCRIPT_EXT = (".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

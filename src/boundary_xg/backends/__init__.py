@@ -16,9 +16,9 @@ import sys
 from typing import Any, Dict, Optional
 
 from ..errors import BackendNotAvailableError, UnsupportedModelError
-from ._protocol import Backend
+from ._protocol import Backend, as_written
 
-__all__ = ["Backend", "get_backend", "backend_for", "available_backends", "import_frameworks"]
+__all__ = ["Backend", "as_written", "get_backend", "backend_for", "available_backends", "import_frameworks"]
 
 # canonical name -> (module holding the backend, the framework's import name, pip extra)
 _BACKENDS = {

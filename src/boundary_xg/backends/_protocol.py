@@ -22,6 +22,17 @@ import functools
 from typing import Any, Callable, Sequence, Tuple
 
 
+def as_written(fn: Callable) -> Callable:
+    """Mark ``fn`` for :meth:`Backend.jit` as free of data-dependent Python control flow.
+
+    It is then compiled as written (TensorFlow: without autograph), so that an
+    error it raises while it is traced (e.g. GradCAM's ``InputError`` for a layer
+    without spatial extent) reaches the caller with its own type and message.
+    """
+    fn.jit_as_written = True
+    return fn
+
+
 class Backend:
     """Abstract backend. Subclasses implement every method below for one framework."""
 
@@ -109,7 +120,8 @@ class Backend:
         """``fn`` with its leading arguments ``static`` bound, compiled where that is faster.
 
         Compiled versions are cached per ``owner`` (the logits function ``f``), so a
-        second call on the same model does not compile again.
+        second call on the same model does not compile again. Functions marked with
+        :func:`as_written` are compiled without source conversion.
         """
         return functools.partial(fn, *static)
 
@@ -138,6 +150,7 @@ class Backend:
 
     # --- shape and indexing -------------------------------------------------------
     def shape(self, t: Any) -> Tuple[int, ...]:
+        """The shape as Python ints (None for a dimension a compiled step traces as unknown)."""
         raise NotImplementedError
 
     def dtype_name(self, t: Any) -> str:
@@ -189,6 +202,14 @@ class Backend:
         raise NotImplementedError
 
     def min(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        """``sum(t * w, axis)`` for a 1-D ``w`` along ``axis`` of ``t``: ``t``'s shape without ``axis``.
+
+        One read of ``t`` (a matrix product): the product ``t * w`` is not formed.
+        ``w`` is cast to ``t``'s dtype.
+        """
         raise NotImplementedError
 
     def all_finite(self, t: Any) -> bool:
@@ -257,6 +278,18 @@ class Backend:
         raise NotImplementedError
 
     # --- DeepLIFT (issue 3): the framework-specific kernel behind methods/deeplift.py ---
+    def check_deeplift_model(self, model: Any) -> None:
+        """Refuse a model whose nonlinearities :meth:`deeplift_grad` cannot intercept.
+
+        Called by the front end before any forward pass (DeepLIFT's and BDT's
+        ``prepare``), so that BDT refuses before its boundary search. Default: accept.
+
+        Raises:
+            MethodError: the model cannot be explained by DeepLIFT (PyTorch: a
+                TorchScript module), with the fix.
+        """
+        return None
+
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         """DeepLIFT (Rescale) multipliers of each example's label logit w.r.t. ``x``.
 

@@ -230,8 +230,9 @@ def bias_terms(model: Any) -> List[Tuple[Any, Any, int]]:
     """``(layer, bias (C,), channel axis of its output)`` for every layer that adds a bias.
 
     Layers with ``use_bias`` and a ``bias`` weight (Dense, Conv*, DepthwiseConv2D,
-    SeparableConv2D, ...) and batch normalisation with its effective bias
-    ``beta - moving_mean * gamma / sqrt(moving_variance + epsilon)``.
+    SeparableConv2D, ...; the bias is the layer's ``tf.Variable``, read where it is
+    used) and batch normalisation with its effective bias
+    ``beta - moving_mean * gamma / sqrt(moving_variance + epsilon)`` (a tensor).
     """
     out = []
     for layer in all_layers(model):
@@ -244,7 +245,10 @@ def bias_terms(model: Any) -> List[Tuple[Any, Any, int]]:
             out.append((layer, beta - mean * gamma / tf.sqrt(var + layer.epsilon), axis))
         elif getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
             axis = 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
-            out.append((layer, tf.convert_to_tensor(layer.bias), axis))
+            # the tf.Variable itself, not a copy: a compiled step reads it in its graph
+            # (eager reads cost more than FullGrad's post-processing on a small CNN)
+            bias = getattr(layer.bias, "value", layer.bias)  # keras.Variable -> tf.Variable
+            out.append((layer, bias if isinstance(bias, tf.Variable) else tf.convert_to_tensor(bias), axis))
     return out
 
 

@@ -203,13 +203,15 @@ class TensorFlowBackend(Backend):
         bound = functools.partial(fn, *static)
         if not self.use_tf_function:
             return bound
+        # as_written: no autograph, so our errors raised while tracing pass through unwrapped
+        autograph = not getattr(fn, "jit_as_written", False)
         try:
             cache = self._compiled.setdefault(owner, {})
         except TypeError:  # owner not weak-referenceable: compile without caching
-            return tf.function(bound, reduce_retracing=True)
+            return tf.function(bound, reduce_retracing=True, autograph=autograph)
         key = (fn,) + tuple(id(s) for s in static)
         if key not in cache:
-            cache[key] = tf.function(bound, reduce_retracing=True)
+            cache[key] = tf.function(bound, reduce_retracing=True, autograph=autograph)
         return cache[key]
 
     def stop_gradient(self, t: Any) -> Any:
@@ -235,7 +237,8 @@ class TensorFlowBackend(Backend):
 
     # --- shape and indexing -------------------------------------------------------
     def shape(self, t: Any) -> Tuple[int, ...]:
-        return tuple(int(d) for d in t.shape)
+        # None: a dimension unknown while a step is traced with relaxed shapes
+        return tuple(None if d is None else int(d) for d in t.shape)
 
     def dtype_name(self, t: Any) -> str:
         return t.dtype.name
@@ -282,6 +285,10 @@ class TensorFlowBackend(Backend):
 
     def min(self, t: Any, axis: Any = None) -> Any:
         return tf.reduce_min(t, axis=axis)
+
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        # channels last (NHWC): a reshape to (N*H*W, C) and one matrix product
+        return tf.tensordot(t, tf.cast(w, t.dtype), axes=[[axis % t.shape.rank], [0]])
 
     def all_finite(self, t: Any) -> bool:
         if not t.dtype.is_floating:
@@ -347,6 +354,11 @@ class TensorFlowBackend(Backend):
         return tf.sort(t, axis=axis)
 
     # --- DeepLIFT (issue 3): Rescale kernel, see _tf_rescale.py ----------------------
+    def check_deeplift_model(self, model: Any) -> None:
+        # the Keras kernel intercepts every layer and activation it can see, and a
+        # nonlinearity it cannot handle raises from deeplift_grad itself
+        return None
+
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         from ._tf_rescale import deeplift_grad
 

@@ -11,6 +11,7 @@ model whose sub-modules were in mixed modes exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Any, Callable, Iterator, Sequence, Tuple
 
@@ -245,6 +246,18 @@ class TorchBackend(Backend):
     def min(self, t: Any, axis: Any = None) -> Any:
         return t.min() if axis is None else t.amin(dim=axis)
 
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        shape = t.shape
+        axis %= len(shape)
+        lead, c, trail = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+        if w.dtype != t.dtype:
+            w = w.to(t.dtype)
+        # (lead, C, trail) contracted with w (C,): one batched (1, C) x (C, trail) product
+        # over a view of t (NCHW, channels on axis 1: no copy); bmm with the vector
+        # expanded is 2x faster than matmul's broadcasting of a 1-D operand
+        out = torch.bmm(w.reshape(1, 1, c).expand(lead, 1, c), t.reshape(lead, c, trail))
+        return out.reshape(shape[:axis] + shape[axis + 1:])
+
     def all_finite(self, t: Any) -> bool:
         if not t.is_floating_point():
             return True
@@ -302,6 +315,9 @@ class TorchBackend(Backend):
         return torch.sort(t, dim=axis).values
 
     # --- DeepLIFT (issue 3): Rescale kernel, see _torch_rescale.py -------------------
+    def check_deeplift_model(self, model: Any) -> None:
+        _refuse_torchscript(model)
+
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
         from ._torch_rescale import deeplift_grad
 

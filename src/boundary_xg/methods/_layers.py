@@ -28,8 +28,8 @@ def spatial_size(B: Backend, t: Any) -> Tuple[int, int]:
 
 def as_map(B: Backend, t: Any) -> Any:
     """``(N, H, W)`` to one map per example: ``(N, 1, H, W)`` (NCHW) or ``(N, H, W, 1)`` (NHWC)."""
-    n, h, w = B.shape(t)
-    return B.reshape(t, (n, 1, h, w) if B.image_layout == "NCHW" else (n, h, w, 1))
+    _, h, w = B.shape(t)  # the batch may be unknown while a compiled step is traced
+    return B.reshape(t, (-1, 1, h, w) if B.image_layout == "NCHW" else (-1, h, w, 1))
 
 
 def channel_sum(B: Backend, t: Any) -> Any:

@@ -24,13 +24,19 @@ from ..backends import Backend
 from ..errors import InputError
 from ..search._ops import l2_distance
 from ..search.pipeline import boundary_search, check_attacks, prepare_bounds
+# the base methods register themselves on import: they are in the table before the variants
+from . import deeplift as _deeplift  # noqa: F401
+from . import integrated_gradients as _integrated_gradients  # noqa: F401
+from . import saliency as _saliency  # noqa: F401
+from . import smoothgrad as _smoothgrad  # noqa: F401
 from .registry import MethodSpec, lookup, register
 
-#: boundary variant short name -> (base method name, how the boundary point is used)
+#: boundary variant short name -> (base method name, how the boundary point is used);
+#: in README's table order
 VARIANTS: Dict[str, tuple] = {
     "BSM": ("SM", "input"),
-    "BSG": ("SG", "input"),
     "BIG": ("IG", "baseline"),
+    "BSG": ("SG", "input"),
     "BDT": ("DeepLIFT", "baseline"),
 }
 
@@ -121,24 +127,42 @@ def _base_defaults(name: str) -> Dict[str, Any]:
     return {k: v for k, v in spec.defaults.items() if k not in ("baseline", "exact")}
 
 
+#: short name -> (readable name, aliases, README's summary, README's cost)
 _NAMES = {
-    "BSM": ("boundary_saliency", ("boundary_based_sm", "boundarysm"), "saliency at the boundary point"),
-    "BSG": ("boundary_smoothgrad", ("boundary_based_sg", "boundarysg"), "SmoothGrad at the boundary point"),
-    "BIG": ("boundary_integrated_gradients", ("boundary_based_ig", "boundaryig"), "IG from the boundary point"),
-    "BDT": ("boundary_deeplift", ("bdeeplift", "boundary_based_deeplift"), "DeepLIFT from the boundary point"),
+    "BSM": ("boundary_saliency", ("boundary_based_sm", "boundarysm"),
+            "saliency at the closest boundary point", "search + 1"),
+    "BIG": ("boundary_integrated_gradients", ("boundary_based_ig", "boundaryig"),
+            "IG from the closest boundary point to `x`", "search + `steps`"),
+    "BSG": ("boundary_smoothgrad", ("boundary_based_sg", "boundarysg"),
+            "SmoothGrad at the closest boundary point", "search + `num_samples`"),
+    "BDT": ("boundary_deeplift", ("bdeeplift", "boundary_based_deeplift"),
+            "DeepLIFT from the closest boundary point", "search + 1 + a forward of the points"),
 }
+
+PAPER = "Wang, Fredrikson, Datta, *Boundary Attributions Provide Normal (Vector) Explanations*, 2021"
 
 
 def register_variants() -> None:
-    """Register BSM, BSG, BIG, BDT (their defaults include the base method's options)."""
+    """Register BSM, BIG, BSG, BDT.
+
+    Their defaults include the base method's options (with the base's checks),
+    and the base's ``prepare`` runs before the search: a model the base method
+    refuses (DeepLIFT on TorchScript) is refused before any forward pass.
+    """
     for short, (base_name, role) in VARIANTS.items():
-        name, aliases, _ = _NAMES[short]
+        name, aliases, summary, cost = _NAMES[short]
+        try:
+            base = lookup(base_name)
+        except Exception:  # the base method is not registered
+            base = None
         defaults = dict(_base_defaults(base_name))
         defaults.update(SEARCH_OPTIONS)
         register(MethodSpec(
             name=name, short=short, func=_variant_func(short), defaults=defaults, aliases=aliases,
             uses_baseline=False, supports_gap=(role == "baseline"),
-            paper="Wang, Fredrikson, Datta, Boundary Attributions Provide Normal (Vector) Explanations, 2021",
+            prepare=base.prepare if base is not None else None,
+            checks=dict(base.checks) if base is not None else {},
+            summary=summary, cost=cost, base=base_name, in_demo=True, paper=PAPER,
         ))
 
 

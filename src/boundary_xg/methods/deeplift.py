@@ -16,13 +16,14 @@ one forward and one backward pass of the inputs. A baseline shared by all rows
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
 from ..backends import Backend
 from ..ops import resolve_batch_size, row_chunks
 from .integrated_gradients import completeness_gap
+from .registry import MethodSpec, register
 
 
 def _shared(B: Backend, f: Callable, baseline: Any, n: int) -> bool:
@@ -111,3 +112,28 @@ def deeplift(
     if not return_gap:
         return attr
     return attr, completeness_gap(B, f, attr, x, baseline, labels, batch_size)
+
+
+def check_model(B: Backend, model: Any, x: Any, options: Dict[str, Any]) -> None:
+    """The front end's pre-check of DeepLIFT and BDT, before any forward pass.
+
+    Raises:
+        MethodError: the backend's Rescale rule cannot see inside the model (a
+            TorchScript module in PyTorch): refused before any work, where BDT
+            would otherwise run its boundary search first.
+    """
+    B.check_deeplift_model(model)
+
+
+register(MethodSpec(
+    name="deeplift", short="DeepLIFT", func=deeplift, defaults={"baseline": None},
+    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
+    # at most: a baseline forward and an input forward+backward cost less than the
+    # doubled batch's two rows (a shared baseline costs one row)
+    passes=lambda o: 2, prepare=check_model,
+    summary="DeepLIFT Rescale, PyTorch **and** Keras; reused/in-place ReLUs and functional `F.relu` "
+            "handled; `baseline`, `return_gap`",
+    cost="1 + a baseline forward (none for a shared baseline)", in_demo=True,
+    paper="Shrikumar et al., *Learning Important Features Through Propagating Activation "
+          "Differences*, ICML 2017",
+))

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Optional
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import compiled_label_grad, expand_rows, label_scores, resolve_batch_size, row_chunks
+from .registry import MethodSpec, register
 
 
 def expected_gradients(
@@ -135,3 +136,17 @@ def prepare_background(B: Backend, model: Any, x: Any, options: Dict[str, Any]) 
     if not B.all_finite(bt):
         raise InputError("background contains NaN or infinity; expected finite values.")
     options["background"] = bt
+
+
+register(MethodSpec(
+    name="expected_gradients", short="EG", func=expected_gradients,
+    defaults={"background": None, "num_samples": 50, "seed": None},
+    aliases=("expectedgradients", "expgrad"), supports_gap=True,
+    passes=lambda o: int(o["num_samples"]), prepare=prepare_background,
+    summary="Expected Gradients; `background` set, `num_samples`, `seed`; each example draws its "
+            "own references and points on the path (reproducible at any batch size and dtype); "
+            "with a one-row background it is Monte-Carlo IG",
+    cost="`num_samples`",
+    paper="Erion et al., *Improving performance of deep learning models with axiomatic "
+          "attribution priors and expected gradients*, Nature Machine Intelligence 2021",
+))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ..backends import Backend
+from ..backends import Backend, as_written
 from ..errors import InputError
 from ._layers import as_map, by_chunks, channel_axis, prepare_layer, spatial_size
 from .registry import MethodSpec, boolean_option, register
@@ -44,8 +44,8 @@ def _spatial_axes(B: Backend):
 
 def _per_channel(B: Backend, w: Any) -> Any:
     """Channel weights ``(N, K)`` shaped to broadcast over a 4-D batch."""
-    n, k = B.shape(w)
-    return B.reshape(w, (n, k, 1, 1) if B.image_layout == "NCHW" else (n, 1, 1, k))
+    k = B.shape(w)[1]  # the batch may be unknown while a compiled step is traced
+    return B.reshape(w, (-1, k, 1, 1) if B.image_layout == "NCHW" else (-1, 1, 1, k))
 
 
 def _gradcam_weights(B: Backend, A: Any, G: Any) -> Any:
@@ -63,20 +63,25 @@ def _gradcam_pp_weights(B: Backend, A: Any, G: Any) -> Any:
     return B.sum(alpha * B.maximum(G, zero), axis=_spatial_axes(B))
 
 
+@as_written
+def _cam_step(B: Backend, f: Callable, layer: Any, relu: bool, upsample: bool, weights: Callable,
+              method: str, x: Any, labels: Any) -> Any:
+    """One chunk: capture the layer, weight its channels, ReLU, resize; ``(cam,)``."""
+    A, G = _layer_output(B, f, layer, x, labels, method)
+    cam = as_map(B, B.sum(_per_channel(B, weights(B, A, G)) * A, axis=channel_axis(B)))
+    if relu:
+        cam = B.maximum(cam, B.zeros_like(cam))
+    if upsample:
+        cam = B.resize(cam, spatial_size(B, x))
+    return (cam,)
+
+
 def _cam(B: Backend, f: Callable, x: Any, labels: Any, layer: Any, relu: bool, upsample: bool,
          batch_size: Optional[int], weights: Callable, method: str) -> Any:
-    size = spatial_size(B, x)
-
-    def run(xc, yc):
-        A, G = _layer_output(B, f, layer, xc, yc, method)
-        cam = as_map(B, B.sum(_per_channel(B, weights(B, A, G)) * A, axis=channel_axis(B)))
-        if relu:
-            cam = B.maximum(cam, B.zeros_like(cam))
-        if upsample:
-            cam = B.resize(cam, size)
-        return (cam,)
-
-    return by_chunks(B, x, labels, batch_size, run)[0]
+    # one compiled step per model, layer and options (TensorFlow: capture and
+    # post-processing in one graph, traced once)
+    step = B.jit(_cam_step, f, B, f, layer, bool(relu), bool(upsample), weights, method)
+    return by_chunks(B, x, labels, batch_size, step)[0]
 
 
 def gradcam(B: Backend, f: Callable, x: Any, labels: Any, *, layer: Any, relu: bool = True,
@@ -116,22 +121,25 @@ def gradcam_plus_plus(B: Backend, f: Callable, x: Any, labels: Any, *, layer: An
     return _cam(B, f, x, labels, layer, relu, upsample, batch_size, _gradcam_pp_weights, "GradCAM++")
 
 
-def _register(name: str, short: str, func: Callable, aliases: tuple, summary: str, paper: str) -> None:
+def _register(name: str, short: str, func: Callable, aliases: tuple, summary: str, paper: str,
+              in_demo: bool = False) -> None:
     """Register a CAM method: the options, checks and needs GradCAM and GradCAM++ share."""
     register(MethodSpec(
         name=name, short=short, func=func, defaults={"layer": None, "relu": True, "upsample": True},
         aliases=aliases, prepare=prepare_layer, takes_layer=True, output="map",
         needs=("capture_layers", "resize", "default_layer"),
         checks={"relu": boolean_option("relu"), "upsample": boolean_option("upsample")},
-        summary=summary, paper=paper,
+        summary=summary, cost="1", paper=paper, in_demo=in_demo,
     ))
 
 
 _register("grad_cam", "GradCAM", gradcam, ("gradcam", "grad-cam", "layer_grad_cam"),
-          "a layer's activations weighted by their mean gradient, ReLU, upsampled",
-          "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via "
-          "Gradient-based Localization, ICCV 2017")
+          "GradCAM of a layer: `layer=` (PyTorch: a module or its dotted name; Keras: a layer, its "
+          "name or index; default: the output of the last block with spatial extent, e.g. `layer4` "
+          "of a ResNet), `relu` (True), `upsample` (True: bilinear to the input size); one map per "
+          "example, `(N, 1, H, W)` / `(N, H, W, 1)`",
+          "Selvaraju et al., *Grad-CAM*, ICCV 2017", in_demo=True)
 _register("grad_cam_plus_plus", "GradCAM++", gradcam_plus_plus, ("gradcampp", "gradcamplusplus"),
-          "GradCAM with weights from positive gradients and second-order terms",
-          "Chattopadhay et al., Grad-CAM++: Generalized Gradient-Based Visual Explanations "
-          "for Deep Convolutional Networks, WACV 2018")
+          "GradCAM++ (channel weights from positive gradients and the closed-form second-order "
+          "terms); options as GradCAM",
+          "Chattopadhay et al., *Grad-CAM++*, WACV 2018")

@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, Optional
 from ..backends import Backend
 from ..errors import InputError, MethodError
 from ..ops import gradients_at, path_gradients, predict
-from .quadrature import quadrature
+from .quadrature import RULES, quadrature
+from .registry import MethodSpec, one_of, register
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +141,17 @@ def prepare_exact(B: Backend, model: Any, x: Any, options: Dict[str, Any]) -> No
             f"{report.offender_summary()}. Use exact=False, an X-architecture from "
             "boundary_xg.xdnn, or boundary_xg.xdnn.strip_bias(model) and fine-tune."
         )
+
+
+register(MethodSpec(
+    name="integrated_gradients", short="IG", func=integrated_gradients,
+    defaults={"baseline": None, "steps": 50, "rule": "gausslegendre", "exact": False},
+    aliases=("integratedgradients", "intgrad"), uses_baseline=True, supports_gap=True,
+    passes=lambda o: 1 if o.get("exact") else int(o["steps"]),
+    prepare=prepare_exact, checks={"rule": one_of("rule", RULES)},
+    summary="Integrated Gradients; `baseline` (None = zeros, scalar, broadcastable array), `steps` "
+            "(50), `rule` (`gausslegendre`, `riemann_left/right/middle/trapezoid`, "
+            "`captum_trapezoid`), `return_gap`",
+    cost="`steps`", in_demo=True,
+    paper="Sundararajan et al., *Axiomatic Attribution for Deep Networks*, ICML 2017",
+))

@@ -1,9 +1,22 @@
-"""The table of methods: names, aliases, default options, option checks.
+"""The table of methods: what each method is, under which names, with which options.
+
+Every method registers itself next to its code (``methods/saliency.py``,
+``methods/gradcam.py``, ...) with ``register(MethodSpec(...))``: its names,
+options and their checks, whether it takes a layer, the shape of its output, the
+backend capabilities it needs, its cost and its paper. This module holds only
+the table and what reads it; it imports no method, so a method module can import
+it without an import circle. ``methods/__init__.py`` imports every method module,
+so the table is complete as soon as anything under ``boundary_xg.methods`` is
+imported. A new method is one new module plus one line there.
 
 Names are looked up case-insensitively with ``-``, ``_`` and spaces ignored, so
 ``"IG"``, ``"ig"``, ``"integrated_gradients"`` and ``"Integrated-Gradients"`` all
 name the same method. Options are checked when a method object is built and
 again when a call overrides them, and every message names the option.
+
+README's method table, the command line's ``--method`` help and the demo's
+method list are generated from this table (``boundary_xg.methods_table()``,
+``boundary_xg.method_names()``).
 """
 
 from __future__ import annotations
@@ -14,11 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import InputError, MethodError
-from .integrated_gradients import integrated_gradients, prepare_exact
-from .quadrature import RULES
-from .saliency import input_x_gradient, saliency
-from .smoothgrad import VARIANTS, smoothgrad
-from .xgradient import warn_if_not_homogeneous, xgradient
 
 
 @dataclass(frozen=True)
@@ -34,12 +42,12 @@ class MethodSpec:
         uses_baseline: the method takes ``baseline=`` (the API converts it).
         supports_gap: ``return_gap=True`` gives the completeness gap.
         passes: forward+backward passes per input, as a function of the options.
-        paper: the reference to cite.
+        paper: the reference to cite (README's table shows it; Markdown ``*title*``).
         prepare: optional ``prepare(B, model, x, options)`` the front end calls
             after converting ``x`` and before running the model: checks that need
-            the model (XG's homogeneity warning, IG's ``exact=True``) and
-            conversion of method-specific options in place (EG's ``background``,
-            a layer method's ``layer``).
+            the model (XG's homogeneity warning, IG's ``exact=True``, DeepLIFT's
+            refusal of TorchScript) and conversion of method-specific options in
+            place (EG's ``background``, a layer method's ``layer``).
         takes_layer: the method explains a layer and takes ``layer=``.
         output: ``"like_x"`` (attributions shaped like ``x``) or ``"map"`` (one
             map per example: ``(N, 1, H, W)`` for NCHW, ``(N, H, W, 1)`` for NHWC).
@@ -47,7 +55,12 @@ class MethodSpec:
             primitives (e.g. ``("capture_layers", "resize")``).
         checks: option name -> validator raising :class:`InputError`, for the
             method's own options (consulted before the shared :data:`CHECKS`).
-        summary: one line saying what the method computes (README's table).
+        summary: what the method computes and its main options (README's table,
+            Markdown); empty: the first line of ``func``'s docstring.
+        cost: forward+backward passes per input as README's table states them
+            (``"1"``, ``"`steps`"``); empty: ``passes`` of the defaults.
+        base: for a boundary variant, the short name of its base method ("IG" for BIG).
+        in_demo: the demo (``boundary-xg demo``) shows the method.
     """
 
     name: str
@@ -65,18 +78,25 @@ class MethodSpec:
     needs: Tuple[str, ...] = ()
     checks: Mapping[str, Callable[[Any], None]] = field(default_factory=dict)
     summary: str = ""
+    cost: str = ""
+    base: str = ""
+    in_demo: bool = False
 
 
 def _key(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch not in "-_ ")
 
 
+#: canonical name -> spec, in registration order (README's table order)
 METHODS: Dict[str, MethodSpec] = {}
 _LOOKUP: Dict[str, MethodSpec] = {}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to the table under its name, short name and aliases."""
+    """Add ``spec`` to the table under its name, short name and aliases.
+
+    Registering a name again replaces the entry (in place: its table position stays).
+    """
     METHODS[spec.name] = spec
     for alias in (spec.name, spec.short) + tuple(spec.aliases):
         _LOOKUP[_key(alias)] = spec
@@ -100,15 +120,17 @@ def lookup(method: Any) -> MethodSpec:
     return spec
 
 
-# --- option checks -----------------------------------------------------------------
-def _int_at_least(name: str, least: int) -> Callable[[Any], None]:
+# --- option checks (shared; a method's own go in its MethodSpec.checks) ----------------
+def int_at_least(name: str, least: int) -> Callable[[Any], None]:
+    """A check: ``name`` is an integer >= ``least`` (not a bool)."""
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
             raise InputError(f"{name}={v!r}: expected an integer >= {least}.")
     return check
 
 
-def _nonneg_float(name: str, optional: bool = False) -> Callable[[Any], None]:
+def nonneg_float(name: str, optional: bool = False) -> Callable[[Any], None]:
+    """A check: ``name`` is a finite number >= 0 (or None with ``optional``)."""
     def check(v: Any) -> None:
         if optional and v is None:
             return
@@ -117,14 +139,16 @@ def _nonneg_float(name: str, optional: bool = False) -> Callable[[Any], None]:
     return check
 
 
-def _one_of(name: str, choices: Tuple[str, ...]) -> Callable[[Any], None]:
+def one_of(name: str, choices: Tuple[str, ...]) -> Callable[[Any], None]:
+    """A check: ``name`` is one of ``choices``."""
     def check(v: Any) -> None:
         if v not in choices:
             raise InputError(f"{name}={v!r}: expected one of {list(choices)}.")
     return check
 
 
-def _boolean(name: str) -> Callable[[Any], None]:
+def boolean_option(name: str) -> Callable[[Any], None]:
+    """A check: ``name`` is True or False."""
     def check(v: Any) -> None:
         if not isinstance(v, bool):
             raise InputError(f"{name}={v!r}: expected True or False.")
@@ -138,26 +162,26 @@ def _seed(v: Any) -> None:
 
 def _batch_size(v: Any) -> None:
     if v is not None:
-        _int_at_least("batch_size", 1)(v)
+        int_at_least("batch_size", 1)(v)
 
 
-#: option validators for the ``checks`` of registrations in other modules
-boolean_option = _boolean
+# the names the checks had before they were public
+_int_at_least, _nonneg_float, _one_of, _boolean = int_at_least, nonneg_float, one_of, boolean_option
 
+#: checks of options several methods share; a method's own (IG's ``rule``, SG's
+#: ``variant``, GradCAM's ``relu``) are in its registration's ``checks``
 CHECKS: Dict[str, Callable[[Any], None]] = {
-    "steps": _int_at_least("steps", 1),
-    "num_samples": _int_at_least("num_samples", 1),
-    "sigma": _nonneg_float("sigma"),
-    "sigma_abs": _nonneg_float("sigma_abs", optional=True),
-    "rule": _one_of("rule", RULES),
-    "variant": _one_of("variant", VARIANTS),
-    "abs": _boolean("abs"),
-    "create_graph": _boolean("create_graph"),
-    "return_gap": _boolean("return_gap"),
-    "exact": _boolean("exact"),
+    "steps": int_at_least("steps", 1),
+    "num_samples": int_at_least("num_samples", 1),
+    "sigma": nonneg_float("sigma"),
+    "sigma_abs": nonneg_float("sigma_abs", optional=True),
+    "abs": boolean_option("abs"),
+    "create_graph": boolean_option("create_graph"),
+    "return_gap": boolean_option("return_gap"),
+    "exact": boolean_option("exact"),
     "seed": _seed,
     "batch_size": _batch_size,
-    "model_mode": _one_of("model_mode", ("eval", "as_is")),
+    "model_mode": one_of("model_mode", ("eval", "as_is")),
 }
 
 #: options every method takes (handled by the front end)
@@ -182,60 +206,3 @@ def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:
             spec.checks[name](value)
         elif name in CHECKS:
             CHECKS[name](value)
-
-
-register(MethodSpec(
-    name="saliency", short="SM", func=saliency, defaults={"abs": False},
-    aliases=("saliency_map", "gradient", "grad", "vanilla_gradient"),
-    paper="Simonyan et al., Deep Inside Convolutional Networks, 2014",
-))
-register(MethodSpec(
-    name="input_x_gradient", short="IxG", func=input_x_gradient, defaults={},
-    aliases=("inputxgradient", "input_times_gradient", "gradient_x_input", "inputgrad"),
-    paper="Shrikumar et al., Not Just a Black Box, 2016",
-))
-register(MethodSpec(
-    name="integrated_gradients", short="IG", func=integrated_gradients,
-    defaults={"baseline": None, "steps": 50, "rule": "gausslegendre", "exact": False},
-    aliases=("integratedgradients", "intgrad"), uses_baseline=True, supports_gap=True,
-    passes=lambda o: 1 if o.get("exact") else int(o["steps"]),
-    prepare=prepare_exact,
-    paper="Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
-))
-register(MethodSpec(
-    name="smoothgrad", short="SG", func=smoothgrad,
-    defaults={"num_samples": 50, "sigma": 0.15, "sigma_abs": None, "variant": "smoothgrad", "seed": None},
-    aliases=("smooth_grad", "smoothgradient"),
-    passes=lambda o: int(o["num_samples"]),
-    paper="Smilkov et al., SmoothGrad: removing noise by adding noise, 2017",
-))
-register(MethodSpec(
-    name="x_gradient", short="XG", func=xgradient, defaults={"create_graph": False},
-    aliases=("xgradient", "x-gradient"), prepare=warn_if_not_homogeneous,
-    paper="Hesse et al., Fast Axiomatic Attribution for Neural Networks, NeurIPS 2021",
-))
-
-# --- Expected Gradients (issue 6) ---------------------------------------------------
-from .expected_gradients import expected_gradients, prepare_background  # noqa: E402
-
-register(MethodSpec(
-    name="expected_gradients", short="EG", func=expected_gradients,
-    defaults={"background": None, "num_samples": 50, "seed": None},
-    aliases=("expectedgradients", "expgrad"), supports_gap=True,
-    passes=lambda o: int(o["num_samples"]), prepare=prepare_background,
-    paper="Erion et al., Improving performance of deep learning models with axiomatic "
-          "attribution priors and expected gradients, Nature Machine Intelligence 2021",
-))
-
-# --- DeepLIFT (issue 3) -------------------------------------------------------------
-from .deeplift import deeplift  # noqa: E402
-
-register(MethodSpec(
-    name="deeplift", short="DeepLIFT", func=deeplift, defaults={"baseline": None},
-    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
-    # at most: a baseline forward and an input forward+backward cost less than the
-    # doubled batch's two rows (a shared baseline costs one row)
-    passes=lambda o: 2,
-    paper="Shrikumar, Greenside, Kundaje, Learning Important Features Through Propagating "
-          "Activation Differences, ICML 2017",
-))

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 from ..backends import Backend
 from ..ops import gradients_at
+from .registry import MethodSpec, register
 
 
 def saliency(
@@ -39,3 +40,18 @@ def input_x_gradient(
     """``x * grad F_y(x)``, signed, shaped like ``x`` (one pass)."""
     _, g = gradients_at(B, f, x, labels, batch_size)
     return x * g
+
+
+register(MethodSpec(
+    name="saliency", short="SM", func=saliency, defaults={"abs": False},
+    aliases=("saliency_map", "gradient", "grad", "vanilla_gradient"),
+    summary="gradient of the label's logit (signed; `abs=True` for Captum's default)", cost="1",
+    in_demo=True,
+    paper="Simonyan et al., *Deep Inside Convolutional Networks*, 2014",
+))
+register(MethodSpec(
+    name="input_x_gradient", short="IxG", func=input_x_gradient, defaults={},
+    aliases=("inputxgradient", "input_times_gradient", "gradient_x_input", "inputgrad"),
+    summary="`x * grad`", cost="1",
+    paper="Shrikumar et al., *Not Just a Black Box*, 2016",
+))

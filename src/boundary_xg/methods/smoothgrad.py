@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from ..backends import Backend
 from ..ops import compiled_label_grad, expand_rows, per_example_range, resolve_batch_size, row_chunks
+from .registry import MethodSpec, one_of, register
 
 VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -73,3 +74,15 @@ def smoothgrad(
     if variant == "smoothgrad_sq":
         return acc_sq / s
     return acc_sq / s - mean * mean
+
+
+register(MethodSpec(
+    name="smoothgrad", short="SG", func=smoothgrad,
+    defaults={"num_samples": 50, "sigma": 0.15, "sigma_abs": None, "variant": "smoothgrad", "seed": None},
+    aliases=("smooth_grad", "smoothgradient"),
+    passes=lambda o: int(o["num_samples"]), checks={"variant": one_of("variant", VARIANTS)},
+    summary="SmoothGrad; `num_samples` (50), `sigma` (0.15 of each input's range) or `sigma_abs`, "
+            "`variant` (`smoothgrad`, `smoothgrad_sq`, `vargrad`), `seed`",
+    cost="`num_samples`", in_demo=True,
+    paper="Smilkov et al., *SmoothGrad*, 2017; Adebayo et al., 2018 (VarGrad)",
+))

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..backends import Backend
 from ..ops import gradients_at
+from .registry import MethodSpec, register
 
 
 def xgradient(
@@ -53,3 +54,13 @@ def warn_if_not_homogeneous(B: Backend, model: Any, x: Any, options: Dict[str, A
     from ..xdnn.homogeneity import warn_once_if_not_homogeneous
 
     warn_once_if_not_homogeneous(B, model)
+
+
+register(MethodSpec(
+    name="x_gradient", short="XG", func=xgradient, defaults={"create_graph": False},
+    aliases=("xgradient", "x-gradient"), prepare=warn_if_not_homogeneous,
+    summary="X-Gradient `x * grad`; equals IG from zero on bias-free homogeneous networks (warns "
+            "once when the model is not one); `create_graph=True` keeps it differentiable",
+    cost="1", in_demo=True,
+    paper="Hesse et al., *Fast Axiomatic Attribution for Neural Networks*, NeurIPS 2021",
+))

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..api import BA, attribute  # noqa: F401  (re-exported for the runs package)
+from ..api import method_info as _method_info
 from ..errors import BoundaryXGError, InputError, MethodError  # noqa: F401
-from ..methods.boundary import VARIANTS as BOUNDARY_VARIANTS
-from ..methods.registry import lookup
 from ..search import find_boundary  # noqa: F401
 from ..search.pipeline import AlreadyMisclassifiedWarning, BoundaryNotFoundWarning  # noqa: F401
 from ..viz.grid import predicted_labels  # noqa: F401
@@ -20,12 +19,12 @@ from ..viz.grid import predicted_labels  # noqa: F401
 
 def method_info(name: str) -> Dict[str, Any]:
     """``{"short", "defaults", "gap", "boundary"}`` of a registered method (MethodError if unknown)."""
-    spec = lookup(name)
+    info = _method_info(name)
     return {
-        "short": spec.short,
-        "defaults": dict(spec.defaults),
-        "gap": bool(spec.supports_gap),
-        "boundary": spec.short in BOUNDARY_VARIANTS,
+        "short": info.short,
+        "defaults": dict(info.defaults),
+        "gap": info.supports_gap,
+        "boundary": info.boundary,
     }
 
 

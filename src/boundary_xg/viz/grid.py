@@ -198,12 +198,11 @@ def compare(
         MethodError: an unknown method name (the message lists the valid ones);
         the errors of :func:`boundary_xg.attribute` for bad inputs.
     """
-    from ..api import attribute
-    from ..methods.registry import lookup
+    from ..api import attribute, method_info
 
     if isinstance(methods, str):
         methods = [methods]
-    specs = [lookup(m) for m in methods]  # fail on a bad name before any work
+    specs = [method_info(m) for m in methods]  # fail on a bad name before any work
     options = dict(options or {})
     extra = {} if backend is None else {"backend": backend}
     preds = predicted_labels(model, x, backend)
