@@ -91,3 +91,88 @@ def test_reference_preset_pinned_on_digits():
     model = load_digit_model("torch", "regular")
     res = bxg.find_boundary(model, x[:12], y[:12], attacks="reference", bounds=(0, 1), progress=False)
     _check_pinned(res, _DIGITS_PINNED)
+
+
+class StagedWalk:
+    """An attack with several jobs per example, written against the job hooks only: each job walks
+    down the margin with half the previous job's step for a set number of steps (``limits[e][j]``)."""
+
+    check = 1
+    norm = "l2"
+    steps = 50
+
+    def __init__(self, step_size, limits):
+        self.step_size, self.limits = step_size, np.asarray(limits)
+
+    def jobs(self):
+        return self.limits.shape[1]
+
+    def begin(self, ctx, x, labels, prior, prior_d):
+        from boundary_xg.search.base import FAR
+
+        n = ctx.B.shape(x)[0]
+        self.admitted = []
+        return dict(x=x, labels=labels, best=x, best_d=ctx.B.zeros_like(prior_d) + FAR, job=np.zeros(n, int))
+
+    def start_job(self, ctx, carry, ex, it):
+        from boundary_xg.search.base import rows_of
+
+        B = ctx.B
+        self.admitted.append(ex.tolist())
+        x0, y = rows_of(B, carry["x"], it), rows_of(B, carry["labels"], it)
+        j = carry["job"][ex]
+        zeros = B.zeros_like(B.sum(x0, axis=1))
+        return dict(z=x0 + B.zeros_like(x0), x0=x0, y=y, oh=B.one_hot(y, ctx.num_classes, like=x0),
+                    size=zeros + B.asarray((self.step_size * 0.5 ** j).astype(np.float32), like=x0),
+                    limit=zeros + B.asarray(self.limits[ex, j].astype(np.float32), like=x0), t=zeros,
+                    best=rows_of(B, carry["best"], it), best_d=rows_of(B, carry["best_d"], it))
+
+    def step(self, B, f, state, lo, hi, proto):
+        from boundary_xg.search._ops import margin, misclassified, model_logits
+        from boundary_xg.search.base import keep_closer
+
+        z = state["z"]
+
+        def fn(u):
+            logits = model_logits(B, f, u, proto)
+            return margin(B, logits, state["oh"]), logits
+
+        _, logits, g = B.value_aux_and_grad(fn, z)
+        best, best_d = keep_closer(B, z, state["x0"], misclassified(B, logits, state["y"]),
+                                   state["best"], state["best_d"])
+        gn = B.sqrt(B.sum(g * g, axis=1))
+        new = z - g * B.reshape(state["size"] / gn, (-1, 1))
+        return dict(state, z=new, best=best, best_d=best_d, t=state["t"] + 1.0)
+
+    def done(self, ctx, state):
+        return state["t"] >= state["limit"]
+
+    def end_job(self, ctx, carry, ex, it, state, stopped):
+        B = ctx.B
+        assert stopped.all()  # every job here ends by its own limit, before `steps`
+        # the job's rows are its examples' (a full, permuted admission must gather too)
+        np.testing.assert_array_equal(B.to_numpy(state["x0"]), B.to_numpy(carry["x"])[ex])
+        carry["best"] = B.index_update(carry["best"], it, state["best"])
+        carry["best_d"] = B.index_update(carry["best_d"], it, state["best_d"])
+        carry["job"][ex] += 1
+        return carry, carry["job"][ex] < self.limits.shape[1]
+
+    def result(self, ctx, carry):
+        return carry["best"], carry["best_d"]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=needs_torch),
+                                     pytest.param("tensorflow", marks=needs_tf)])
+def test_custom_attack_with_several_jobs_runs_through_the_pool(backend):
+    """Jobs queue behind the waiting ones; a later admission of every example in another order gathers its rows."""
+    model, W, b, x, y = _linear(backend, box=None)
+    x, y = x[:2], y[:2]
+    # example 0's first job ends after 1 step and its second job enters beside example 1's first;
+    # both end at step 3, so the third admission holds both examples in the order [1, 0]
+    atk = StagedWalk(0.1, [[1, 2, 30], [3, 1, 30]])
+    res = bxg.find_boundary(model, x, y, attacks=[atk], batch_size=2, refine=0, progress=False)
+    assert atk.admitted == [[0, 1], [0], [1, 0], [1]]
+    assert res.passes == pytest.approx((1 + 2 + 30 + 3 + 1 + 30) / 2)
+    assert np.asarray(res.found).all()
+    pts = np.asarray(res.points, np.float64)
+    assert np.all((pts @ W.T + b).argmax(1) != y)
