@@ -46,6 +46,7 @@ Run: .venv/bin/python bench/boundary.py   (about 8 minutes on 2 CPU cores)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch  # torch before tensorflow in one process
@@ -54,9 +55,10 @@ import torchvision
 import boundary_xg as bxg
 from boundary_xg.backends import get_backend
 from boundary_xg.ops import default_batch_size, label_grad
-from boundary_xg.search._ops import Cost
-from boundary_xg.search.cw import _cw_step, _tanh_space, cw_search
-from boundary_xg.search.pgd import _pgd_step, pgd_radius
+from boundary_xg.search._ops import Cost, put_rows
+from boundary_xg.search.base import FAR, SearchContext, run_attack
+from boundary_xg.search.cw import _cw_step, _tanh_space
+from boundary_xg.search.pgd import _pgd_step
 from boundary_xg.search.pipeline import boundary_search, check_attacks, prepare_bounds
 from boundary_xg.testing import models as tm
 
@@ -121,17 +123,36 @@ def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2
     return sec
 
 
+@dataclass(frozen=True)
+class LastIteratePGD(bxg.PGD):
+    """PGD returning every example's last iterate at its radius, misclassified or not (the reference's
+    output; its distance is ``FAR`` where the iterate is not misclassified)."""
+
+    def begin(self, ctx, x, labels, prior, prior_d):
+        return dict(super().begin(ctx, x, labels, prior, prior_d), last=x)
+
+    def end_job(self, ctx, carry, ex, it, state, stopped):
+        carry["last"] = put_rows(ctx.B, carry["last"], it, state["xs"])
+        return super().end_job(ctx, carry, ex, it, state, stopped)
+
+    def result(self, ctx, carry):
+        _, d = super().result(ctx, carry)
+        return carry["last"], d
+
+
 def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
     """The reference's pipeline and merge (spec 2.3.2-2.3.4) with our attacks; prints a row."""
     n = B.shape(x)[0]
     cost, rng = Cost(), B.rng(0, like=x)
+    ctx = SearchContext(B, f, lo, hi, x[:1], classes, rng, cost, n)
+    far = B.zeros_like(B.sum(x, axis=tuple(range(1, len(B.shape(x)))))) + FAR
     t = time.perf_counter()
     pts, found = None, np.zeros(n, dtype=bool)
     for k, eps in enumerate(EPS):
-        atk = bxg.PGD(eps=[eps], steps=40, step_size=2 * eps ** 2 / 40, early_exit=False,
-                      radius_search="increasing")
-        adv, ok = pgd_radius(B, f, atk, x, y, eps, lo, hi, rng, cost)
-        adv = B.to_numpy(adv)
+        atk = LastIteratePGD(eps=[eps], steps=40, step_size=2 * eps ** 2 / 40, early_exit=False,
+                             radius_search="increasing")
+        adv, d = run_attack(ctx, atk, x, y, x, far)
+        adv, ok = B.to_numpy(adv), B.to_numpy(d) < FAR
         if k == 0:
             pts = adv.copy()  # the eps1 point stays where no radius succeeds
         new = ok & ~found
@@ -139,8 +160,8 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
         found |= ok
     cw = bxg.CW(steps=100, binary_search_steps=9, step_size=0.01, initial_const=1e-3,
                 const_rtol=0, dist_rtol=0)
-    cand, ok_cw = cw_search(B, f, cw, x, y, lo, hi, classes, cost)
-    xn, cand, ok_cw = B.to_numpy(x), B.to_numpy(cand), B.to_numpy(ok_cw).astype(bool)
+    cand, d_cw = run_attack(ctx, cw, x, y, x, far)
+    xn, cand, ok_cw = B.to_numpy(x), B.to_numpy(cand), B.to_numpy(d_cw) < FAR
     cand = np.where(ok_cw.reshape((-1,) + (1,) * (xn.ndim - 1)), cand, 0.0)  # foolbox: zeros on failure
     delta = (cand - xn).reshape(n, -1)
     norm = np.linalg.norm(delta, axis=1)

@@ -121,28 +121,44 @@ def test_bounds_must_contain_x_and_model_unchanged():
     assert all(p.grad is None for p in model.parameters())
 
 
+def _search_context(B, f, x, classes, batch_size, lo=None, hi=None):
+    """A search context over the model function ``f`` (unbounded by default), as the pipeline builds it."""
+    from boundary_xg.search._ops import Cost
+    from boundary_xg.search.base import SearchContext
+
+    inf = np.full((1,) * len(B.shape(x)), np.inf, np.float32)
+    lo = B.asarray(-inf, like=x) if lo is None else lo
+    hi = B.asarray(inf, like=x) if hi is None else hi
+    return SearchContext(B, f, lo, hi, x[:1], classes, B.rng(0, x), Cost(), batch_size)
+
+
 @needs_torch
-def test_masking_and_compaction_agree_on_validity():
-    """Both strategies return misclassified points at the smallest successful radius."""
+def test_pgd_jobs_through_the_shared_runner():
+    """PGD's radius jobs through the shared runner at any pool size: misclassified points, the same examples found."""
     import torch
 
     from boundary_xg.backends import get_backend
-    from boundary_xg.search.pgd import pgd_search
-    from boundary_xg.search._ops import Cost
+    from boundary_xg.search.base import FAR, run_attack
 
     model, W, b = _linear("torch")
     B = get_backend("torch")
     x = torch.from_numpy(_data(8))
     y = torch.from_numpy((x.numpy() @ W.T + b).argmax(1))
     atk = bxg.PGD(eps=[0.5, 1, 2, 4], steps=10)
-    lo, hi = torch.tensor(-np.inf).reshape(1, 1), torch.tensor(np.inf).reshape(1, 1)
     out = {}
-    for compact in (True, False):
-        pts, found = pgd_search(B, model, atk, x, y, lo, hi, B.rng(0, x), Cost(), compact)
-        pts, found = pts.detach().numpy(), found.numpy()
-        assert np.all((pts[found] @ W.T + b).argmax(1) != y.numpy()[found])
-        out[compact] = found
-    assert out[True].all() and out[False].all()
+    with B.session(model) as f:
+        for bs in (1, 3, 8):
+            ctx = _search_context(B, f, x, CLASSES, bs)
+            far = torch.full((8,), FAR)
+            pts, d = run_attack(ctx, atk, x, y, x, far)
+            pts, found = pts.detach().numpy(), (d < FAR).numpy()
+            assert np.all((pts[found] @ W.T + b).argmax(1) != y.numpy()[found])
+            np.testing.assert_array_equal(pts[~found], x.numpy()[~found])
+            np.testing.assert_allclose(d.numpy()[found], np.linalg.norm(pts - x.numpy(), axis=1)[found], rtol=1e-5)
+            # at most one job per radius and example, one pass per row and step
+            assert ctx.cost.passes <= 8 * 4 * 10
+            out[bs] = found
+    assert out[1].all() and out[3].all() and out[8].all()
 
 
 @needs_both
@@ -175,12 +191,12 @@ def test_cw_informed_constant_matches_closed_form(backend):
 
 @needs_torch
 def test_cw_warm_start_never_returns_a_farther_point():
-    """With PGD's points as the warm start, CW's points are misclassified, never farther, near the oracle."""
+    """With a far misclassified prior point (an earlier attack's), CW's points are misclassified, never farther,
+    near the oracle."""
     import torch
 
     from boundary_xg.backends import get_backend
-    from boundary_xg.search._ops import Cost
-    from boundary_xg.search.cw import cw_search
+    from boundary_xg.search.base import FAR, run_attack
 
     model, W, b = _linear("torch")
     B = get_backend("torch")
@@ -193,15 +209,16 @@ def test_cw_warm_start_never_returns_a_farther_point():
     far = xn - 3 * exact[:, None] * own / np.linalg.norm(own, axis=1, keepdims=True)
     assert np.all((far @ W.T + b).argmax(1) != yn)
     x, y = torch.from_numpy(xn), torch.from_numpy(yn)
-    init = (torch.from_numpy(far.astype(np.float32)), torch.ones(8, dtype=torch.bool))
-    lo, hi = torch.tensor(-np.inf).reshape(1, 1), torch.tensor(np.inf).reshape(1, 1)
-    pts, found = cw_search(B, model, bxg.CW(step_size=0.05, steps=200), x, y, lo, hi, CLASSES, Cost(), init=init)
+    prior = torch.from_numpy(far.astype(np.float32))
+    with B.session(model) as f:
+        ctx = _search_context(B, f, x, CLASSES, 8)
+        pts, d = run_attack(ctx, bxg.CW(step_size=0.05, steps=200), x, y, prior, (prior - x).norm(dim=1))
     pts = pts.detach().numpy()
-    d = np.linalg.norm(pts - xn, axis=1)
-    assert found.all()
-    assert np.all(d <= 3 * exact * (1 + 1e-5))
+    d_np = np.linalg.norm(pts - xn, axis=1)
+    assert bool((d < FAR).all())
+    assert np.all(d_np <= 3 * exact * (1 + 1e-5))
     assert np.all((pts @ W.T + b).argmax(1) != yn)
-    np.testing.assert_allclose(d, exact, rtol=0.05)
+    np.testing.assert_allclose(d_np, exact, rtol=0.05)
 
 
 @pytest.mark.filterwarnings("ignore::boundary_xg.search.pipeline.BoundaryNotFoundWarning")

@@ -1,4 +1,4 @@
-"""The attack protocol of the boundary search and the row-pool runner that drives it.
+"""The attack protocol of the boundary search and the row-pool runner that drives every attack.
 
 An attack is an object with a small interface, written once over the backend
 primitives (:class:`Attack`):
@@ -10,21 +10,41 @@ primitives (:class:`Attack`):
 * ``step(B, f, state, lo, hi, proto)``: one step on every row of a batch (device
   only: no host read; compiled where the backend compiles);
 * ``done(ctx, state)``: per-row bool tensor, the row's work is over (read by the
-  runner every ``check`` steps, never per step);
+  runner every ``check`` steps and when rows run out of steps, never per step);
+  None when rows never stop early (no read at all);
 * ``finish(ctx, state)``: the attack's own best point of each row and its L2
   distance (``FAR`` where none), when the row leaves the pool.
 
 plus ``steps`` (the most steps of a row), ``check`` (steps between host reads of
-``done``), ``row_passes(ctx)`` (optional: forward+backward model rows per row and step,
-for the pass count; default 1) and ``jobs`` (units of work per example, for the progress bar).
+``done``, default 1), ``row_passes(ctx)`` (optional: forward+backward model rows
+per row and step, for the pass count; default 1), ``jobs()`` (units of work per
+example, for the progress bar; default 1) and ``finish_keys`` (optional: the
+state keys ``finish``/``end_job`` read, so that only those rows are gathered when
+rows leave; default all).
 
-:func:`run_attack` drives any such attack through one :class:`~boundary_xg.search._pool.Pool`:
-rows enter as examples wait, leave when done or out of steps, and their places
+**Several jobs per example.** An attack that runs an example more than once (PGD
+at several radii, CW at several constants) implements, instead of ``start`` and
+``finish``, the job hooks over a per-example *carry* (device tensors ``(N, ...)``
+and host arrays ``(N,)``, the attack's state between the jobs of an example):
+
+* ``begin(ctx, x, labels, prior, prior_d) -> carry``;
+* ``start_job(ctx, carry, ex, it) -> state``: the rows of the next job of the
+  examples ``ex`` (host int array; ``it`` their device index, None when ``ex``
+  is every example in order: no gather needed);
+* ``end_job(ctx, carry, ex, it, state, stopped) -> (carry, again)``: rows leave
+  (``stopped``: host bool, the row's ``done`` flag; False for a row out of
+  steps); ``again`` (host bool per row): the example has another job, queued
+  behind the waiting ones;
+* ``result(ctx, carry) -> (points, distances)``.
+
+An attack with ``start``/``finish`` is run through the same hooks (one job per
+example). An attack may also implement ``bind(ctx) -> attack``: the attack
+specialised to one search (a setting its compiled step needs as a constant,
+such as whether the bounds are finite); the runner drives what it returns.
+
+:func:`run_attack` drives every attack through one :class:`~boundary_xg.search._pool.Pool`:
+jobs enter as rows free up, leave when done or out of steps, and their places
 are refilled at once, so the model sees full batches while work remains.
-
-An attack that runs its own pool of jobs (several runs per example) may instead
-implement ``run(ctx, x, labels, prior, prior_d) -> (points, found)``; the pipeline
-calls ``run`` when it exists.
 """
 
 from __future__ import annotations
@@ -94,15 +114,22 @@ class Attack(Protocol):
 
 
 _ATTACK_METHODS = ("start", "step", "done", "finish")
+_JOB_METHODS = ("begin", "start_job", "step", "done", "end_job", "result")
+
+
+def has_jobs(obj: Any) -> bool:
+    """``obj`` implements the job hooks (several jobs per example) itself."""
+    return all(callable(getattr(obj, m, None)) for m in _JOB_METHODS)
 
 
 def is_attack(obj: Any) -> bool:
-    """``obj`` implements the attack interface (the stepwise one or ``run``)."""
+    """``obj`` implements the attack interface (``start``/``finish``, the job hooks, or ``bind``)."""
     if isinstance(obj, type):
         return False
-    if callable(getattr(obj, "run", None)):
-        return True
-    return all(callable(getattr(obj, m, None)) for m in _ATTACK_METHODS) and hasattr(obj, "steps")
+    if callable(getattr(obj, "bind", None)):
+        return hasattr(obj, "steps")
+    stepwise = all(callable(getattr(obj, m, None)) for m in _ATTACK_METHODS)
+    return (stepwise or has_jobs(obj)) and hasattr(obj, "steps")
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -138,8 +165,44 @@ def canonical(attack: Any) -> Any:
         return attack
 
 
+def rows_of(B: Backend, t: Any, it: Any) -> Any:
+    """The rows ``it`` (a device index) of ``t``, or ``t`` itself when ``it`` is None (every row, in order)."""
+    return t if it is None else B.gather(t, it)
+
+
+class _OneJob:
+    """An attack with ``start``/``finish`` (one job per example) seen through the job hooks."""
+
+    def __init__(self, attack: Any) -> None:
+        self.attack = attack
+
+    def begin(self, ctx: SearchContext, x: Any, labels: Any, prior: Any, prior_d: Any) -> Dict[str, Any]:
+        return dict(x=x, labels=labels, prior=prior, prior_d=prior_d, best=x,
+                    best_d=ctx.B.zeros_like(prior_d) + FAR)
+
+    def start_job(self, ctx: SearchContext, carry: Dict[str, Any], ex: np.ndarray, it: Any) -> Dict[str, Any]:
+        return self.attack.start(ctx, *(rows_of(ctx.B, carry[k], it) for k in ("x", "labels", "prior", "prior_d")))
+
+    def end_job(self, ctx: SearchContext, carry: Dict[str, Any], ex: np.ndarray, it: Any, state: Dict[str, Any],
+                stopped: np.ndarray) -> Tuple[Dict[str, Any], np.ndarray]:
+        B = ctx.B
+        pts, d = self.attack.finish(ctx, state)
+        carry["best"] = put_rows(B, carry["best"], it, pts)
+        carry["best_d"] = put_rows(B, carry["best_d"], it, d)
+        return carry, np.zeros(ex.size, dtype=bool)
+
+    def result(self, ctx: SearchContext, carry: Dict[str, Any]) -> Tuple[Any, Any]:
+        return carry["best"], carry["best_d"]
+
+
+def bound(ctx: SearchContext, attack: Any) -> Any:
+    """The attack the runner drives: ``attack.bind(ctx)`` where it exists, one instance per configuration."""
+    bind = getattr(attack, "bind", None)
+    return canonical(bind(ctx) if callable(bind) else attack)
+
+
 def run_attack(ctx: SearchContext, attack: Any, x: Any, labels: Any, prior: Any, prior_d: Any) -> Tuple[Any, Any]:
-    """Run a stepwise ``attack`` on every row of ``x`` through one row pool.
+    """Run ``attack`` on every row of ``x`` through one row pool (the only runner of the search).
 
     Args:
         ctx: the search's shared context.
@@ -151,53 +214,58 @@ def run_attack(ctx: SearchContext, attack: Any, x: Any, labels: Any, prior: Any,
         ``(points, distances)``: the attack's own best point per example
         (``x`` and ``FAR`` where it found none).
 
-    The host reads the ``done`` flags every ``attack.check`` steps (and when rows
-    run out of steps); finished rows leave, waiting examples take their places.
+    Jobs wait in one queue (every example's first job in order, then each next
+    job behind the waiting ones as its example's previous job ends). The host
+    reads the ``done`` flags every ``attack.check`` steps and when rows run out
+    of steps; finished rows leave, waiting jobs take their places (rows enter
+    only on those boundaries: a row's step count stays a multiple of ``check``
+    there, which an attack may rely on).
     """
     B = ctx.B
     n = B.shape(x)[0]
-    attack = canonical(attack)
+    attack = bound(ctx, attack)
+    hooks = attack if has_jobs(attack) else _OneJob(attack)
     step = B.jit(type(attack).step, ctx.f, attack, B, ctx.f)
     rp = getattr(attack, "row_passes", None)
     row_passes = int(rp(ctx)) if callable(rp) else 1
+    jobs = getattr(attack, "jobs", None)
+    total_jobs = n * (int(jobs()) if callable(jobs) else 1)
+    keys = getattr(attack, "finish_keys", None)
     # a step runs row_passes model rows per pool row: keep each model call within batch_size
     pool = Pool(B, labels, max(1, ctx.batch_size // row_passes), max(1, int(getattr(attack, "check", 1))))
-    best, best_d = x, B.zeros_like(prior_d) + FAR
-    queue_head = 0
+    carry = hooks.begin(ctx, x, labels, prior, prior_d)
+    queue, head, finished = list(range(n)), 0, 0
     while True:
         room = pool.free()
-        if room and queue_head < n:
-            ex = np.arange(queue_head, min(n, queue_head + room), dtype=np.int64)
-            queue_head += ex.size
-            if ex.size == n:
-                rows = (x, labels, prior, prior_d)
-            else:
-                it = pool.index(ex)
-                rows = tuple(B.gather(t, it) for t in (x, labels, prior, prior_d))
-            pool.add(attack.start(ctx, *rows), dict(ex=ex))
+        if room and head < len(queue):
+            ex = np.asarray(queue[head:head + room], dtype=np.int64)
+            head += ex.size
+            in_order = ex.size == n and bool(np.all(ex == np.arange(n)))
+            pool.add(hooks.start_job(ctx, carry, ex, None if in_order else pool.index(ex)), dict(ex=ex))
         if not pool.size:
             break
         pool.dev = step(pool.dev, ctx.lo, ctx.hi, ctx.proto)
         ctx.cost.passes += pool.size * row_passes
         pool.tick()
         ended = pool.host["t"] >= attack.steps
-        check = pool.at_boundary()
-        if not (check or ended.any()):
+        if not (pool.at_boundary() or ended.any()):
             continue
-        fin = ended.copy()
-        if check:
-            fin |= B.to_numpy(attack.done(ctx, pool.dev)).astype(bool)  # the only per-step host read
+        flags = attack.done(ctx, pool.dev)
+        # the only host read of the loop: every `check` steps, or when rows run out of steps
+        stopped = np.zeros(pool.size, dtype=bool) if flags is None else B.to_numpy(flags).astype(bool)
+        fin = stopped | ended
         if not fin.any():
             continue
-        keys = list(pool.dev)
-        state = dict(zip(keys, pool.rows(keys, fin)))
-        pts, d = attack.finish(ctx, state)
-        it = pool.index(pool.host["ex"][fin])
-        best = put_rows(B, best, it, pts)
-        best_d = put_rows(B, best_d, it, d)
+        names = list(pool.dev) if keys is None else list(keys)
+        state = dict(zip(names, pool.rows(names, fin)))
+        ex = pool.host["ex"][fin]
+        carry, again = hooks.end_job(ctx, carry, ex, pool.index(ex), state, stopped[fin])
+        queue.extend(int(e) for e in ex[np.asarray(again, dtype=bool)])
+        finished += int(fin.sum())
         ctx.tick(int(fin.sum()))
         pool.keep(~fin)
-    return best, best_d
+    ctx.tick(max(0, total_jobs - finished))  # jobs skipped (an example's search over early)
+    return hooks.result(ctx, carry)
 
 
 def keep_closer(B: Backend, z: Any, x0: Any, mis: Any, best: Any, best_d: Any) -> Tuple[Any, Any]:

@@ -34,16 +34,15 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows, row_chunks
-from ._ops import Cost, l2_distance, margin, misclassified, model_logits, put_rows, where_rows, widened
-from ._pool import Pool
-from .base import FAR
+from ._ops import l2_distance, margin, misclassified, model_logits, put_rows, where_rows
+from .base import FAR, rows_of
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _NO_UPPER = 1e10  # "upper bound of c not found yet"
@@ -116,13 +115,150 @@ class CW:
         """Units of work per example (one per binary-search step, for the progress bar)."""
         return self.binary_search_steps
 
-    def run(self, ctx: Any, x: Any, labels: Any, best: Any, best_d: Any) -> Tuple[Any, Any]:
-        """The attack protocol's entry for an attack with its own job pool: ``(points, found)``.
+    def bind(self, ctx: Any) -> "CWRun":
+        """CW for one search: whether the bounds are finite (tanh space or not) is a constant of its
+        compiled step (one host read of the bounds per search)."""
+        B = ctx.B
+        bounded = bool(np.all(np.isfinite(B.to_numpy(ctx.lo)))) and bool(np.all(np.isfinite(B.to_numpy(ctx.hi))))
+        return CWRun(self, bounded)
 
-        ``x`` is in the model's dtype; ``(best, best_d < FAR)`` is the warm start.
-        """
-        return cw_search(ctx.B, ctx.f, self, x, labels, ctx.lo, ctx.hi, ctx.num_classes, ctx.cost, ctx.tick,
-                         (best, best_d < FAR), ctx.batch_size)
+
+@dataclass(frozen=True)
+class CWRun:
+    """:class:`CW` bound to one search (``bounded``: finite bounds), driven by the shared runner.
+
+    Each (example, binary-search step) run is a job of the row pool: the carry
+    holds per example the constant, its bracket, the best point and the number
+    of steps run; a job ends after ``steps`` Adam iterations or when its run
+    aborts early (read at the runner's checks); the example's next constant is
+    then set on the device and its next job queued, unless its search is over.
+    """
+
+    cw: CW
+    bounded: bool
+
+    #: what a leaving job's bookkeeping reads (the runner gathers only these rows)
+    finish_keys = ("bst", "bst_d", "hit", "start_d")
+
+    @property
+    def steps(self) -> int:
+        """Adam iterations of one job."""
+        return self.cw.steps
+
+    @property
+    def check(self) -> int:
+        """Iterations between the early-abort checks: ``ceil(steps / 10)``."""
+        return max(1, math.ceil(self.cw.steps / 10))
+
+    def jobs(self) -> int:
+        """Units of work per example (one per binary-search step, for the progress bar)."""
+        return self.cw.binary_search_steps
+
+    def _center(self, lo: Any, hi: Any) -> Tuple[Any, Any]:
+        """``(a, b)``: the bounds' center and half-width (the bounds themselves without bounds: unused)."""
+        return ((hi + lo) / 2.0, (hi - lo) / 2.0) if self.bounded else (lo, hi)
+
+    def begin(self, ctx: Any, x: Any, labels: Any, prior: Any, prior_d: Any) -> Dict[str, Any]:
+        """The first constants (informed: one forward+backward row per example), no bracket yet, and
+        the best point so far (``prior`` where ``prior_d < FAR``: CW keeps only closer points)."""
+        B, attack, bounded = ctx.B, self.cw, self.bounded
+        n = B.shape(x)[0]
+        a, b = self._center(ctx.lo, ctx.hi)
+        zeros_n = B.zeros_like(B.sum(x, axis=tuple(range(1, len(B.shape(x))))))
+        if attack.initial_const is None:
+            # informed start: on a linear margin m(d) = m0 + g.d the smallest constant
+            # that reaches the boundary is 2 m0 / ||g||^2; start at half of it
+            parts = []
+            for r0, r1 in row_chunks(n, ctx.batch_size):
+                wc = _tanh_space(B, bounded, x[r0:r1], a, b)
+                mrg, g2 = _margin_and_grad(B, bounded, ctx.f, wc, a, b, ctx.proto,
+                                           B.one_hot(labels[r0:r1], ctx.num_classes, like=x))
+                ctx.cost.passes += r1 - r0
+                parts.append(B.maximum(mrg, B.zeros_like(mrg) + 1e-6) / B.maximum(g2, B.zeros_like(g2) + 1e-12))
+            c0 = parts[0] if len(parts) == 1 else B.concat(parts)
+            const = B.minimum(B.maximum(c0, zeros_n + 1e-6), zeros_n + 1e8)
+        else:
+            const = zeros_n + attack.initial_const
+        ok = prior_d < FAR
+        best_d = B.where(ok, l2_distance(B, prior, x), zeros_n + _FAR)
+        best = where_rows(B, ok, prior, x)
+        return dict(x=x, labels=labels, a=a, b=b, const=const, lower=zeros_n, upper=zeros_n + _NO_UPPER,
+                    best=best, best_d=best_d, rounds=np.zeros(n, dtype=np.int64))
+
+    def start_job(self, ctx: Any, carry: Dict[str, Any], ex: np.ndarray, it: Any) -> Dict[str, Any]:
+        """A run of each example at its current constant: Adam from ``x`` (or the best point, ``warm_start``)."""
+        B, attack = ctx.B, self.cw
+        a, b = carry["a"], carry["b"]
+        xs, ys = rows_of(B, carry["x"], it), rows_of(B, carry["labels"], it)
+        ws = _tanh_space(B, self.bounded, xs, a, b)
+        cs, bst, bst_d = (rows_of(B, carry[k], it) for k in ("const", "best", "best_d"))
+        zeros = B.zeros_like(cs)
+        ones = zeros + 1.0
+        no = B.not_equal(B.zeros_like(ys), B.zeros_like(ys))
+        return dict(xs=xs, ys=ys, oh=B.one_hot(ys, ctx.num_classes, like=xs), cs=cs,
+                    u=_start(B, self.bounded, attack.warm_start, bst, bst_d, ws, a, b),
+                    m=B.zeros_like(xs), v=B.zeros_like(xs), bst=bst, bst_d=bst_d, start_d=bst_d,
+                    hit=no, prev=-ones, p1=ones, p2=ones, kappa=zeros + attack.confidence,
+                    lr=zeros + attack.step_size, t=zeros, since=zeros, stop=no)
+
+    def step(self, B: Backend, f: Callable, state: Dict[str, Any], lo: Any, hi: Any, proto: Any) -> Dict[str, Any]:
+        """One Adam iteration of every row; at a row's checks (every ``check`` iterations) its abort flag."""
+        a, b = self._center(lo, hi)
+        out = _cw_step(B, f, self.bounded, state["xs"], a, b, proto, state["ys"], state["oh"], state["cs"],
+                       state["kappa"], state["lr"], state["p1"], state["p2"],
+                       *(state[k] for k in ("u", "m", "v", "bst", "bst_d", "hit", "prev")))
+        u, m, v, value, bst, bst_d, hit, prev, p1, p2 = out
+        new = dict(state, u=u, m=m, v=v, bst=bst, bst_d=bst_d, hit=hit, prev=prev, p1=p1, p2=p2)
+        if self.cw.abort_early:
+            # the runner reads the flags when a row's iterations reach a multiple of `check`
+            # (rows enter on its boundaries): stop when the loss has not fallen by 0.01 %
+            # since the last check (a row's first check compares with its first iterate)
+            t = state["t"] + 1.0
+            since = state["since"] + 1.0
+            at = since >= float(self.check)
+            new["stop"] = B.logical_and(B.logical_and(at, value > prev * 0.9999), t >= 2.0)
+            new["prev"] = B.where(at, value, prev)
+            new["since"] = B.where(at, B.zeros_like(since), since)
+            new["t"] = t
+        return new
+
+    def done(self, ctx: Any, state: Dict[str, Any]) -> Any:
+        """Rows whose run aborted early at their last check (None without ``abort_early``)."""
+        return state["stop"] if self.cw.abort_early else None
+
+    def end_job(self, ctx: Any, carry: Dict[str, Any], ex: np.ndarray, it: Any, state: Dict[str, Any],
+                stopped: np.ndarray) -> Tuple[Dict[str, Any], np.ndarray]:
+        """Keep each run's best point; the binary search over the constant, on the device."""
+        B, attack = ctx.B, self.cw
+        bst, bst_d, hit, start_d = (state[k] for k in ("bst", "bst_d", "hit", "start_d"))
+        carry["best"] = put_rows(B, carry["best"], it, bst)
+        carry["best_d"] = put_rows(B, carry["best_d"], it, bst_d)
+        # found -> lower the ceiling, else raise the floor; x10 until a ceiling is known
+        c, up, low = (B.gather(carry[k], it) for k in ("const", "upper", "lower"))
+        up = B.where(hit, B.minimum(up, c), up)
+        low = B.where(hit, low, B.maximum(low, c))
+        carry["const"] = put_rows(B, carry["const"], it, B.where(up < _NO_UPPER, (low + up) / 2.0, c * 10.0))
+        carry["upper"] = put_rows(B, carry["upper"], it, up)
+        carry["lower"] = put_rows(B, carry["lower"], it, low)
+        rounds = carry["rounds"]
+        rounds[ex] += 1
+        going = rounds[ex] < attack.binary_search_steps
+        if attack.const_rtol > 0 or attack.dist_rtol > 0:
+            # once per finished run: which examples have converged
+            up_np, low_np, hit_np, s_np, b_np = (B.to_numpy(u) for u in (up, low, hit, start_d, bst_d))
+            gain = (s_np - b_np) / np.maximum(s_np, 1e-12)
+            tight = (up_np < _NO_UPPER) & (up_np - low_np <= attack.const_rtol * up_np)
+            stalled = hit_np.astype(bool) & (s_np < _FAR) & (gain < attack.dist_rtol)
+            going &= ~(tight | stalled)
+        return carry, going
+
+    def result(self, ctx: Any, carry: Dict[str, Any]) -> Tuple[Any, Any]:
+        """The closest misclassified point seen (or the prior's), rounded to the model's dtype; ``FAR`` where none."""
+        B = ctx.B
+        x = carry["x"]
+        points = B.cast(B.cast(carry["best"], ctx.proto), x)
+        d = l2_distance(B, points, x)
+        return points, B.where(carry["best_d"] < _FAR, d, B.zeros_like(d) + FAR)
 
 
 def _to_input(B: Backend, bounded: bool, u: Any, a: Any, b: Any) -> Any:
@@ -232,137 +368,3 @@ def _tanh_space(B: Backend, bounded: bool, x: Any, a: Any, b: Any) -> Any:
         return x
     ratio = B.maximum(B.minimum((x - a) / b, B.zeros_like(x) + 1.0), B.zeros_like(x) - 1.0)
     return B.atanh(ratio * 0.999999)
-
-
-def cw_search(B: Backend, f: Callable, attack: CW, x: Any, labels: Any, lo: Any, hi: Any,
-              num_classes: int, cost: Cost, tick: Callable[[int], None] = lambda k: None,
-              init: Optional[Tuple[Any, Any]] = None, batch_size: Optional[int] = None) -> Tuple[Any, Any]:
-    """Run CW on every row of ``x``; return ``(points, found)`` (``x`` where not found).
-
-    Args:
-        init: optional warm start ``(points, found)`` (e.g. PGD's result): found
-            points are the best so far, so CW keeps only closer ones and its
-            returned points are never farther than these.
-        batch_size: rows per model call (None: all of ``x``).
-        tick: called with the number of binary-search steps finished (progress bar).
-
-    Every binary-search step of every example is a job of a :class:`Pool`: a
-    run ends after ``steps`` iterations or when it aborts early (read at the
-    checks); the example's constant is then updated on the device, its next
-    step (if its search goes on) waits in the queue, and the freed rows take
-    waiting jobs at once.
-    """
-    n = B.shape(x)[0]
-    nd = len(B.shape(x))
-    cap = n if batch_size is None else int(batch_size)
-    # Adam's state in float32 for a 16-bit model: float16 overflows the second moment
-    # (about 1000 g^2 unnormalised) and in bfloat16 beta2 ** t rounds to 1 (a zero step)
-    if init is None:
-        proto, x, lo, hi = widened(B, x, lo, hi)
-    else:
-        proto, x, lo, hi, pts = widened(B, x, lo, hi, init[0])
-        init = (pts, init[1])
-    bounded = bool(np.all(np.isfinite(B.to_numpy(lo)))) and bool(np.all(np.isfinite(B.to_numpy(hi))))
-    a, b = ((hi + lo) / 2.0, (hi - lo) / 2.0) if bounded else (lo, hi)  # unused without bounds
-    zeros_n = B.zeros_like(B.sum(x, axis=tuple(range(1, nd))))
-    if attack.initial_const is None:
-        # informed start: on a linear margin m(d) = m0 + g.d the smallest constant
-        # that reaches the boundary is 2 m0 / ||g||^2; start at half of it
-        parts = []
-        for r0, r1 in row_chunks(n, cap):
-            xc = x[r0:r1]
-            wc = _tanh_space(B, bounded, xc, a, b)
-            mrg, g2 = _margin_and_grad(B, bounded, f, wc, a, b, proto,
-                                       B.one_hot(labels[r0:r1], num_classes, like=x))
-            cost.passes += r1 - r0
-            parts.append(B.maximum(mrg, B.zeros_like(mrg) + 1e-6) / B.maximum(g2, B.zeros_like(g2) + 1e-12))
-        c0 = parts[0] if len(parts) == 1 else B.concat(parts)
-        const = B.minimum(B.maximum(c0, zeros_n + 1e-6), zeros_n + 1e8)
-    else:
-        const = zeros_n + attack.initial_const
-    lower = zeros_n
-    upper = zeros_n + _NO_UPPER
-    best, best_d = x, zeros_n + _FAR
-    if init is not None:
-        pts, ok = init
-        d0 = l2_distance(B, pts, x)
-        best_d = B.where(ok, d0, best_d)
-        best = where_rows(B, ok, pts, x)
-    kappa = B.constant([attack.confidence], like=x)
-    lr = B.constant([attack.step_size], like=x)
-    step = B.jit(_cw_step, f, B, f, bounded)
-    pool = Pool(B, labels, cap, max(1, math.ceil(attack.steps / 10)))
-    rounds = np.zeros(n, dtype=np.int64)  # binary-search steps run per example
-    queue, head, jobs = list(range(n)), 0, 0
-    while True:
-        room = pool.free()
-        if room and head < len(queue):
-            ex = np.asarray(queue[head:head + room], dtype=np.int64)
-            head += ex.size
-            it = pool.index(ex)
-            xs, ys = (x, labels) if ex.size == n else (B.gather(x, it), B.gather(labels, it))
-            ws = _tanh_space(B, bounded, xs, a, b)
-            cs, bst, bst_d = (B.gather(u, it) for u in (const, best, best_d))
-            ones = B.zeros_like(cs) + 1.0
-            pool.add(dict(xs=xs, ys=ys, oh=B.one_hot(ys, num_classes, like=x), cs=cs,
-                          u=_start(B, bounded, attack.warm_start, bst, bst_d, ws, a, b),
-                          m=B.zeros_like(xs), v=B.zeros_like(xs), bst=bst, bst_d=bst_d, start_d=bst_d,
-                          hit=B.not_equal(B.zeros_like(ys), B.zeros_like(ys)), prev=-ones, p1=ones, p2=ones),
-                     dict(ex=ex))
-        if not pool.size:
-            break
-        dv = pool.dev
-        out = step(dv["xs"], a, b, proto, dv["ys"], dv["oh"], dv["cs"], kappa, lr, dv["p1"], dv["p2"],
-                   *(dv[k] for k in ("u", "m", "v", "bst", "bst_d", "hit", "prev")))
-        value = out[3]
-        for k, val in zip(("u", "m", "v", "bst", "bst_d", "hit", "prev", "p1", "p2"), out[:3] + out[4:]):
-            dv[k] = val
-        cost.passes += pool.size
-        pool.tick()
-        t = pool.host["t"]
-        ended = t >= attack.steps
-        # abort checks after every `check` iterates of a row (its first compares with its
-        # first iterate), on the pool's boundaries: a row that stops there is refilled at
-        # once. (The reference checks one iterate later, at its steps 10, 20, ...: checks
-        # there would leave the stopped rows empty for `check - 1` steps, 30 % of the rows
-        # of a CW run measured.)
-        check = attack.abort_early and pool.at_boundary()
-        if not (check or ended.any()):
-            continue
-        fin = ended.copy()
-        if check:
-            # per example: stop when the loss has not fallen by 0.01 % since the last check
-            # (a row's first check compares with its first iterate); the host reads here only
-            stop = B.to_numpy(value > dv["prev"] * 0.9999).astype(bool) & (t >= 2)
-            dv["prev"] = value
-            fin |= stop
-        if not fin.any():
-            continue
-        ex = pool.host["ex"][fin]
-        it = pool.index(ex)
-        bst, bst_d, hit, start_d = pool.rows(("bst", "bst_d", "hit", "start_d"), fin)
-        best = put_rows(B, best, it, bst)
-        best_d = put_rows(B, best_d, it, bst_d)
-        # binary search on the device: found -> lower the ceiling, else raise the floor
-        c, up, low = (B.gather(u, it) for u in (const, upper, lower))
-        up = B.where(hit, B.minimum(up, c), up)
-        low = B.where(hit, low, B.maximum(low, c))
-        const = put_rows(B, const, it, B.where(up < _NO_UPPER, (low + up) / 2.0, c * 10.0))
-        upper = put_rows(B, upper, it, up)
-        lower = put_rows(B, lower, it, low)
-        rounds[ex] += 1
-        going = rounds[ex] < attack.binary_search_steps
-        if attack.const_rtol > 0 or attack.dist_rtol > 0:
-            # once per finished run: which examples have converged
-            up_np, low_np, hit_np, s_np, b_np = (B.to_numpy(u) for u in (up, low, hit, start_d, bst_d))
-            gain = (s_np - b_np) / np.maximum(s_np, 1e-12)
-            tight = (up_np < _NO_UPPER) & (up_np - low_np <= attack.const_rtol * up_np)
-            stalled = hit_np.astype(bool) & (s_np < _FAR) & (gain < attack.dist_rtol)
-            going &= ~(tight | stalled)
-        queue.extend(int(e) for e in ex[going])
-        jobs += ex.size
-        tick(int(ex.size))
-        pool.keep(~fin)
-    tick(max(0, n * attack.binary_search_steps - jobs))
-    found = best_d < _FAR
-    return B.cast(best, proto), found

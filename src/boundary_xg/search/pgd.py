@@ -1,7 +1,7 @@
 """Projected gradient descent over a list of radii (L2 or Linf), untargeted.
 
-For each radius ``eps`` in increasing order: a random start in the ``eps`` ball,
-then ``steps`` steps of gradient ascent on the cross-entropy of the label
+For each radius ``eps`` probed: a random start in the ``eps`` ball, then
+``steps`` steps of gradient ascent on the cross-entropy of the label
 (``x <- x + step_size * direction``, direction ``g/||g||_2`` or ``sign(g)``),
 each followed by a projection onto the ball and a clip to the bounds. The step
 is absolute (default ``2.5 * eps / steps``; the reference passes ``2 * eps /
@@ -11,13 +11,15 @@ The radii are probed by bisection (``radius_search="bisect"``, default: the
 largest first, then halving the bracket between the largest radius known to
 fail and the smallest known to succeed) or in increasing order
 (``"increasing"``, the reference's order); an example stops being attacked once
-its smallest successful radius is known. Each (example, radius) run is a job of
-a :class:`~boundary_xg.search._pool.Pool` of ``batch_size`` rows: a job ends when
-its example is frozen at its first misclassified iterate (``early_exit``, closer
-to ``x`` than the last one) or after ``steps`` steps, and its rows are refilled
-at once with waiting jobs (the example's next radius, or another example), so
-the model sees full batches while work remains; passes are rows actually run.
-The host reads one flag vector every ``ceil(steps / 10)`` steps, never per step.
+its smallest successful radius is known. PGD implements the job hooks of the
+attack protocol (:mod:`~boundary_xg.search.base`): each (example, radius) run is
+a job of the shared row pool (:func:`~boundary_xg.search.base.run_attack`). A
+job ends when its example is frozen at its first misclassified iterate
+(``early_exit``, closer to ``x`` than the last one; read at the runner's checks,
+every ``ceil(steps / 10)`` steps, never per step) or after ``steps`` steps (then
+one forward pass says whether the last iterate is misclassified); the example's
+next radius goes back to the queue, and the freed rows take waiting jobs at
+once, so the model sees full batches while work remains.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import expand_rows
-from ._ops import (_TINY, NORMS, Cost, ascent_direction, clip_to, cross_entropy, misclassified, misclassified_at,
-                   model_logits, per_sample_norm, project, put_rows, random_start, where_rows, widened)
-from ._pool import Pool
+from ._ops import (_TINY, ascent_direction, clip_to, cross_entropy, l2_distance, misclassified, misclassified_at,
+                   model_logits, per_sample_norm, project, put_rows, random_start, where_rows)
+from .base import FAR, rows_of
 
 #: the reference's L2 radii in normalised ImageNet units (spec 2.2)
 DEFAULT_EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
@@ -115,14 +117,83 @@ class PGD:
         """Units of work per example (one per radius, for the progress bar)."""
         return len(self.eps)
 
-    def run(self, ctx: Any, x: Any, labels: Any, best: Any, best_d: Any) -> Tuple[Any, Any]:
-        """The attack protocol's entry for an attack with its own job pool: ``(points, found)``.
+    @property
+    def check(self) -> int:
+        """Steps between the runner's reads of the frozen flags: ``ceil(steps / 10)``."""
+        return max(1, math.ceil(self.steps / 10))
 
-        ``x`` is in the model's dtype (``ctx.proto``'s); ``best``/``best_d`` are unused
-        (PGD starts from ``x``).
+    #: what a leaving job's bookkeeping reads (the runner gathers only these rows)
+    finish_keys = ("xs", "ys")
+
+    def begin(self, ctx: Any, x: Any, labels: Any, prior: Any, prior_d: Any) -> Dict[str, Any]:
+        """Per example: the point at the smallest successful radius so far and the bracket of radii.
+
+        ``prior`` is unused (PGD starts from ``x``).
         """
-        return pgd_search(ctx.B, ctx.f, self, x, labels, ctx.lo, ctx.hi, ctx.rng, ctx.cost,
-                          True, ctx.tick, ctx.batch_size)
+        n, k = ctx.B.shape(x)[0], len(self.eps)
+        return dict(x=x, labels=labels, points=x,
+                    fail=np.full(n, -1),  # largest radius index known to fail
+                    succ=np.full(n, k),   # smallest radius index known to succeed (k: none)
+                    nxt=np.full(n, k - 1 if self.radius_search == "bisect" else 0))  # radius of the next job
+
+    def start_job(self, ctx: Any, carry: Dict[str, Any], ex: np.ndarray, it: Any) -> Dict[str, Any]:
+        """A run at each example's next radius, from a random start in its ball."""
+        B = ctx.B
+        probe = carry["nxt"][ex]
+        x0, ys = rows_of(B, carry["x"], it), rows_of(B, carry["labels"], it)
+        radii = np.asarray(self.eps, dtype=np.float64)[probe]
+        eps_t = B.cast(B.asarray(radii, like=x0), x0)
+        step_t = B.cast(B.asarray(np.array([self.absolute_step(float(e)) for e in radii]), like=x0), x0)
+        xs = clip_to(B, x0 + random_start(B, ctx.rng, x0, eps_t, self.norm), ctx.lo, ctx.hi) if self.random_start \
+            else x0
+        return dict(xs=xs, x0=x0, ys=ys, eps=eps_t, step=step_t, done=B.not_equal(B.zeros_like(ys), B.zeros_like(ys)))
+
+    def step(self, B: Backend, f: Callable, state: Dict[str, Any], lo: Any, hi: Any, proto: Any) -> Dict[str, Any]:
+        """One PGD step of every row at its own radius."""
+        xs, done = _pgd_step(B, f, self.norm, self.early_exit, state["xs"], state["x0"], state["ys"],
+                             state["eps"], state["step"], lo, hi, state["done"], proto)
+        return dict(state, xs=xs, done=done)
+
+    def done(self, ctx: Any, state: Dict[str, Any]) -> Any:
+        """Rows frozen at a misclassified iterate (None without ``early_exit``: runs end after ``steps``)."""
+        return state["done"] if self.early_exit else None
+
+    def end_job(self, ctx: Any, carry: Dict[str, Any], ex: np.ndarray, it: Any, state: Dict[str, Any],
+                stopped: np.ndarray) -> Tuple[Dict[str, Any], np.ndarray]:
+        """Record each run's outcome at its radius; the examples whose search goes on probe their next radius."""
+        B = ctx.B
+        ok = stopped.copy()
+        last = ~stopped
+        if last.any():  # out of steps: is the last iterate misclassified? (one forward pass)
+            pos = None if last.all() else B.asarray(np.nonzero(last)[0], like=state["ys"])
+            xl, yl = rows_of(B, state["xs"], pos), rows_of(B, state["ys"], pos)
+            ok[last] = B.to_numpy(misclassified_at(B, ctx.f, B.cast(xl, ctx.proto), yl)).astype(bool)
+            ctx.cost.forwards += int(last.sum())
+        if ok.any():
+            pos = None if ok.all() else B.asarray(np.nonzero(ok)[0], like=state["ys"])
+            rows = it if pos is None else B.gather(it, pos)
+            carry["points"] = put_rows(B, carry["points"], rows, rows_of(B, state["xs"], pos))
+        fail, succ, nxt = carry["fail"], carry["succ"], carry["nxt"]
+        for e, o in zip(ex, ok):
+            p = int(nxt[e])
+            if o:
+                succ[e] = p
+            else:
+                fail[e] = p
+            nxt[e] = _next_probe(self, p, bool(o), int(fail[e]), int(succ[e]))
+        return carry, nxt[ex] >= 0
+
+    def result(self, ctx: Any, carry: Dict[str, Any]) -> Tuple[Any, Any]:
+        """The point at the smallest successful radius (``x`` and ``FAR`` where none succeeded).
+
+        The points are rounded to the model's dtype (what the model classified).
+        """
+        B = ctx.B
+        x = carry["x"]
+        found = B.asarray(carry["succ"] < len(self.eps), like=carry["labels"])
+        points = B.cast(B.cast(carry["points"], ctx.proto), x)
+        d = l2_distance(B, points, x)
+        return points, B.where(found, d, B.zeros_like(d) + FAR)
 
     def absolute_step(self, eps: float) -> float:
         """The absolute step used at radius ``eps``."""
@@ -158,185 +229,9 @@ def _pgd_step(B: Backend, f: Callable, norm: str, early_exit: bool,
     return new, done
 
 
-def pgd_radius(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, eps: Any,
-               lo: Any, hi: Any, rng: Any, cost: Cost, compact: bool = True) -> Tuple[Any, np.ndarray]:
-    """Attack every row of ``x`` at its radius; return ``(points, misclassified)``.
-
-    Args:
-        eps: one radius, or one per row (a host sequence of length ``N``).
-        compact: with ``attack.early_exit``, rows frozen at a misclassified
-            iterate leave the batch at the checks (every ``ceil(steps / 10)``
-            steps, the only host reads); otherwise the batch keeps its shape and
-            the radius ends once every row is frozen.
-
-    Returns:
-        ``points`` shaped like ``x`` and a host bool array ``(N,)``: the point is
-        misclassified (checked by one forward pass).
-    """
-    n = B.shape(x)[0]
-    proto, x, lo, hi = widened(B, x, lo, hi)
-    eps_np = np.array(np.broadcast_to(np.asarray(eps, dtype=np.float64), (n,)))
-    step_np = np.array([attack.absolute_step(float(e)) for e in eps_np])
-    eps_t = B.cast(B.asarray(eps_np, like=x), x)
-    step_t = B.cast(B.asarray(step_np, like=x), x)
-    if attack.random_start:
-        x_adv = clip_to(B, x + random_start(B, rng, x, eps_t, attack.norm), lo, hi)
-    else:
-        x_adv = x
-    done = B.not_equal(B.zeros_like(labels), B.zeros_like(labels))  # all False
-    step = B.jit(_pgd_step, f, B, f, attack.norm, attack.early_exit)
-    check = max(1, math.ceil(attack.steps / 10))
-    out, ok = x_adv, np.zeros(n, dtype=bool)
-    idx = np.arange(n)
-    xs, x0, ys = x_adv, x, labels
-    for t in range(attack.steps):
-        xs, done = step(xs, x0, ys, eps_t, step_t, lo, hi, done, proto)
-        cost.passes += idx.size
-        if not attack.early_exit or (t + 1) % check or t + 1 == attack.steps:
-            continue
-        frozen = B.to_numpy(done).astype(bool)  # a sync every `check` steps, never per step
-        if not compact:
-            if frozen.all():
-                break
-            continue
-        if frozen.any():
-            # frozen rows hold their misclassified point: write them out, drop them
-            out = put_rows(B, out, B.asarray(idx[frozen], like=labels),
-                           B.gather(xs, B.asarray(np.nonzero(frozen)[0], like=labels)))
-            ok[idx[frozen]] = True
-            keep = np.nonzero(~frozen)[0]
-            idx = idx[keep]
-            if idx.size == 0:
-                break
-            kt = B.asarray(keep, like=labels)
-            xs, x0, ys, eps_t, step_t, done = (B.gather(v, kt) for v in (xs, x0, ys, eps_t, step_t, done))
-    if idx.size:
-        mis = B.to_numpy(misclassified_at(B, f, B.cast(xs, proto), ys)).astype(bool)
-        cost.forwards += idx.size
-        out = xs if idx.size == n else put_rows(B, out, B.asarray(idx, like=labels), xs)
-        ok[idx] = mis
-    return B.cast(out, proto), ok
-
-
 def _next_probe(attack: PGD, probe: int, ok: bool, fail: int, succ: int) -> int:
     """The radius index an example probes next, or -1 when its search is over."""
     k = len(attack.eps)
     if attack.radius_search == "bisect":
         return (fail + succ) // 2 if succ - fail > 1 else -1
     return probe + 1 if not ok and probe + 1 < k else -1
-
-
-def _pgd_pool(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any, hi: Any,
-              rng: Any, cost: Cost, capacity: int, tick: Callable[[int], None]) -> Tuple[Any, np.ndarray]:
-    """Every example's radius jobs through one :class:`Pool`; returns ``(points, found)``.
-
-    A job is one PGD run of an example at one radius. It ends when the example is
-    frozen at a misclassified iterate (read at the checks) or after ``steps``
-    steps (then one forward pass says whether the last iterate is
-    misclassified); the example's next radius (bisection or the next larger one)
-    goes back to the queue, and the freed rows take waiting jobs at once.
-    """
-    n, k = B.shape(x)[0], len(attack.eps)
-    proto, x, lo, hi = widened(B, x, lo, hi)
-    radii = np.asarray(attack.eps, dtype=np.float64)
-    steps_np = np.array([attack.absolute_step(float(e)) for e in radii])
-    fail = np.full(n, -1)   # largest radius index known to fail
-    succ = np.full(n, k)    # smallest radius index known to succeed (k: none)
-    nxt = np.full(n, k - 1 if attack.radius_search == "bisect" else 0)
-    queue = list(range(n))  # examples whose next job waits, in order
-    head = 0
-    points = x
-    step = B.jit(_pgd_step, f, B, f, attack.norm, attack.early_exit)
-    pool = Pool(B, labels, capacity, max(1, math.ceil(attack.steps / 10)))
-    jobs = 0
-    while True:
-        room = pool.free()
-        if room and head < len(queue):
-            ex = np.asarray(queue[head:head + room], dtype=np.int64)
-            head += ex.size
-            probe = nxt[ex]
-            if ex.size == n:  # the first admission of a full batch: no gather
-                x0, ys = x, labels
-            else:
-                it = pool.index(ex)
-                x0, ys = B.gather(x, it), B.gather(labels, it)
-            eps_t = B.cast(B.asarray(radii[probe], like=x), x)
-            step_t = B.cast(B.asarray(steps_np[probe], like=x), x)
-            xs = clip_to(B, x0 + random_start(B, rng, x0, eps_t, attack.norm), lo, hi) if attack.random_start else x0
-            done = B.not_equal(B.zeros_like(ys), B.zeros_like(ys))  # all False
-            pool.add(dict(xs=xs, x0=x0, ys=ys, eps=eps_t, step=step_t, done=done), dict(ex=ex, probe=probe))
-        if not pool.size:
-            break
-        d = pool.dev
-        d["xs"], d["done"] = step(d["xs"], d["x0"], d["ys"], d["eps"], d["step"], lo, hi, d["done"], proto)
-        cost.passes += pool.size
-        pool.tick()
-        ended = pool.host["t"] >= attack.steps
-        check = attack.early_exit and pool.at_boundary()
-        if not (check or ended.any()):
-            continue
-        # the only host reads: the frozen flags, every `check` steps (and when runs end)
-        frozen = B.to_numpy(d["done"]).astype(bool) if attack.early_exit else np.zeros(pool.size, bool)
-        fin = frozen | ended
-        if not fin.any():
-            continue
-        ok = frozen.copy()
-        last = ended & ~frozen
-        if last.any():
-            xl, yl = pool.rows(("xs", "ys"), last)
-            ok[last] = B.to_numpy(misclassified_at(B, f, B.cast(xl, proto), yl)).astype(bool)
-            cost.forwards += int(last.sum())
-        if ok.any():
-            (good,) = pool.rows(("xs",), ok)
-            points = put_rows(B, points, pool.index(pool.host["ex"][ok]), good)
-        for e, p, o in zip(pool.host["ex"][fin], pool.host["probe"][fin], ok[fin]):
-            if o:
-                succ[e] = p
-            else:
-                fail[e] = p
-            nxt[e] = _next_probe(attack, int(p), bool(o), int(fail[e]), int(succ[e]))
-            if nxt[e] >= 0:
-                queue.append(int(e))
-        jobs += int(fin.sum())
-        tick(int(fin.sum()))
-        pool.keep(~fin)
-    tick(max(0, n * k - jobs))  # the radii skipped count as done for the progress bar
-    return B.cast(points, proto), succ < k
-
-
-def pgd_search(B: Backend, f: Callable, attack: PGD, x: Any, labels: Any, lo: Any, hi: Any,
-               rng: Any, cost: Cost, compact: bool = True, tick: Callable[[int], None] = lambda k: None,
-               batch_size: Optional[int] = None) -> Tuple[Any, Any]:
-    """Run ``attack`` over its radii; return ``(points, found)`` for every row of ``x``.
-
-    Args:
-        compact: True (default) runs the radius jobs of all examples through a
-            pool of ``batch_size`` rows (None: all of ``x``) that refills the
-            rows of finished jobs with waiting ones. False keeps the full batch
-            and masks finished examples with ``where`` (``radius_search=
-            "increasing"`` only; kept to measure).
-        tick: called with the number of radius jobs finished (progress bar).
-
-    Returns:
-        ``points`` holds the point found at the smallest successful radius, or
-        ``x`` where no radius succeeded; ``found`` is a bool tensor on the device.
-    """
-    n = B.shape(x)[0]
-    nd = len(B.shape(x))
-    points = x
-    if compact:
-        points, found = _pgd_pool(B, f, attack, x, labels, lo, hi, rng, cost,
-                                  n if batch_size is None else batch_size, tick)
-        return points, B.asarray(found, like=labels)  # bool tensor on the device
-    found_t = B.not_equal(B.zeros_like(labels), B.zeros_like(labels))
-    for eps in attack.eps:
-        adv, ok = pgd_radius(B, f, attack, x, labels, eps, lo, hi, rng, cost, compact=False)
-        ok_t = B.asarray(ok, like=labels)
-        new = B.logical_and(ok_t, B.logical_not(found_t))
-        points = where_rows(B, new, adv, points)
-        found_t = B.logical_or(found_t, ok_t)
-        tick(n)
-        if bool(np.all(B.to_numpy(found_t))):  # once per radius: nothing left to attack
-            tick(n * len(attack.eps[attack.eps.index(eps) + 1:]))
-            break
-    return points, found_t

@@ -100,7 +100,7 @@ def check_attacks(attacks: Any, refine: Optional[int] = None) -> Tuple[List[Any]
     for i, a in enumerate(attacks):
         if not is_attack(a):
             raise InputError(f"attacks[{i}]={a!r}: not an attack; expected an object implementing "
-                             "boundary_xg.search.Attack (start, step, done, finish and steps, or run).")
+                             "boundary_xg.search.Attack (steps, step, done, and start/finish or the job hooks).")
         steps_a = getattr(a, "steps", None)
         if steps_a is not None and (isinstance(steps_a, bool) or not isinstance(steps_a, numbers.Integral)
                                     or steps_a < 1):
@@ -189,7 +189,7 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
 
     Each attack runs over all examples at once through a pool of ``batch_size``
     rows (None: all of them) whose finished rows are refilled with waiting work
-    (:func:`~boundary_xg.search.base.run_attack`, or the attack's own ``run``),
+    (:func:`~boundary_xg.search.base.run_attack`, the one runner of every attack),
     so model calls stay full while work remains; the loops run over steps,
     never over examples. Each attack's points are refined (``refine``
     bisection steps along ``x -> point``) and the closest misclassified point
@@ -224,13 +224,8 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
             sub, sub_d = xw, B.zeros_like(B.sum(xw, axis=tuple(range(1, nd)))) + FAR
             raw = None  # the unrefined point behind each kept one
             for attack in attacks:
-                if callable(getattr(attack, "run", None)):
-                    cand, ok = attack.run(ctx, B.cast(xw, proto), ys, sub, sub_d)
-                    cand = B.cast(cand, xw)
-                    cand = where_rows(B, ok, cand, xw)
-                else:
-                    cand, cand_d = run_attack(ctx, attack, xw, ys, sub, sub_d)
-                    ok = cand_d < FAR
+                cand, cand_d = run_attack(ctx, attack, xw, ys, sub, sub_d)
+                ok = cand_d < FAR
                 refined = refine_points(ctx, xw, cand, ys, refine)
                 d = B.where(ok, l2_distance(B, refined, xw), B.zeros_like(sub_d) + FAR)
                 closer = d < sub_d
