@@ -1,0 +1,251 @@
+"""Batched forwards of perturbed images: the engine under every perturbation metric.
+
+Each perturbation metric evaluates the model on many perturbed copies of each
+example (DiffID 19, insertion/deletion ``steps + 1``, the KPM family 16 per
+test). All of them are one pattern::
+
+    image[row] = where(rank[row] < count[row], a[row], b[row])
+
+``rank`` is a per-example ranking of the pixels (or elements) computed once from
+the attributions by two stable sorts (the second turns the sort order into each
+pixel's rank), ``count`` how many of them a row takes from ``a`` (the rest come
+from ``b``), and ``a``/``b`` the example and its baseline (blurred image,
+constant, mean) in some order. The rows of every example, for every
+ratio/step/test, form one flat list that runs through the model in chunks of
+``batch_size``; each chunk is a handful of device ops (gathers, one comparison,
+one ``where``) and one forward, compiled as one function where the backend
+compiles (``tf.function``). No per-ratio Python work and nothing read back to the
+host inside the loop: the scores of all rows are concatenated on the device and
+copied to the host once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..backends import Backend
+from ..errors import InputError
+from ..ops import row_chunks
+from ._inputs import Call, Layout, progress_bar
+
+#: columns of the score rows: the label's logit, its softmax probability, top-1 hit (0/1)
+LOGIT, PROBABILITY, ACCURACY = 0, 1, 2
+SCORE_COLUMNS = {"logit": LOGIT, "probability": PROBABILITY, "accuracy": ACCURACY}
+
+
+# --- attributions to per-pixel keys and ranks ----------------------------------------------
+def pixel_values(B: Backend, lay: Layout, a: Any, how: str) -> Any:
+    """Per-pixel values ``(N, P)`` of attributions ``a`` (like ``x`` or one map per example).
+
+    ``how``: ``"sum"`` (signed channel sum), ``"abs_sum"`` (sum of ``|a|`` over the
+    channels: the re-calibration code's ranking), ``"mean"`` (signed channel mean:
+    the X-DNN code's), ``"abs_mean"`` (``|mean|``).
+    """
+    n = lay.shape[0]
+    is_map = tuple(B.shape(a)) != tuple(lay.shape) or lay.channel_axis is None
+    if how == "abs_sum":
+        a = B.abs(a)
+    if is_map:
+        v = a
+    else:
+        v = B.sum(a, axis=lay.channel_axis)
+        if how in ("mean", "abs_mean"):
+            v = v / float(lay.channels)
+    if how == "abs_mean":
+        v = B.abs(v)
+    return B.reshape(v, (n, lay.pixels))
+
+
+def ranks(B: Backend, key: Any, descending: bool) -> Any:
+    """Rank of each pixel of each row of ``key`` ``(N, P)``: 0 is the first in the order.
+
+    Stable: equal keys keep the pixel order (row-major over the spatial axes), the
+    same in every framework and layout. Two sorts on the device: the order, then
+    the order's inverse permutation.
+    """
+    k = (key * -1.0 if descending else key) + 0.0  # + 0.0: -0.0 and 0.0 form one tie class
+    return B.argsort(B.argsort(k, axis=1), axis=1)
+
+
+def element_ranks(B: Backend, lay: Layout, pixel_rank: Any, like: Any) -> Any:
+    """Element ranks shaped like ``x`` from pixel ranks ``(N, P)``: ``rank * C + c``.
+
+    A pixel's channels sit next to each other in the element order, in channel
+    order, so a cut at any element count splits at most one pixel.
+    """
+    n = B.shape(pixel_rank)[0]
+    r = B.reshape(pixel_rank, lay.map_shape(n))
+    if lay.channel_axis is None or lay.channels == 1:
+        return r * lay.channels if lay.channels != 1 else r
+    c = B.reshape(B.arange(0, lay.channels, like=like), lay.channel_shape())
+    return r * lay.channels + c
+
+
+# --- baselines -----------------------------------------------------------------------------
+def _reflect(i: int, n: int) -> int:
+    """Index ``i`` folded into ``[0, n)`` by mirror reflection at the edges (edge not repeated)."""
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    m = i % period
+    return m if m < n else period - m
+
+
+def blur_matrix(n: int, kernel_size: int, sigma: float) -> np.ndarray:
+    """``(n, n)`` matrix of a 1-D Gaussian blur with reflect padding: ``out = M @ in``.
+
+    Weights ``exp(-(u - c)^2 / (2 sigma^2))`` for ``u = 0..kernel_size-1`` around the
+    centre ``c``, normalised to sum 1; positions outside the signal are mirrored
+    back into it (as ``torch.nn.functional.pad(mode="reflect")``, repeatedly where
+    the kernel is wider than the signal).
+    """
+    c = (kernel_size - 1) // 2
+    u = np.arange(kernel_size, dtype=np.float64)
+    g = np.exp(-((u - c) ** 2) / (2.0 * sigma ** 2))
+    g /= g.sum()
+    m = np.zeros((n, n), np.float64)
+    for i in range(n):
+        for k in range(kernel_size):
+            m[i, _reflect(i + k - c, n)] += g[k]
+    return m
+
+
+def blur(B: Backend, lay: Layout, x: Any, kernel_size: int, sigma: float) -> Any:
+    """``x`` blurred over its two spatial axes by a separable Gaussian (two matrix products)."""
+    if len(lay.spatial) != 2:
+        raise InputError(
+            f"baseline='blur' needs images with two spatial axes; x has shape {tuple(lay.shape)}. "
+            "Pass another baseline ('zero', 'mean', a number or an array)."
+        )
+    h, w = lay.spatial
+    mh = B.asarray(blur_matrix(h, kernel_size, sigma), like=x)
+    mw = B.asarray(blur_matrix(w, kernel_size, sigma), like=x)
+    letters = {"NCHW": "nchw", "NHWC": "nhwc"}
+    src = letters["NCHW" if lay.channel_axis == 1 else "NHWC"] if lay.channel_axis is not None else "nhw"
+    dst = src.replace("h", "i").replace("w", "j")
+    return B.einsum(f"{src},ih,jw->{dst}", x, mh, mw)
+
+
+#: baseline names every perturbation metric understands (DiffID adds "mean_kept")
+BASELINES = ("blur", "zero", "mean")
+
+
+def resolve_baseline(c: Call, baseline: Any, blur_spec: Tuple[int, float]) -> Any:
+    """The replacement values as a tensor like ``x``.
+
+    ``"blur"``: ``x`` blurred (``blur_spec = (kernel_size, sigma)``); ``"zero"``:
+    zeros; ``"mean"``: each example's mean over all its elements; a number: that
+    constant; an array or tensor broadcastable to ``x``: itself.
+    """
+    B, x = c.B, c.x
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            return blur(B, c.layout, x, *blur_spec)
+        if baseline == "zero":
+            return B.zeros_like(x)
+        if baseline == "mean":
+            axes = tuple(range(1, len(c.layout.shape)))
+            m = B.sum(x, axis=axes) / float(c.layout.elements)
+            return B.zeros_like(x) + B.reshape(m, (-1,) + (1,) * (len(c.layout.shape) - 1))
+    from .._entry import prepare_baseline
+
+    return prepare_baseline(B, baseline, x)
+
+
+def check_baseline(baseline: Any, extra: Sequence[str] = (), name: str = "baseline") -> None:
+    """Raise for a baseline name that is not known (numbers and arrays are checked later)."""
+    if isinstance(baseline, str) and baseline not in tuple(BASELINES) + tuple(extra):
+        raise InputError(f"{name}={baseline!r}: expected one of {list(BASELINES) + list(extra)}, a number, "
+                         "or an array broadcastable to x.")
+    if baseline is None:
+        raise InputError(f"{name}=None: expected one of {list(BASELINES) + list(extra)}, a number, or an array.")
+
+
+# --- the chunk functions (compiled per model where the backend compiles) ---------------------
+def _rows_like(B: Backend, v: Any, like: Any) -> Any:
+    """Per-row ``(R,)`` -> ``(R, 1, ..., 1)`` against ``like``'s rows."""
+    return B.reshape(v, (-1,) + (1,) * (len(like.shape) - 1))
+
+
+def _spread(B: Backend, r: Any, a: Any) -> Any:
+    """Pixel ranks ``(R, P)`` reshaped to broadcast against rows ``a`` (element ranks pass)."""
+    tail = tuple(int(d) for d in a.shape[1:])
+    if tuple(int(d) for d in r.shape[1:]) == tail:
+        return r
+    if B.image_layout == "NCHW" or len(tail) < 3:
+        shape = (1,) + tail[1:] if len(tail) >= 3 else tail
+    else:
+        shape = tail[:-1] + (1,)
+    return B.reshape(r, (-1,) + shape)
+
+
+def score_rows(B: Backend, logits: Any, labels: Any) -> Any:
+    """``(R, 3)``: each row's label logit, its softmax probability, and 1.0 where the label is top-1."""
+    ly = B.take_along_axis(logits, labels)
+    p = B.exp(ly - B.logsumexp(logits, axis=1))
+    hit = B.logical_not(B.not_equal(B.argmax(logits, axis=1), labels))
+    one = B.zeros_like(ly) + 1.0
+    acc = B.where(hit, one, one * 0.0)
+    return B.concat([B.reshape(v, (-1, 1)) for v in (ly, p, acc)], axis=1)
+
+
+def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, ex: Any, rank_row: Any,
+                 count: Any, labels: Any) -> Any:
+    """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
+    the KPM family, sensitivity-n's references and DiffID with a fixed baseline."""
+    a = B.gather(a_src, ex)
+    b = B.gather(b_src, ex)
+    r = _spread(B, B.gather(rank_src, rank_row), a)
+    z = B.where(r < _rows_like(B, count, r), a, b)
+    return score_rows(B, f(z), labels)
+
+
+def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, ex: Any, rank_row: Any,
+                    count: Any, labels: Any) -> Any:
+    """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
+    elements kept (the re-calibration code's DiffID replacement; one value per row)."""
+    x = B.gather(x_src, ex)
+    r = B.gather(rank_src, rank_row)
+    drop = r < _rows_like(B, count, r)
+    axes = tuple(range(1, len(x.shape)))
+    kept = B.sum(B.where(drop, x * 0.0, x), axis=axes)
+    total = 1
+    for d in x.shape[1:]:
+        total *= int(d)
+    fill = kept / B.cast(count * -1 + total, kept)
+    z = B.where(drop, _rows_like(B, fill, x), x)
+    return score_rows(B, f(z), labels)
+
+
+def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[Any], progress: Optional[bool],
+             desc: str) -> np.ndarray:
+    """Run ``chunk(B, f, *sources, *row_tensors[lo:hi])`` over all rows in chunks; ``(R, 3)`` on the host.
+
+    ``rows`` are per-row tensors (example index, rank row, count, label), all of
+    length ``R``, already on the device; each chunk slices them.
+    """
+    B = c.B
+    step = B.jit(chunk, c.f, B, c.f)
+    total = int(B.shape(rows[0])[0])
+    bar = progress_bar(progress, total, desc)
+    outs = []
+    try:
+        for lo, hi in row_chunks(total, c.batch_size):
+            outs.append(step(*sources, *(t[lo:hi] for t in rows)))
+            bar.update(hi - lo)
+    finally:
+        bar.close()
+    return np.asarray(B.to_numpy(outs[0] if len(outs) == 1 else B.concat(outs)), dtype=np.float64)
+
+
+def index_rows(c: Call, *arrays: np.ndarray) -> Tuple[Any, ...]:
+    """NumPy int64 row arrays uploaded once to the model's device."""
+    return tuple(c.B.asarray(np.ascontiguousarray(a, dtype=np.int64), like=c.x) for a in arrays)
+
+
+def labels_of_rows(c: Call, ex: Any) -> Any:
+    """Each row's label: the label of its example."""
+    return c.B.gather(c.labels, ex)
+
