@@ -117,10 +117,10 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
         ex_t, rank_row, cnt_t = index_rows(c, ex, ex + n * which, cnt)
         rows = (ex_t, rank_row, cnt_t, labels_of_rows(c, ex_t))
         if isinstance(baseline, str) and baseline == "mean_kept":
-            out = run_rows(c, mean_kept_chunk, (c.x, rank_src), rows, progress, "diffid")
+            out = run_rows(c, mean_kept_chunk, (c.x, rank_src), rows, lay.shape[1:], progress, "diffid")
         else:
             base = resolve_baseline(c, baseline, blur)
-            out = run_rows(c, masked_chunk, (base, c.x, rank_src), rows, progress, "diffid")
+            out = run_rows(c, masked_chunk, (base, c.x, rank_src), rows, lay.shape[1:], progress, "diffid")
     out = out.reshape(n, per, 3)
 
     def table(col: int, ratio: bool):

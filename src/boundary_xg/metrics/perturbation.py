@@ -164,21 +164,12 @@ def check_baseline(baseline: Any, extra: Sequence[str] = (), name: str = "baseli
 
 
 # --- the chunk functions (compiled per model where the backend compiles) ---------------------
-def _rows_like(B: Backend, v: Any, like: Any) -> Any:
-    """Per-row ``(R,)`` -> ``(R, 1, ..., 1)`` against ``like``'s rows."""
-    return B.reshape(v, (-1,) + (1,) * (len(like.shape) - 1))
-
-
-def _spread(B: Backend, r: Any, a: Any) -> Any:
-    """Pixel ranks ``(R, P)`` reshaped to broadcast against rows ``a`` (element ranks pass)."""
-    tail = tuple(int(d) for d in a.shape[1:])
-    if tuple(int(d) for d in r.shape[1:]) == tail:
-        return r
-    if B.image_layout == "NCHW" or len(tail) < 3:
-        shape = (1,) + tail[1:] if len(tail) >= 3 else tail
-    else:
-        shape = tail[:-1] + (1,)
-    return B.reshape(r, (-1,) + shape)
+# Shapes come in as a Python tuple ``tail`` (one example's shape of the ranks or masks), not
+# from the tensors: a compiled function sees it as a constant, so a retrace for new batch
+# sizes never loses the shapes (TensorFlow relaxes the shapes of tensor arguments).
+def _rows(B: Backend, v: Any, tail: Tuple[int, ...]) -> Any:
+    """Per-row ``(R,)`` -> ``(R, 1, ..., 1)`` against rows of one example's shape ``tail``."""
+    return B.reshape(v, (-1,) + (1,) * len(tail))
 
 
 def score_rows(B: Backend, logits: Any, labels: Any) -> Any:
@@ -192,36 +183,35 @@ def score_rows(B: Backend, logits: Any, labels: Any) -> Any:
 
 
 def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, ex: Any, rank_row: Any,
-                 count: Any, labels: Any) -> Any:
+                 count: Any, labels: Any, tail: Tuple[int, ...]) -> Any:
     """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
-    the KPM family, sensitivity-n's references and DiffID with a fixed baseline."""
+    the KPM family and DiffID with a fixed baseline. ``tail``: one row's shape of the
+    ranks (pixel ranks broadcast over the channels, element ranks like ``x``)."""
     a = B.gather(a_src, ex)
     b = B.gather(b_src, ex)
-    r = _spread(B, B.gather(rank_src, rank_row), a)
-    z = B.where(r < _rows_like(B, count, r), a, b)
+    r = B.reshape(B.gather(rank_src, rank_row), (-1,) + tail)
+    z = B.where(r < _rows(B, count, tail), a, b)
     return score_rows(B, f(z), labels)
 
 
 def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, ex: Any, rank_row: Any,
-                    count: Any, labels: Any) -> Any:
+                    count: Any, labels: Any, tail: Tuple[int, ...]) -> Any:
     """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
-    elements kept (the re-calibration code's DiffID replacement; one value per row)."""
+    elements kept (the re-calibration code's DiffID replacement; one value per row).
+    ``tail``: one example's shape (element ranks are like ``x``)."""
     x = B.gather(x_src, ex)
-    r = B.gather(rank_src, rank_row)
-    drop = r < _rows_like(B, count, r)
-    axes = tuple(range(1, len(x.shape)))
-    kept = B.sum(B.where(drop, x * 0.0, x), axis=axes)
-    total = 1
-    for d in x.shape[1:]:
-        total *= int(d)
+    r = B.reshape(B.gather(rank_src, rank_row), (-1,) + tail)
+    drop = r < _rows(B, count, tail)
+    kept = B.sum(B.where(drop, x * 0.0, x), axis=tuple(range(1, len(tail) + 1)))
+    total = int(np.prod(tail))
     fill = kept / B.cast(count * -1 + total, kept)
-    z = B.where(drop, _rows_like(B, fill, x), x)
+    z = B.where(drop, _rows(B, fill, tail), x)
     return score_rows(B, f(z), labels)
 
 
-def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[Any], progress: Optional[bool],
-             desc: str) -> np.ndarray:
-    """Run ``chunk(B, f, *sources, *row_tensors[lo:hi])`` over all rows in chunks; ``(R, 3)`` on the host.
+def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[Any], tail: Tuple[int, ...],
+             progress: Optional[bool], desc: str) -> np.ndarray:
+    """Run ``chunk(B, f, *sources, *row_tensors[lo:hi], tail)`` over all rows in chunks; ``(R, 3)`` on the host.
 
     ``rows`` are per-row tensors (example index, rank row, count, label), all of
     length ``R``, already on the device; each chunk slices them.
@@ -233,7 +223,7 @@ def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[An
     outs = []
     try:
         for lo, hi in row_chunks(total, c.batch_size):
-            outs.append(step(*sources, *(t[lo:hi] for t in rows)))
+            outs.append(step(*sources, *(t[lo:hi] for t in rows), tuple(int(d) for d in tail)))
             bar.update(hi - lo)
     finally:
         bar.close()

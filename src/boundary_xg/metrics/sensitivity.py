@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import InputError
 from ._inputs import check_choice, check_int, check_progress, check_ratios, check_seed, metric_call, progress_bar
 from .diffid import DEFAULT_RATIOS
-from .perturbation import SCORE_COLUMNS, _spread, check_baseline, pixel_values, resolve_baseline, score_rows
+from .perturbation import SCORE_COLUMNS, check_baseline, pixel_values, resolve_baseline, score_rows
 from .results import MetricResult
 from ..ops import row_chunks
 
@@ -54,10 +54,11 @@ def _masks(seed: int, example: int, probs: np.ndarray, pixels: int) -> np.ndarra
     return u < probs[:, None].astype(np.float32)
 
 
-def _mask_chunk(B, f, x_src, ex, ref_rows, mask, labels):
-    """Scores of rows ``where(mask, reference, x)`` with an explicit per-row pixel mask."""
+def _mask_chunk(B, f, x_src, ex, ref_rows, mask, labels, tail):
+    """Scores of rows ``where(mask, reference, x)`` with an explicit per-row pixel mask
+    (``tail``: one row's shape of the mask, broadcast over the channels)."""
     xr = B.gather(x_src, ex)
-    return score_rows(B, f(B.where(_spread(B, mask, xr), ref_rows, xr)), labels)
+    return score_rows(B, f(B.where(B.reshape(mask, (-1,) + tail), ref_rows, xr)), labels)
 
 
 def sensitivity_n(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
@@ -125,6 +126,7 @@ def sensitivity_n(model: Any, x: Any, labels: Any = None, attributions: Any = No
         per = 1 + m  # rows per example: the clean image, then the masked ones
         total = n * per
         step = B.jit(_mask_chunk, c.f, B, c.f)
+        tail = tuple(int(d) for d in lay.map_shape(1)[1:])
         sums = np.zeros((n, m))
         outs = []
         cache: dict = {}
@@ -147,7 +149,7 @@ def sensitivity_n(model: Any, x: Any, labels: Any = None, attributions: Any = No
                     ref_rows = B.uniform(rng, shape, like=c.x) * B.gather(span, ex_t) + B.gather(low, ex_t)
                 else:
                     ref_rows = B.gather(ref, ex_t)
-                outs.append(step(c.x, ex_t, ref_rows, B.asarray(mask, like=c.x), B.gather(c.labels, ex_t)))
+                outs.append(step(c.x, ex_t, ref_rows, B.asarray(mask, like=c.x), B.gather(c.labels, ex_t), tail))
                 bar.update(hi - lo)
         finally:
             bar.close()
