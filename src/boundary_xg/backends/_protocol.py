@@ -384,6 +384,11 @@ class Backend:
     def exp(self, t: Any) -> Any:
         raise NotImplementedError
 
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        """Context in which model calls record nothing for gradients (forward-only loops that
+        make their own inputs, so need no copy as :meth:`forward` makes)."""
+        return contextlib.nullcontext()
+
     def einsum(self, spec: str, *operands: Any) -> Any:
         """``numpy.einsum(spec, *operands)`` on tensors (e.g. a separable blur as two matrix products)."""
         raise NotImplementedError

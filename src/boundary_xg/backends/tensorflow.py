@@ -431,6 +431,9 @@ class TensorFlowBackend(Backend):
     def exp(self, t: Any) -> Any:
         return tf.exp(t)
 
+    def no_grad(self) -> Any:
+        return contextlib.nullcontext()  # nothing is recorded outside a GradientTape
+
     def einsum(self, spec: str, *operands: Any) -> Any:
         return tf.einsum(spec, *operands)
 

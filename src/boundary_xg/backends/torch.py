@@ -373,6 +373,9 @@ class TorchBackend(Backend):
     def exp(self, t: Any) -> Any:
         return torch.exp(t)
 
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
     def einsum(self, spec: str, *operands: Any) -> Any:
         return torch.einsum(spec, *operands)
 

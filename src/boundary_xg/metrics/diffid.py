@@ -117,10 +117,12 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
         ex_t, rank_row, cnt_t = index_rows(c, ex, ex + n * which, cnt)
         rows = (ex_t, rank_row, cnt_t, labels_of_rows(c, ex_t))
         if isinstance(baseline, str) and baseline == "mean_kept":
-            out = run_rows(c, mean_kept_chunk, (c.x, rank_src), rows, lay.shape[1:], progress, "diffid")
+            out = run_rows(c, mean_kept_chunk, (c.x, rank_src), rows, lay.shape[1:], score.startswith("prob"),
+                           progress, "diffid")
         else:
             base = resolve_baseline(c, baseline, blur)
-            out = run_rows(c, masked_chunk, (base, c.x, rank_src), rows, lay.shape[1:], progress, "diffid")
+            out = run_rows(c, masked_chunk, (base, c.x, rank_src), rows, lay.shape[1:], score.startswith("prob"),
+                           progress, "diffid")
     out = out.reshape(n, per, 3)
 
     def table(col: int, ratio: bool):
@@ -142,6 +144,6 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
         fractions=np.asarray(ratios, np.float64), per_example_curves=diff, higher_is_better=True,
         details={"insertion": ins.mean(0), "deletion": dele.mean(0), "insertion_curves": ins,
                  "deletion_curves": dele, "paper": paper, "counts": np.asarray(counts),
-                 "clean": out[:, 0, :].copy(), "score": score, "order": order,
+                 "score": score, "order": order,
                  "baseline": baseline if isinstance(baseline, (str, int, float)) else "array"},
     )

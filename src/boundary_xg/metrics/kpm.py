@@ -108,8 +108,8 @@ def keep_remove(model: Any, x: Any, labels: Any, attributions: Any, tests: Seque
         cnt_t = B.minimum(cap_t, B.cast(B.gather(n_pos, rank_row), cap_t))
         rows = (ex_t, rank_row, cnt_t, labels_of_rows(c, ex_t))
         base = resolve_baseline(c, baseline, blur)
-        out = run_rows(c, masked_chunk, (c.x, base, rank_src), rows, lay.map_shape(1)[1:], progress,
-                       "keep/remove")
+        out = run_rows(c, masked_chunk, (c.x, base, rank_src), rows, lay.map_shape(1)[1:], score == "probability",
+                       progress, "keep/remove")
     out = out.reshape(n, t, s, 3)
     results = {}
     for j, name in enumerate(tests):

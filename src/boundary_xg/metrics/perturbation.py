@@ -21,6 +21,7 @@ copied to the host once.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -172,18 +173,19 @@ def _rows(B: Backend, v: Any, tail: Tuple[int, ...]) -> Any:
     return B.reshape(v, (-1,) + (1,) * len(tail))
 
 
-def score_rows(B: Backend, logits: Any, labels: Any) -> Any:
-    """``(R, 3)``: each row's label logit, its softmax probability, and 1.0 where the label is top-1."""
+def score_rows(B: Backend, logits: Any, labels: Any, probability: bool = True) -> Any:
+    """``(R, 3)``: each row's label logit, its softmax probability (0 unless ``probability``:
+    a log-sum-exp per row costs as much as the rest of the scores), and 1.0 where the
+    label is top-1."""
     ly = B.take_along_axis(logits, labels)
-    p = B.exp(ly - B.logsumexp(logits, axis=1))
-    hit = B.logical_not(B.not_equal(B.argmax(logits, axis=1), labels))
-    one = B.zeros_like(ly) + 1.0
-    acc = B.where(hit, one, one * 0.0)
+    p = B.exp(ly - B.logsumexp(logits, axis=1)) if probability else ly * 0.0
+    # top-1 as "the label's logit is the largest": one reduction, no argmax and compare
+    acc = B.cast(ly >= B.max(logits, axis=1), ly)
     return B.concat([B.reshape(v, (-1, 1)) for v in (ly, p, acc)], axis=1)
 
 
 def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, ex: Any, rank_row: Any,
-                 count: Any, labels: Any, tail: Tuple[int, ...]) -> Any:
+                 count: Any, labels: Any, tail: Tuple[int, ...], probability: bool) -> Any:
     """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
     the KPM family and DiffID with a fixed baseline. ``tail``: one row's shape of the
     ranks (pixel ranks broadcast over the channels, element ranks like ``x``)."""
@@ -191,11 +193,11 @@ def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any,
     b = B.gather(b_src, ex)
     r = B.reshape(B.gather(rank_src, rank_row), (-1,) + tail)
     z = B.where(r < _rows(B, count, tail), a, b)
-    return score_rows(B, f(z), labels)
+    return score_rows(B, f(z), labels, probability)
 
 
 def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, ex: Any, rank_row: Any,
-                    count: Any, labels: Any, tail: Tuple[int, ...]) -> Any:
+                    count: Any, labels: Any, tail: Tuple[int, ...], probability: bool) -> Any:
     """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
     elements kept (the re-calibration code's DiffID replacement; one value per row).
     ``tail``: one example's shape (element ranks are like ``x``)."""
@@ -203,15 +205,16 @@ def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, ex: Any,
     r = B.reshape(B.gather(rank_src, rank_row), (-1,) + tail)
     drop = r < _rows(B, count, tail)
     kept = B.sum(B.where(drop, x * 0.0, x), axis=tuple(range(1, len(tail) + 1)))
-    total = int(np.prod(tail))
+    total = math.prod(tail)
     fill = kept / B.cast(count * -1 + total, kept)
     z = B.where(drop, _rows(B, fill, tail), x)
-    return score_rows(B, f(z), labels)
+    return score_rows(B, f(z), labels, probability)
 
 
 def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[Any], tail: Tuple[int, ...],
-             progress: Optional[bool], desc: str) -> np.ndarray:
-    """Run ``chunk(B, f, *sources, *row_tensors[lo:hi], tail)`` over all rows in chunks; ``(R, 3)`` on the host.
+             probability: bool, progress: Optional[bool], desc: str) -> np.ndarray:
+    """Run ``chunk(B, f, *sources, *row_tensors[lo:hi], tail, probability)`` over all rows in
+    chunks; the scores ``(R, 3)`` (see :func:`score_rows`) on the host.
 
     ``rows`` are per-row tensors (example index, rank row, count, label), all of
     length ``R``, already on the device; each chunk slices them.
@@ -222,9 +225,11 @@ def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[An
     bar = progress_bar(progress, total, desc)
     outs = []
     try:
-        for lo, hi in row_chunks(total, c.batch_size):
-            outs.append(step(*sources, *(t[lo:hi] for t in rows), tuple(int(d) for d in tail)))
-            bar.update(hi - lo)
+        with B.no_grad():  # forwards only: no autograd graph kept (torch)
+            for lo, hi in row_chunks(total, c.batch_size):
+                outs.append(step(*sources, *(t[lo:hi] for t in rows), tuple(int(d) for d in tail),
+                                 bool(probability)))
+                bar.update(hi - lo)
     finally:
         bar.close()
     return np.asarray(B.to_numpy(outs[0] if len(outs) == 1 else B.concat(outs)), dtype=np.float64)

@@ -54,11 +54,11 @@ def _masks(seed: int, example: int, probs: np.ndarray, pixels: int) -> np.ndarra
     return u < probs[:, None].astype(np.float32)
 
 
-def _mask_chunk(B, f, x_src, ex, ref_rows, mask, labels, tail):
+def _mask_chunk(B, f, x_src, ex, ref_rows, mask, labels, tail, probability):
     """Scores of rows ``where(mask, reference, x)`` with an explicit per-row pixel mask
     (``tail``: one row's shape of the mask, broadcast over the channels)."""
     xr = B.gather(x_src, ex)
-    return score_rows(B, f(B.where(B.reshape(mask, (-1,) + tail), ref_rows, xr)), labels)
+    return score_rows(B, f(B.where(B.reshape(mask, (-1,) + tail), ref_rows, xr)), labels, probability)
 
 
 def sensitivity_n(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
@@ -132,25 +132,27 @@ def sensitivity_n(model: Any, x: Any, labels: Any = None, attributions: Any = No
         cache: dict = {}
         bar = progress_bar(progress, total, "sensitivity-n")
         try:
-            for lo, hi in row_chunks(total, c.batch_size):
-                # the masks come from NumPy (reproducible across frameworks), one upload per chunk
-                rows = np.arange(lo, hi)
-                ex, j = rows // per, rows % per
-                mask = np.zeros((hi - lo, p), bool)
-                for e in np.unique(ex):
-                    if e not in cache:  # each example's masks once, also across chunks
-                        cache = {e: _masks(seed, e, probs, p)}
-                        sums[e] = cache[e] @ amap[e]
-                    sel = (ex == e) & (j > 0)
-                    mask[sel] = cache[e][j[sel] - 1]
-                ex_t = B.asarray(ex.astype(np.int64), like=c.x)
-                if uniform:
-                    shape = (hi - lo,) + tuple(lay.shape[1:])
-                    ref_rows = B.uniform(rng, shape, like=c.x) * B.gather(span, ex_t) + B.gather(low, ex_t)
-                else:
-                    ref_rows = B.gather(ref, ex_t)
-                outs.append(step(c.x, ex_t, ref_rows, B.asarray(mask, like=c.x), B.gather(c.labels, ex_t), tail))
-                bar.update(hi - lo)
+            with B.no_grad():  # forwards only: no autograd graph kept (torch)
+                for lo, hi in row_chunks(total, c.batch_size):
+                    # the masks come from NumPy (reproducible across frameworks), one upload per chunk
+                    rows = np.arange(lo, hi)
+                    ex, j = rows // per, rows % per
+                    mask = np.zeros((hi - lo, p), bool)
+                    for e in np.unique(ex):
+                        if e not in cache:  # each example's masks once, also across chunks
+                            cache = {e: _masks(seed, e, probs, p)}
+                            sums[e] = cache[e] @ amap[e]
+                        sel = (ex == e) & (j > 0)
+                        mask[sel] = cache[e][j[sel] - 1]
+                    ex_t = B.asarray(ex.astype(np.int64), like=c.x)
+                    if uniform:
+                        shape = (hi - lo,) + tuple(lay.shape[1:])
+                        ref_rows = B.uniform(rng, shape, like=c.x) * B.gather(span, ex_t) + B.gather(low, ex_t)
+                    else:
+                        ref_rows = B.gather(ref, ex_t)
+                    outs.append(step(c.x, ex_t, ref_rows, B.asarray(mask, like=c.x), B.gather(c.labels, ex_t),
+                                     tail, score == "probability"))
+                    bar.update(hi - lo)
         finally:
             bar.close()
         out = np.asarray(B.to_numpy(B.concat(outs) if len(outs) > 1 else outs[0]), np.float64)
