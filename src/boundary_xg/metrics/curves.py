@@ -19,8 +19,7 @@ import numpy as np
 
 from ._inputs import check_blur, check_choice, check_int, check_progress, metric_call
 from .perturbation import (
-    SCORE_COLUMNS, check_baseline, index_rows, labels_of_rows, masked_chunk, pixel_values, ranks,
-    resolve_baseline, run_rows,
+    SCORE_COLUMNS, check_baseline, curve_ranks, layout_key, masked_chunk, resolve_baseline, run_rows,
 )
 from .results import MetricResult
 
@@ -49,18 +48,16 @@ def _curve(kind: str, model: Any, x: Any, labels: Any, attributions: Any, steps:
                      batch_size=batch_size) as c:
         B, lay = c.B, c.layout
         n, p = lay.shape[0], lay.pixels
-        key = pixel_values(B, lay, c.attributions, "abs_sum" if order == "abs" else "sum")
-        if order == "negative":
-            key = key * -1.0
-        rank = ranks(B, key, descending=True)  # 0: the most important pixel
+        rank = B.jit(curve_ranks, c.f, B)(c.attributions, layout_key(lay), "abs_sum" if order == "abs" else "sum",
+                                          order == "negative")  # 0: the most important pixel
         counts = (p * np.arange(steps + 1)) // steps
         ex = np.repeat(np.arange(n), steps + 1)
-        ex_t, cnt_t = index_rows(c, ex, np.tile(counts, n))
-        rows = (ex_t, ex_t, cnt_t, labels_of_rows(c, ex_t))
+        idx = np.stack([ex, ex, np.tile(counts, n)])
         base = resolve_baseline(c, baseline, blur)
         # insertion: the top pixels come from x, the rest from the baseline; deletion the reverse
-        sources = (c.x, base, rank) if kind == "insertion" else (base, c.x, rank)
-        out = run_rows(c, masked_chunk, sources, rows, lay.map_shape(1)[1:], score == "probability", progress, kind)
+        a, b = (c.x, base) if kind == "insertion" else (base, c.x)
+        out = run_rows(c, masked_chunk, (a, b, rank, None, c.labels), idx, lay.map_shape(1)[1:],
+                       score == "probability", progress, kind)
     per_curves = out[:, SCORE_COLUMNS[score]].reshape(n, steps + 1)
     fractions = np.arange(steps + 1, dtype=np.float64) / steps
     per_example = _trapz(per_curves, fractions)

@@ -21,12 +21,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._inputs import check_choice, check_progress, check_ratios, metric_call
+from ._inputs import check_blur, check_choice, check_progress, check_ratios, metric_call
 from .perturbation import (
-    ACCURACY, LOGIT, PROBABILITY, check_baseline, element_ranks, index_rows, labels_of_rows, masked_chunk,
-    mean_kept_chunk, pixel_values, ranks, resolve_baseline, run_rows,
+    ACCURACY, LOGIT, PROBABILITY, check_baseline, diffid_ranks, layout_key, masked_chunk, mean_kept_chunk,
+    resolve_baseline, run_rows,
 )
-from ._inputs import check_blur
 from .results import MetricResult
 
 #: the paper's ratios, generated as the paper's code does (step * 0.1, with its float artefacts)
@@ -103,25 +102,21 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
                      batch_size=batch_size) as c:
         B, lay = c.B, c.layout
         n, k = lay.shape[0], len(ratios)
-        key = pixel_values(B, lay, c.attributions, "abs_sum" if order == "abs" else "sum")
-        if order == "negative":
-            key = key * -1.0
-        # insertion replaces the least important first, deletion the most important
-        rank_src = B.concat([element_ranks(B, lay, ranks(B, key, descending=False), c.x),
-                             element_ranks(B, lay, ranks(B, key, descending=True), c.x)])
+        # insertion replaces the least important first (rows 0..n-1), deletion the most important
+        rank_src = B.jit(diffid_ranks, c.f, B)(c.attributions, c.x, layout_key(lay),
+                                                 "abs_sum" if order == "abs" else "sum", order == "negative")
         counts = [int(math.floor(lay.elements * r)) for r in ratios]
         per = 1 + 2 * k  # rows per example: clean, insertions, deletions
         ex = np.repeat(np.arange(n), per)
         which = np.tile(np.array([0] * (1 + k) + [1] * k), n)
-        cnt = np.tile(np.array([0] + counts + counts), n)
-        ex_t, rank_row, cnt_t = index_rows(c, ex, ex + n * which, cnt)
-        rows = (ex_t, rank_row, cnt_t, labels_of_rows(c, ex_t))
+        idx = np.stack([ex, ex + n * which, np.tile(np.array([0] + counts + counts), n)])
+        prob = score.startswith("prob")
         if isinstance(baseline, str) and baseline == "mean_kept":
-            out = run_rows(c, mean_kept_chunk, (c.x, rank_src), rows, lay.shape[1:], score.startswith("prob"),
-                           progress, "diffid")
+            out = run_rows(c, mean_kept_chunk, (c.x, rank_src, c.labels), idx, lay.shape[1:], prob, progress,
+                           "diffid")
         else:
             base = resolve_baseline(c, baseline, blur)
-            out = run_rows(c, masked_chunk, (base, c.x, rank_src), rows, lay.shape[1:], score.startswith("prob"),
+            out = run_rows(c, masked_chunk, (base, c.x, rank_src, None, c.labels), idx, lay.shape[1:], prob,
                            progress, "diffid")
     out = out.reshape(n, per, 3)
 

@@ -37,8 +37,7 @@ from ..errors import InputError
 from ._inputs import check_blur, check_choice, check_progress, metric_call
 from .curves import _trapz
 from .perturbation import (
-    SCORE_COLUMNS, check_baseline, index_rows, labels_of_rows, masked_chunk, pixel_values, ranks,
-    resolve_baseline, run_rows,
+    SCORE_COLUMNS, check_baseline, keep_remove_ranks, layout_key, masked_chunk, resolve_baseline, run_rows,
 )
 from .results import MetricResult
 
@@ -85,31 +84,16 @@ def keep_remove(model: Any, x: Any, labels: Any, attributions: Any, tests: Seque
                      batch_size=batch_size) as c:
         B, lay = c.B, c.layout
         n, hw, s, t = lay.shape[0], lay.pixels, len(fr), len(tests)
-        mean_map = pixel_values(B, lay, c.attributions, "mean")
-        maps = {"positive": mean_map, "negative": mean_map * -1.0, "absolute": B.abs(mean_map)}
-        rank_list, npos_list = [], []
-        for name in tests:
-            mode, order, _, _ = TESTS[name]
-            pos = B.maximum(maps[order], maps[order] * 0.0)
-            positive = B.not_equal(pos, pos * 0.0)
-            one = pos * 0.0 + 1.0
-            npos_list.append(B.sum(B.where(positive, one, one * 0.0), axis=1))
-            if mode == "keep":  # the k largest of P stay sharp
-                rank_list.append(ranks(B, pos, descending=True))
-            else:  # the k smallest positive ones stay sharp (non-positive pixels rank last)
-                rank_list.append(ranks(B, B.where(positive, pos, one * np.inf), descending=False))
-        rank_src = B.concat(rank_list)                      # (t * n, P), test-major
-        n_pos = B.concat(npos_list)                         # (t * n,)
-        # k = floor(min(p HW, n+)) = min(floor(p HW), n+) as n+ is an integer
+        rank_src, n_pos = B.jit(keep_remove_ranks, c.f, B)(
+            c.attributions, layout_key(lay), tuple(TESTS[name][:2] for name in tests))  # test-major rows
+        # k = floor(min(p HW, n+)) = min(floor(p HW), n+) as n+ is an integer; the chunk takes the min
         cap = np.floor(fr * hw).astype(np.int64)
         ex = np.repeat(np.arange(n), t * s)                 # rows: example, test, fraction
         test_of = np.tile(np.repeat(np.arange(t), s), n)
-        ex_t, rank_row, cap_t = index_rows(c, ex, test_of * n + ex, np.tile(cap, n * t))
-        cnt_t = B.minimum(cap_t, B.cast(B.gather(n_pos, rank_row), cap_t))
-        rows = (ex_t, rank_row, cnt_t, labels_of_rows(c, ex_t))
+        idx = np.stack([ex, test_of * n + ex, np.tile(cap, n * t)])
         base = resolve_baseline(c, baseline, blur)
-        out = run_rows(c, masked_chunk, (c.x, base, rank_src), rows, lay.map_shape(1)[1:], score == "probability",
-                       progress, "keep/remove")
+        out = run_rows(c, masked_chunk, (c.x, base, rank_src, n_pos, c.labels), idx, lay.map_shape(1)[1:],
+                       score == "probability", progress, "keep/remove")
     out = out.reshape(n, t, s, 3)
     results = {}
     for j, name in enumerate(tests):

@@ -37,6 +37,11 @@ SCORE_COLUMNS = {"logit": LOGIT, "probability": PROBABILITY, "accuracy": ACCURAC
 
 
 # --- attributions to per-pixel keys and ranks ----------------------------------------------
+def _tail(t: Any) -> Tuple[int, ...]:
+    """One example's shape of ``t`` (static also inside a compiled function)."""
+    return tuple(int(d) for d in t.shape[1:])
+
+
 def pixel_values(B: Backend, lay: Layout, a: Any, how: str) -> Any:
     """Per-pixel values ``(N, P)`` of attributions ``a`` (like ``x`` or one map per example).
 
@@ -44,8 +49,7 @@ def pixel_values(B: Backend, lay: Layout, a: Any, how: str) -> Any:
     channels: the re-calibration code's ranking), ``"mean"`` (signed channel mean:
     the X-DNN code's), ``"abs_mean"`` (``|mean|``).
     """
-    n = lay.shape[0]
-    is_map = tuple(B.shape(a)) != tuple(lay.shape) or lay.channel_axis is None
+    is_map = _tail(a) != tuple(lay.shape[1:]) or lay.channel_axis is None
     if how == "abs_sum":
         a = B.abs(a)
     if is_map:
@@ -56,7 +60,7 @@ def pixel_values(B: Backend, lay: Layout, a: Any, how: str) -> Any:
             v = v / float(lay.channels)
     if how == "abs_mean":
         v = B.abs(v)
-    return B.reshape(v, (n, lay.pixels))
+    return B.reshape(v, (-1, lay.pixels))
 
 
 def ranks(B: Backend, key: Any, descending: bool) -> Any:
@@ -76,12 +80,47 @@ def element_ranks(B: Backend, lay: Layout, pixel_rank: Any, like: Any) -> Any:
     A pixel's channels sit next to each other in the element order, in channel
     order, so a cut at any element count splits at most one pixel.
     """
-    n = B.shape(pixel_rank)[0]
-    r = B.reshape(pixel_rank, lay.map_shape(n))
+    r = B.reshape(pixel_rank, (-1,) + lay.map_shape(1)[1:])
     if lay.channel_axis is None or lay.channels == 1:
-        return r * lay.channels if lay.channels != 1 else r
+        return r
     c = B.reshape(B.arange(0, lay.channels, like=like), lay.channel_shape())
     return r * lay.channels + c
+
+
+# --- the rankings, each one compiled function where the backend compiles --------------------
+def diffid_ranks(B: Backend, a: Any, like: Any, lay_key: tuple, how: str, negate: bool) -> Any:
+    """``(2N, ...)`` element ranks like ``x``: ascending importance (rows ``0..N-1``: what
+    insertion replaces first) then descending (what deletion replaces first)."""
+    lay = Layout(*lay_key)
+    key = pixel_values(B, lay, a, how)
+    if negate:
+        key = key * -1.0
+    return B.concat([element_ranks(B, lay, ranks(B, key, descending=False), like),
+                     element_ranks(B, lay, ranks(B, key, descending=True), like)])
+
+
+def curve_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
+    """``(N, P)`` pixel ranks, 0 the most important (insertion and deletion)."""
+    key = pixel_values(B, Layout(*lay_key), a, how)
+    return ranks(B, key * -1.0 if negate else key, descending=True)
+
+
+def keep_remove_ranks(B: Backend, a: Any, lay_key: tuple, tests: tuple) -> Tuple[Any, Any]:
+    """Pixel ranks ``(T N, P)`` and positive counts ``n+`` ``(T N,)`` of the keep/remove
+    tests ``tests`` (``(mode, order)`` pairs), test-major."""
+    m = pixel_values(B, Layout(*lay_key), a, "mean")
+    maps = {"positive": m, "negative": m * -1.0, "absolute": B.abs(m)}
+    out, counts = [], []
+    for mode, order in tests:
+        pos = B.maximum(maps[order], maps[order] * 0.0)   # P = max(map, 0)
+        positive = B.not_equal(pos, pos * 0.0)
+        if mode == "keep":  # the k largest of P stay sharp
+            r = ranks(B, pos, descending=True)
+        else:  # the k smallest positive ones stay sharp (non-positive pixels rank last)
+            r = ranks(B, B.where(positive, pos, pos * 0.0 + np.inf), descending=False)
+        out.append(r)
+        counts.append(B.sum(B.cast(positive, r), axis=1))
+    return B.concat(out), B.concat(counts)
 
 
 # --- baselines -----------------------------------------------------------------------------
@@ -184,63 +223,68 @@ def score_rows(B: Backend, logits: Any, labels: Any, probability: bool = True) -
     return B.concat([B.reshape(v, (-1, 1)) for v in (ly, p, acc)], axis=1)
 
 
-def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, ex: Any, rank_row: Any,
-                 count: Any, labels: Any, tail: Tuple[int, ...], probability: bool) -> Any:
+def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, limit_src: Any, labels_src: Any,
+                 idx: Any, tail: Tuple[int, ...], probability: bool) -> Any:
     """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
-    the KPM family and DiffID with a fixed baseline. ``tail``: one row's shape of the
-    ranks (pixel ranks broadcast over the channels, element ranks like ``x``)."""
+    the KPM family and DiffID with a fixed baseline.
+
+    ``idx`` ``(3, R)``: each row's example, rank row and count; with ``limit_src`` the
+    count is at most ``limit_src[rank row]`` (the KPM family's ``n+``). ``tail``: one
+    row's shape of the ranks (pixel ranks broadcast over the channels, element
+    ranks like ``x``).
+    """
+    ex, rr, count = idx[0], idx[1], idx[2]
+    if limit_src is not None:
+        count = B.minimum(count, B.gather(limit_src, rr))
     a = B.gather(a_src, ex)
     b = B.gather(b_src, ex)
-    r = B.reshape(B.gather(rank_src, rank_row), (-1,) + tail)
+    r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
     z = B.where(r < _rows(B, count, tail), a, b)
-    return score_rows(B, f(z), labels, probability)
+    return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
-def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, ex: Any, rank_row: Any,
-                    count: Any, labels: Any, tail: Tuple[int, ...], probability: bool) -> Any:
+def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, labels_src: Any, idx: Any,
+                    tail: Tuple[int, ...], probability: bool) -> Any:
     """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
     elements kept (the re-calibration code's DiffID replacement; one value per row).
-    ``tail``: one example's shape (element ranks are like ``x``)."""
+    ``idx`` as for :func:`masked_chunk`; ``tail``: one example's shape."""
+    ex, rr, count = idx[0], idx[1], idx[2]
     x = B.gather(x_src, ex)
-    r = B.reshape(B.gather(rank_src, rank_row), (-1,) + tail)
+    r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
     drop = r < _rows(B, count, tail)
     kept = B.sum(B.where(drop, x * 0.0, x), axis=tuple(range(1, len(tail) + 1)))
-    total = math.prod(tail)
-    fill = kept / B.cast(count * -1 + total, kept)
+    fill = kept / B.cast(count * -1 + math.prod(tail), kept)
     z = B.where(drop, _rows(B, fill, tail), x)
-    return score_rows(B, f(z), labels, probability)
+    return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
-def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], rows: Sequence[Any], tail: Tuple[int, ...],
+def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, tail: Tuple[int, ...],
              probability: bool, progress: Optional[bool], desc: str) -> np.ndarray:
-    """Run ``chunk(B, f, *sources, *row_tensors[lo:hi], tail, probability)`` over all rows in
-    chunks; the scores ``(R, 3)`` (see :func:`score_rows`) on the host.
+    """Run ``chunk(B, f, *sources, idx[:, lo:hi], tail, probability)`` over all rows in chunks
+    of ``batch_size``; the scores ``(R, 3)`` (see :func:`score_rows`) on the host.
 
-    ``rows`` are per-row tensors (example index, rank row, count, label), all of
-    length ``R``, already on the device; each chunk slices them.
+    ``idx`` ``(k, R)`` int64 (NumPy): the rows' indices and counts; each chunk uploads
+    its slice (one small transfer to the device, nothing read back until the end).
     """
     B = c.B
     step = B.jit(chunk, c.f, B, c.f)
-    total = int(B.shape(rows[0])[0])
+    idx = np.asarray(idx, dtype=np.int64)
+    total = idx.shape[1]
+    tail = tuple(int(d) for d in tail)
     bar = progress_bar(progress, total, desc)
     outs = []
     try:
         with B.no_grad():  # forwards only: no autograd graph kept (torch)
             for lo, hi in row_chunks(total, c.batch_size):
-                outs.append(step(*sources, *(t[lo:hi] for t in rows), tuple(int(d) for d in tail),
-                                 bool(probability)))
+                rows = B.asarray(np.ascontiguousarray(idx[:, lo:hi]), like=c.x)
+                outs.append(step(*sources, rows, tail, bool(probability)))
                 bar.update(hi - lo)
     finally:
         bar.close()
     return np.asarray(B.to_numpy(outs[0] if len(outs) == 1 else B.concat(outs)), dtype=np.float64)
 
 
-def index_rows(c: Call, *arrays: np.ndarray) -> Tuple[Any, ...]:
-    """NumPy int64 row arrays uploaded once to the model's device."""
-    return tuple(c.B.asarray(np.ascontiguousarray(a, dtype=np.int64), like=c.x) for a in arrays)
-
-
-def labels_of_rows(c: Call, ex: Any) -> Any:
-    """Each row's label: the label of its example."""
-    return c.B.gather(c.labels, ex)
-
+def layout_key(lay: Layout) -> tuple:
+    """``lay`` as a tuple of plain values (an argument a compiled function treats as a constant),
+    without the batch size (0), so calls with other numbers of examples reuse the compiled function."""
+    return ((0,) + tuple(lay.shape[1:]), lay.channel_axis, tuple(lay.spatial), lay.channels)
