@@ -423,6 +423,21 @@ def test_explain_dataset_records_real_diffid_values(digits, tmp_path):
     assert np.ptp(want) > 0  # real per-example values, not a constant
 
 
+def test_metrics_import_no_framework():
+    import ast
+    import pathlib
+
+    frameworks = {"torch", "tensorflow", "keras", "jax", "torchvision", "matplotlib"}
+    for path in (pathlib.Path(metrics.__file__).parent).glob("*.py"):
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots.add(node.module.split(".")[0])
+        assert not frameworks & roots, path.name
+
+
 def test_all_lists_only_the_metric_functions():
     from boundary_xg.runs import metrics_adapter
 
@@ -430,6 +445,7 @@ def test_all_lists_only_the_metric_functions():
     assert "MetricResult" not in metrics.__all__ and "kpm_family" not in metrics.__all__
     assert metrics_adapter.available() == sorted(metrics.__all__)
     assert metrics_adapter.resolve("DiffID") is metrics.diffid
+    assert bxg.metrics is metrics
 
 
 @needs_torch
