@@ -56,8 +56,8 @@ def _curve(kind: str, model: Any, x: Any, labels: Any, attributions: Any, steps:
         base = resolve_baseline(c, baseline, blur)
         # insertion: the top pixels come from x, the rest from the baseline; deletion the reverse
         a, b = (c.x, base) if kind == "insertion" else (base, c.x)
-        out = run_rows(c, masked_chunk, (a, b, rank, None, c.labels), idx, lay.map_shape(1)[1:],
-                       score == "probability", progress, kind)
+        out = run_rows(c, masked_chunk, (a, b, rank, None, c.labels), idx, False, score == "probability",
+                       progress, kind)
     per_curves = out[:, SCORE_COLUMNS[score]].reshape(n, steps + 1)
     fractions = np.arange(steps + 1, dtype=np.float64) / steps
     per_example = _trapz(per_curves, fractions)

@@ -103,7 +103,7 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
         B, lay = c.B, c.layout
         n, k = lay.shape[0], len(ratios)
         # insertion replaces the least important first (rows 0..n-1), deletion the most important
-        rank_src = B.jit(diffid_ranks, c.f, B)(c.attributions, c.x, layout_key(lay),
+        rank_src = B.jit(diffid_ranks, c.f, B)(c.attributions, layout_key(lay),
                                                  "abs_sum" if order == "abs" else "sum", order == "negative")
         counts = [int(math.floor(lay.elements * r)) for r in ratios]
         per = 1 + 2 * k  # rows per example: clean, insertions, deletions
@@ -112,12 +112,11 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
         idx = np.stack([ex, ex + n * which, np.tile(np.array([0] + counts + counts), n)])
         prob = score.startswith("prob")
         if isinstance(baseline, str) and baseline == "mean_kept":
-            out = run_rows(c, mean_kept_chunk, (c.x, rank_src, c.labels), idx, lay.shape[1:], prob, progress,
-                           "diffid")
+            out = run_rows(c, mean_kept_chunk, (c.x, rank_src, c.labels), idx, True, prob, progress, "diffid")
         else:
             base = resolve_baseline(c, baseline, blur)
-            out = run_rows(c, masked_chunk, (base, c.x, rank_src, None, c.labels), idx, lay.shape[1:], prob,
-                           progress, "diffid")
+            out = run_rows(c, masked_chunk, (base, c.x, rank_src, None, c.labels), idx, True, prob, progress,
+                           "diffid")
     out = out.reshape(n, per, 3)
 
     def table(col: int, ratio: bool):

@@ -92,7 +92,7 @@ def keep_remove(model: Any, x: Any, labels: Any, attributions: Any, tests: Seque
         test_of = np.tile(np.repeat(np.arange(t), s), n)
         idx = np.stack([ex, test_of * n + ex, np.tile(cap, n * t)])
         base = resolve_baseline(c, baseline, blur)
-        out = run_rows(c, masked_chunk, (c.x, base, rank_src, n_pos, c.labels), idx, lay.map_shape(1)[1:],
+        out = run_rows(c, masked_chunk, (c.x, base, rank_src, n_pos, c.labels), idx, False,
                        score == "probability", progress, "keep/remove")
     out = out.reshape(n, t, s, 3)
     results = {}

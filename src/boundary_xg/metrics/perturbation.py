@@ -74,29 +74,36 @@ def ranks(B: Backend, key: Any, descending: bool) -> Any:
     return B.argsort(B.argsort(k, axis=1), axis=1)
 
 
-def element_ranks(B: Backend, lay: Layout, pixel_rank: Any, like: Any) -> Any:
-    """Element ranks shaped like ``x`` from pixel ranks ``(N, P)``: ``rank * C + c``.
+def element_rank_rows(B: Backend, r: Any, ctail: Optional[Tuple[int, ...]]) -> Any:
+    """Element ranks ``rank * C + c`` from pixel ranks ``r`` shaped to broadcast over the
+    channels; ``ctail``: one row's shape of the channel index (``(C, 1, 1)`` NCHW,
+    ``(1, 1, C)`` NHWC), None for pixel-level ranks (returned as they are).
 
     A pixel's channels sit next to each other in the element order, in channel
     order, so a cut at any element count splits at most one pixel.
     """
-    r = B.reshape(pixel_rank, (-1,) + lay.map_shape(1)[1:])
-    if lay.channel_axis is None or lay.channels == 1:
+    if ctail is None:
         return r
-    c = B.reshape(B.arange(0, lay.channels, like=like), lay.channel_shape())
-    return r * lay.channels + c
+    channels = math.prod(ctail)
+    return r * channels + B.reshape(B.arange(0, channels, like=r), (1,) + ctail)
+
+
+def channel_tail(lay: Layout) -> Optional[Tuple[int, ...]]:
+    """One row's shape of the channel index of :func:`element_rank_rows` (None: one channel)."""
+    if lay.channel_axis is None or lay.channels == 1:
+        return None
+    return tuple(lay.channel_shape()[1:])
 
 
 # --- the rankings, each one compiled function where the backend compiles --------------------
-def diffid_ranks(B: Backend, a: Any, like: Any, lay_key: tuple, how: str, negate: bool) -> Any:
-    """``(2N, ...)`` element ranks like ``x``: ascending importance (rows ``0..N-1``: what
-    insertion replaces first) then descending (what deletion replaces first)."""
-    lay = Layout(*lay_key)
-    key = pixel_values(B, lay, a, how)
+def diffid_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
+    """``(2N, P)`` pixel ranks: ascending importance (rows ``0..N-1``: what insertion replaces
+    first) then descending (what deletion replaces first); the chunks turn them into
+    element ranks (:func:`element_rank_rows`)."""
+    key = pixel_values(B, Layout(*lay_key), a, how)
     if negate:
         key = key * -1.0
-    return B.concat([element_ranks(B, lay, ranks(B, key, descending=False), like),
-                     element_ranks(B, lay, ranks(B, key, descending=True), like)])
+    return B.concat([ranks(B, key, descending=False), ranks(B, key, descending=True)])
 
 
 def curve_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
@@ -224,43 +231,44 @@ def score_rows(B: Backend, logits: Any, labels: Any, probability: bool = True) -
 
 
 def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, limit_src: Any, labels_src: Any,
-                 idx: Any, tail: Tuple[int, ...], probability: bool) -> Any:
+                 idx: Any, tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]], probability: bool) -> Any:
     """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
     the KPM family and DiffID with a fixed baseline.
 
     ``idx`` ``(3, R)``: each row's example, rank row and count; with ``limit_src`` the
     count is at most ``limit_src[rank row]`` (the KPM family's ``n+``). ``tail``: one
-    row's shape of the ranks (pixel ranks broadcast over the channels, element
-    ranks like ``x``).
+    row's shape of the pixel ranks (broadcast over the channels); ``ctail``: element
+    ranks (see :func:`element_rank_rows`) or None (pixels).
     """
     ex, rr, count = idx[0], idx[1], idx[2]
     if limit_src is not None:
         count = B.minimum(count, B.gather(limit_src, rr))
     a = B.gather(a_src, ex)
     b = B.gather(b_src, ex)
-    r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
+    r = element_rank_rows(B, B.reshape(B.gather(rank_src, rr), (-1,) + tail), ctail)
     z = B.where(r < _rows(B, count, tail), a, b)
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
 def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, labels_src: Any, idx: Any,
-                    tail: Tuple[int, ...], probability: bool) -> Any:
+                    tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]], probability: bool) -> Any:
     """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
     elements kept (the re-calibration code's DiffID replacement; one value per row).
-    ``idx`` as for :func:`masked_chunk`; ``tail``: one example's shape."""
+    Arguments as for :func:`masked_chunk`."""
     ex, rr, count = idx[0], idx[1], idx[2]
     x = B.gather(x_src, ex)
-    r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
+    r = element_rank_rows(B, B.reshape(B.gather(rank_src, rr), (-1,) + tail), ctail)
     drop = r < _rows(B, count, tail)
     kept = B.sum(B.where(drop, x * 0.0, x), axis=tuple(range(1, len(tail) + 1)))
-    fill = kept / B.cast(count * -1 + math.prod(tail), kept)
+    total = math.prod(tail) * (math.prod(ctail) if ctail is not None else 1)
+    fill = kept / B.cast(count * -1 + total, kept)
     z = B.where(drop, _rows(B, fill, tail), x)
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
-def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, tail: Tuple[int, ...],
+def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, elements: bool,
              probability: bool, progress: Optional[bool], desc: str) -> np.ndarray:
-    """Run ``chunk(B, f, *sources, idx[:, lo:hi], tail, probability)`` over all rows in chunks
+    """Run ``chunk(B, f, *sources, idx[:, lo:hi], tail, ctail, probability)`` over all rows in chunks
     of ``batch_size``; the scores ``(R, 3)`` (see :func:`score_rows`) on the host.
 
     ``idx`` ``(k, R)`` int64 (NumPy): the rows' indices and counts; each chunk uploads
@@ -270,14 +278,15 @@ def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, 
     step = B.jit(chunk, c.f, B, c.f)
     idx = np.asarray(idx, dtype=np.int64)
     total = idx.shape[1]
-    tail = tuple(int(d) for d in tail)
+    tail = tuple(int(d) for d in c.layout.map_shape(1)[1:])
+    ctail = channel_tail(c.layout) if elements else None
     bar = progress_bar(progress, total, desc)
     outs = []
     try:
         with B.no_grad():  # forwards only: no autograd graph kept (torch)
             for lo, hi in row_chunks(total, c.batch_size):
                 rows = B.asarray(np.ascontiguousarray(idx[:, lo:hi]), like=c.x)
-                outs.append(step(*sources, rows, tail, bool(probability)))
+                outs.append(step(*sources, rows, tail, ctail, bool(probability)))
                 bar.update(hi - lo)
     finally:
         bar.close()
