@@ -79,6 +79,14 @@ def check_demo(r, out, n: int) -> dict:
     assert "completeness gap" in page and f"{rows['IG']['gap_mean_abs']:.3g}" in page
     assert "Boundary distances" in page and f"{rows['BIG']['distances'][0]:.3f}" in page
     assert "<th>seconds</th>" in page and f"<td>{rows['SM']['seconds']:.2f}</td>" in page
+    # DiffID and the insertion and deletion areas of every method (issue 16), random for reference
+    assert "<th>DiffID</th>" in page and "<th>insertion</th>" in page and "<th>deletion</th>" in page
+    for name in ALL_METHODS:
+        for metric in ("diffid", "insertion", "deletion"):
+            assert np.isfinite(rows[name][metric]), (name, metric)
+            assert f"<td>{rows[name][metric]:.3g}</td>" in page
+    assert rows["IG"]["deletion"] < s["metrics_random"]["deletion"]
+    assert rows["IG"]["insertion"] > s["metrics_random"]["insertion"]
     # the grid: one row per digit, the image and one column per method (1.7 in at 100 dpi)
     import matplotlib.pyplot as plt
 
@@ -136,6 +144,40 @@ def test_explain_torchscript_npy(tmp_path, digits):
     np.testing.assert_allclose(attr, bxg.attribute(model, x, y, method="IG", steps=16), rtol=1e-4, atol=1e-6)
     assert (out / "heatmaps.png").stat().st_size > 1000
     assert "x.npy[0]: label" in r.stdout
+
+
+@needs_torch
+def test_explain_with_metrics_prints_and_writes_them(tmp_path, digits):
+    import torch
+
+    from boundary_xg import metrics
+    from boundary_xg.demo_models import load_digit_model
+
+    model = load_digit_model("torch")
+    x, y = digits[0][:4], digits[1][:4]
+    with warnings.catch_warnings():  # torch 2.10+ marks TorchScript deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(tmp_path / "m.pt"))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "o"
+    r = run_cli("explain", "--model", str(tmp_path / "m.pt"), "--images", str(tmp_path / "x.npy"),
+                "--method", "IG", "--option", "steps=8", "--labels", *map(str, y),
+                "--metrics", "diffid,insertion,Deletion", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    attr = np.load(out / "attributions.npy")
+    saved = json.loads((out / "metrics.json").read_text())
+    page = (out / "index.html").read_text()
+    assert '<img src="heatmaps.png"' in page and '<img src="curves.png"' in page
+    for name in ("diffid", "insertion", "deletion"):
+        want = getattr(metrics, name)(model, x, y, attr)
+        np.testing.assert_allclose(saved[name]["per_example"], want.per_example, rtol=1e-5, atol=1e-6)
+        assert f"{name}: {float(want.value):.4g} (mean over 4 images" in r.stdout
+        assert f"<th>{float(want.value):.4g}</th>" in page
+    assert f"diffid {saved['diffid']['per_example'][0]:.4g}" in r.stdout.splitlines()[0]
+    # a bad metric name fails before any work, naming the choices
+    r = run_cli("explain", "--model", str(tmp_path / "m.pt"), "--images", str(tmp_path / "x.npy"),
+                "--metrics", "diffid,nope", "--out", str(tmp_path / "o2"))
+    assert "unknown metric 'nope'" in error_line(r) and not (tmp_path / "o2").exists()
 
 
 @needs_tf

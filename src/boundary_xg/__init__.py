@@ -5,6 +5,7 @@ One front end for both frameworks::
     import boundary_xg as bxg
     attr = bxg.BA("IG", steps=64).attribute(model, x, labels)
     attr = bxg.attribute(model, x, labels, method="SG", num_samples=50, seed=0)
+    bxg.metrics.diffid(model, x, labels, attr).value      # evaluation metrics, both frameworks
 
 Importing this package imports neither framework nor matplotlib; the backend of
 a model is loaded when the model is first explained.
@@ -35,6 +36,7 @@ from .methods.registry import METHODS, valid_names
 from .search import CW, FMN, PGD, BoundaryResult, DeepFool, find_boundary
 from .compat import PARAMETERS, PIPELINE, BA_pytorch, BA_tensorflow, get_boundary_points
 from .runs import explain_dataset, load_run
+from . import metrics
 
 from ._version import __version__
 
@@ -47,6 +49,7 @@ __all__ = [
     "get_boundary_points",
     "explain_dataset",
     "load_run",
+    "metrics",
     "BoundaryResult",
     "PGD",
     "CW",

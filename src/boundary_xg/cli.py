@@ -5,10 +5,11 @@ Commands:
 - ``demo [--out DIR] [--backend torch|tensorflow] [-n N]``: explain a few embedded
   test digits with every registered method; write ``grid.png``, ``index.html``
   and ``summary.json``; print a summary table.
-- ``explain --model SPEC --images PATH... [--method BIG] [--layer NAME] [--labels ...] [--out DIR]``:
-  explain your own model (a ``.keras`` file, a TorchScript file or
-  ``module:callable``) on PNG/JPEG files or a ``.npy`` batch; write
-  ``attributions.npy`` and ``heatmaps.png``.
+- ``explain --model SPEC --images PATH... [--method BIG] [--layer NAME] [--labels ...]
+  [--metrics diffid,insertion,deletion] [--out DIR]``: explain your own model (a
+  ``.keras`` file, a TorchScript file or ``module:callable``) on PNG/JPEG files or a
+  ``.npy`` batch; write ``attributions.npy``, ``heatmaps.png`` and ``index.html``
+  (with ``--metrics``: the metric values, also in ``metrics.json`` and printed).
 - ``evaluate --model SPEC --data DIR|FILE.npy --methods IG,BIG --out RUN [--resume]``:
   explain (and evaluate with ``--metrics``) a whole dataset into a resumable run
   folder (see ``docs/datasets.md``); works under ``torchrun -m boundary_xg evaluate``.
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--option", action="append", type=_option, default=[], metavar="NAME=VALUE",
                    help="a method option, e.g. --option steps=64 (repeatable)")
     e.add_argument("--blur", type=float, default=0.0, help="heatmap Gaussian blur sigma in pixels")
+    e.add_argument("--metrics", metavar="NAMES",
+                   help="comma-separated evaluation metrics of boundary_xg.metrics, e.g. diffid,insertion,deletion "
+                        "(printed per image, written to metrics.json and index.html)")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     add_evaluate_parser(sub)
@@ -293,6 +297,7 @@ def cmd_explain(args) -> int:
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
     spec = method_info(args.method)  # a bad name fails before a framework is imported
+    metric_funcs = _metric_funcs(args.metrics)
     _check_out(args.out)
     model, fw = load_model(args.model, args.weights)
     x, shown, names = load_images(args.images, fw, args.size, args.grayscale, args.mean, args.std)
@@ -325,11 +330,110 @@ def cmd_explain(args) -> int:
     png = os.path.join(args.out, "heatmaps.png")
     plot_grid(shown, [Column(spec.short, attr, notes)], rows, output_file=png,
               blur=args.blur, layout="NCHW" if fw == "torch" else "NHWC")
+    results = {}
+    for mname, func in metric_funcs.items():
+        if mname == "randomization_check":  # computes its own attributions with the method
+            method_opts = {k: v for k, v in options.items() if k not in ("return_dis",)}
+            results[mname] = func(model, x, labels, method=args.method, progress=False, **method_opts)
+        else:
+            results[mname] = func(model, x, labels, attr)
     for i, name in enumerate(names):
         extra = "" if notes is None else f"  {notes[i]}"
+        for mname, res in results.items():
+            extra += f"  {mname} {float(res.per_example[i]):.4g}"
         print(f"{name}: label {labels[i]}, predicted {preds[i]}{extra}")
-    print(f"wrote {os.path.join(args.out, 'attributions.npy')} {tuple(attr.shape)} and {png}")
+    for mname, res in results.items():
+        print(f"{mname}: {float(res.value):.4g} (mean over {len(res.per_example)} images"
+              f"{'' if res.higher_is_better is None else ', higher is better' if res.higher_is_better else ', lower is better'})")
+    written = [os.path.join(args.out, "attributions.npy"), png]
+    if results:
+        written.append(_write_metrics(args.out, results))
+    written.append(_write_explain_page(args.out, spec.short, names, labels, preds, notes, results))
+    print(f"wrote {written[0]} {tuple(attr.shape)}, " + ", ".join(written[1:]))
     return 0
+
+
+def _metric_funcs(text: Optional[str]) -> dict:
+    """``{name: function}`` of ``--metrics`` (checked before any work)."""
+    if not text:
+        return {}
+    from .runs.metrics_adapter import resolve
+
+    out = {}
+    for name in (n.strip() for n in text.split(",")):
+        if name:
+            func = resolve(name)
+            out[func.__name__] = func
+    return out
+
+
+def _write_metrics(out_dir: str, results: dict) -> str:
+    """``metrics.json``: each metric's value, per-image values and curve."""
+    import numpy as np
+
+    def floats(a):
+        return None if a is None else [None if not np.isfinite(v) else float(v) for v in np.ravel(a)]
+
+    data = {name: {"value": floats([r.value])[0], "per_example": floats(r.per_example), "curve": floats(r.curve),
+                   "fractions": floats(r.fractions), "higher_is_better": r.higher_is_better}
+            for name, r in results.items()}
+    path = os.path.join(out_dir, "metrics.json")
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
+    return path
+
+
+def _write_explain_page(out_dir, method, names, labels, preds, notes, results) -> str:
+    """``index.html``: the heatmaps, one row per image with its metric values, and the curves."""
+    import html
+
+    esc = html.escape
+    curves = {n: r for n, r in results.items() if r.curve is not None}
+    img = ""
+    if curves:
+        from .viz import plot_metric_curves
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.2 * len(curves), 3.4), dpi=100)
+        axes = fig.subplots(1, len(curves), squeeze=False)[0]
+        for ax, (n, r) in zip(axes, curves.items()):
+            plot_metric_curves({method: r}, ax=ax, title=n)
+        fig.savefig(os.path.join(out_dir, "curves.png"))
+        img = '<h2>Curves (mean over the images)</h2><img src="curves.png" alt="metric curves">'
+    head = "".join(f"<th>{esc(n)}</th>" for n in ["image", "label", "prediction"] + (["note"] if notes else [])
+                   + list(results))
+    rows = []
+    for i, name in enumerate(names):
+        cells = [name, str(labels[i]), str(preds[i])] + ([notes[i]] if notes else [])
+        cells += [f"{float(r.per_example[i]):.4g}" for r in results.values()]
+        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    if results:
+        cells = ["mean", "", ""] + ([""] if notes else []) + [f"{float(r.value):.4g}" for r in results.values()]
+        rows.append("<tr><th>" + "</th><th>".join(esc(c) for c in cells) + "</th></tr>")
+    direction = "".join(
+        f"<li>{esc(n)}: {'higher' if r.higher_is_better else 'lower'} is better</li>"
+        for n, r in results.items() if r.higher_is_better is not None)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>boundary_xg explain: {esc(method)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head>
+<body>
+<h1>{esc(method)} attributions</h1>
+<img src="heatmaps.png" alt="heatmaps">
+<h2>Images{' and metrics' if results else ''}</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(rows)}
+</tbody></table>
+{'<ul>' + direction + '</ul>' if direction else ''}
+{img}
+<p>Metrics: see docs/metrics.md of boundary_xg for their definitions.</p>
+</body></html>
+"""
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w") as fh:
+        fh.write(page)
+    return path
 
 
 def backend_report() -> List[dict]:

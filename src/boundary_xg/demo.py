@@ -10,7 +10,9 @@ BSM/BIG/BSG/BDT), and writes into the output folder:
 - ``grid.png``: rows are digits, columns the image and each method's heatmap
   (boundary methods note their distance to the boundary point);
 - ``index.html``: the grid with the figures (accuracy, completeness gaps,
-  boundary distances, XG vs IG on the X-model, seconds per method);
+  boundary distances, XG vs IG on the X-model, seconds per method, and the
+  evaluation metrics of every method: DiffID and the insertion and deletion
+  areas, with a random attribution map as the reference);
 - ``summary.json``: the same figures, machine-readable.
 
 XG runs on the bias-free X-model (where it equals IG from zero); the other
@@ -33,6 +35,8 @@ from .api import method_names
 #: methods shown, in column order: those the registry marks for the demo (``in_demo``),
 #: in the order of README's table
 DEMO_METHODS = tuple(method_names(demo=True))
+#: evaluation metrics of every method (boundary_xg.metrics): name -> options
+DEMO_METRICS: Dict[str, Dict[str, Any]] = {"diffid": {}, "insertion": {"steps": 16}, "deletion": {"steps": 16}}
 #: lighter settings than the defaults, so the demo stays well under a minute on 2 cores
 DEMO_OPTIONS: Dict[str, Dict[str, Any]] = {
     "IG": {"steps": 32}, "BIG": {"steps": 32},
@@ -149,6 +153,7 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
             row["distance_mean"] = float(dis[found].mean()) if found.any() else None
             row["distances"] = [float(d) if np.isfinite(d) else None for d in dis]
             notes = [f"d={d:.2f}" if np.isfinite(d) else "not found" for d in dis]
+        row.update(_metric_values(models[which], x, y, attr))
         title = "XG (X-model)" if spec.short == "XG" else spec.short
         columns.append(Column(title, attr, notes))
         rows.append(row)
@@ -162,6 +167,10 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
             ixg = attribute(models["regular"], x, y, method="IxG")
             xg_ig["regular_model"] = _rel_diff(ixg, attrs["IG"])
 
+    # the reference: a random attribution map (standard normal, seed 0) on the regular model
+    rnd = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    random_row = _metric_values(models["regular"], x, y, rnd)
+
     os.makedirs(out_dir, exist_ok=True)
     grid_path = os.path.join(out_dir, "grid.png")
     row_titles = [f"label {a}, pred {b}" for a, b in zip(y, preds)]
@@ -170,6 +179,7 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
         "backend": fw, "examples": n, "test_digits": int(len(y_all)),
         "accuracy": acc, "methods": rows, "skipped": skipped,
         "xg_vs_ig_relative_l1": xg_ig,
+        "metrics_random": random_row,
         "total_seconds": time.perf_counter() - t_start,
         "files": {"grid": grid_path, "html": os.path.join(out_dir, "index.html"),
                   "summary": os.path.join(out_dir, "summary.json")},
@@ -181,20 +191,32 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
     return summary
 
 
+def _metric_values(model: Any, x: np.ndarray, y: np.ndarray, attr: np.ndarray) -> Dict[str, float]:
+    """The value of each metric of :data:`DEMO_METRICS` for attributions ``attr``."""
+    from . import metrics
+
+    return {name: float(getattr(metrics, name)(model, x, y, attr, progress=False, **opts).value)
+            for name, opts in DEMO_METRICS.items()}
+
+
 def _fmt(v: Any, spec: str = ".3g") -> str:
     return "-" if v is None else format(v, spec)
 
 
 def table_rows(summary: Dict[str, Any]) -> List[List[str]]:
     """The per-method table: header row then one row per method, as strings."""
-    out = [["method", "model", "seconds", "mean |gap|", "gap / |sum attr|", "found", "mean distance"]]
+    out = [["method", "model", "seconds", "mean |gap|", "gap / |sum attr|", "found", "mean distance",
+            "DiffID", "insertion", "deletion"]]
     n = summary["examples"]
     for r in summary["methods"]:
         out.append([
             r["method"], r["model"], f"{r['seconds']:.2f}", _fmt(r.get("gap_mean_abs")),
             _fmt(r.get("gap_relative")),
             f"{r['found']}/{n}" if "found" in r else "-", _fmt(r.get("distance_mean")),
-        ])
+        ] + [_fmt(r.get(m)) for m in DEMO_METRICS])
+    rnd = summary.get("metrics_random")
+    if rnd:
+        out.append(["random", "regular", "-", "-", "-", "-", "-"] + [_fmt(rnd.get(m)) for m in DEMO_METRICS])
     return out
 
 
@@ -267,6 +289,13 @@ X-model <b>{acc['x']:.3f}</b></li>
 <table><thead><tr>{thead}</tr></thead><tbody>
 {tbody}
 </tbody></table>
+<p>Evaluation metrics (boundary_xg.metrics, docs/metrics.md), each averaged over the digits shown:
+<b>DiffID</b> (higher is better): insertion minus deletion at ratios 0.1..0.9 of the pixels, ranked
+by |attribution|, replaced by the mean of the pixels kept, scored by the label's logit ratio (the
+re-calibration paper's conventions), the mean over the ratios; <b>insertion</b> (higher is better) and
+<b>deletion</b> (lower is better): areas under RISE's curves of the label's probability as the
+top-ranked pixels are put into a blurred image or replaced by zeros (16 steps). The row "random" is
+a random attribution map, for reference.</p>
 <p>gap: completeness gap sum(attr) - (F(x) - F(baseline)) per example, for path methods and DeepLIFT
 (the baseline of BIG and BDT is the boundary point); for FullGrad the residual of its full-gradient
 decomposition, sum(x grad_x) + sum over layers of sum(bias grad_bias) - F(x).</p>

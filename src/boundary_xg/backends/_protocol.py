@@ -407,3 +407,45 @@ class Backend:
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
         """Bilinear resize of a batch of maps in :attr:`image_layout` to spatial ``size``."""
         raise NotImplementedError
+
+    # --- evaluation metrics (issue 16): primitives used by metrics/ -----------------------
+    def argsort(self, t: Any, axis: int = -1) -> Any:
+        """Indices (int64) that sort ``t`` ascending along ``axis``; **stable** (ties keep
+        their order), so rankings are the same in every framework."""
+        raise NotImplementedError
+
+    def exp(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        """Context in which model calls record nothing for gradients (forward-only loops that
+        make their own inputs, so need no copy as :meth:`forward` makes)."""
+        return contextlib.nullcontext()
+
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        """``numpy.einsum(spec, *operands)`` on tensors (e.g. a separable blur as two matrix products)."""
+        raise NotImplementedError
+
+    # --- evaluation metrics (issue 16): the model randomisation test of metrics/randomization.py ---
+    def copy_model(self, model: Any) -> Any:
+        """A separate model with the same architecture and weights as ``model`` (on its device).
+
+        Raises:
+            InputError: the model cannot be copied (e.g. a Keras subclassed model without a config).
+        """
+        raise NotImplementedError
+
+    def parameter_layers(self, model: Any) -> list:
+        """``[(name, handle), ...]`` of the layers of ``model`` that own weights (not batch-norm
+        running statistics), in the order the model defines them (input side first)."""
+        raise NotImplementedError
+
+    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
+        """Re-draw every weight tensor of ``layer`` (a handle of :meth:`parameter_layers`) in place.
+
+        Each tensor gets normal values with its own mean and standard deviation (the
+        re-calibration code's rule), drawn by NumPy from ``seed`` in PyTorch's weight layout
+        (``(out, in, kh, kw)``, ``(out, in)``) and transposed to the framework's, so that the
+        same weights in both frameworks are randomised to the same weights.
+        """
+        raise NotImplementedError

@@ -436,5 +436,70 @@ class TensorFlowBackend(Backend):
 
         return resize(t, size, align_corners)
 
+    # --- evaluation metrics (issue 16) --------------------------------------------------
+    def argsort(self, t: Any, axis: int = -1) -> Any:
+        return tf.cast(tf.argsort(t, axis=axis, stable=True), tf.int64)
+
+    def exp(self, t: Any) -> Any:
+        return tf.exp(t)
+
+    def no_grad(self) -> Any:
+        return contextlib.nullcontext()  # nothing is recorded outside a GradientTape
+
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        return tf.einsum(spec, *operands)
+
+    def copy_model(self, model: Any) -> Any:
+        from ..errors import InputError
+
+        if not isinstance(model, keras.Model):
+            raise InputError(f"the model, a {type(model).__name__}, cannot be copied; the randomisation "
+                             "check works on a copy of a keras.Model.")
+        try:
+            twin = keras.models.clone_model(model)
+            twin.set_weights(model.get_weights())
+        except Exception as err:  # subclassed models without get_config / from_config
+            raise InputError(
+                f"the model could not be copied (keras.models.clone_model: {type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); the randomisation "
+                "check works on a copy: pass a Sequential or functional model, or give the "
+                "subclassed model get_config/from_config.") from err
+        return twin
+
+    def parameter_layers(self, model: Any) -> list:
+        out = []
+
+        def visit(layer: Any) -> None:
+            subs = getattr(layer, "layers", None)
+            if subs:  # a nested model: its own layers, in order
+                for sub in subs:
+                    visit(sub)
+                return
+            if _own_weights(layer):
+                out.append((layer.name, layer))
+
+        for layer in getattr(model, "layers", None) or []:
+            visit(layer)
+        return out
+
+    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
+        for k, v in enumerate(_own_weights(layer)):
+            w = np.asarray(v.numpy(), dtype=np.float64)
+            rng = np.random.default_rng(list(seed) + [k])
+            # drawn in PyTorch's layout (see the protocol), then moved to Keras'
+            if w.ndim == 4:  # Conv2D kernel (kh, kw, in, out) <- (out, in, kh, kw)
+                new = rng.standard_normal((w.shape[3], w.shape[2], w.shape[0], w.shape[1]))
+                new = new.transpose(2, 3, 1, 0)
+            elif w.ndim == 2:  # Dense kernel (in, out) <- (out, in)
+                new = rng.standard_normal(w.shape[::-1]).T
+            else:
+                new = rng.standard_normal(w.shape)
+            v.assign((new * w.std() + w.mean()).astype(v.dtype))
+
+
+def _own_weights(layer: Any) -> list:
+    """The weights of ``layer`` the randomisation test re-draws: not batch-norm running statistics."""
+    return [v for v in layer.weights if "moving_" not in (getattr(v, "path", None) or v.name)]
+
 
 BACKEND = TensorFlowBackend()

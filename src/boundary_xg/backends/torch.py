@@ -382,5 +382,43 @@ class TorchBackend(Backend):
 
         return resize(t, size, align_corners)
 
+    # --- evaluation metrics (issue 16) --------------------------------------------------
+    def argsort(self, t: Any, axis: int = -1) -> Any:
+        return torch.sort(t, dim=axis, stable=True).indices
+
+    def exp(self, t: Any) -> Any:
+        return torch.exp(t)
+
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        return torch.einsum(spec, *operands)
+
+    def copy_model(self, model: Any) -> Any:
+        import copy
+
+        try:
+            return copy.deepcopy(model)
+        except Exception as err:  # a module holding something that cannot be copied
+            from ..errors import InputError
+
+            raise InputError(f"the model could not be copied (copy.deepcopy: {type(err).__name__}: "
+                             f"{err}); the randomisation check works on a copy.") from err
+
+    def parameter_layers(self, model: Any) -> list:
+        if not isinstance(model, torch.nn.Module):
+            return []
+        return [(name or type(m).__name__, m) for name, m in model.named_modules()
+                if any(True for _ in m.parameters(recurse=False))]
+
+    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
+        with torch.no_grad():
+            for k, p in enumerate(layer.parameters(recurse=False)):
+                w = p.detach().double().cpu().numpy()
+                rng = np.random.default_rng(list(seed) + [k])
+                new = rng.standard_normal(w.shape) * w.std() + w.mean()
+                p.copy_(torch.as_tensor(new, dtype=p.dtype, device=p.device))
+
 
 BACKEND = TorchBackend()
