@@ -357,7 +357,7 @@ def _metric_funcs(text: Optional[str]) -> dict:
     """``{name: function}`` of ``--metrics`` (checked before any work)."""
     if not text:
         return {}
-    from .runs.metrics_adapter import resolve
+    from .runs import resolve_metric as resolve
 
     out = {}
     for name in (n.strip() for n in text.split(",")):

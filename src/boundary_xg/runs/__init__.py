@@ -9,5 +9,7 @@ ranks of ``torchrun``; ``load_run(DIR)`` reads a run back. See ``docs/datasets.m
 from .explain import explain_dataset
 from .folder import RunConflictError, RunFailedError
 from .load import Run, ShardedArray, load_run
+from .metrics_adapter import resolve as resolve_metric
 
-__all__ = ["explain_dataset", "load_run", "Run", "ShardedArray", "RunConflictError", "RunFailedError"]
+__all__ = ["explain_dataset", "load_run", "Run", "ShardedArray", "RunConflictError", "RunFailedError",
+           "resolve_metric"]
