@@ -176,6 +176,10 @@ class Backend:
     def sqrt(self, t: Any) -> Any:
         raise NotImplementedError
 
+    def exp(self, t: Any) -> Any:
+        """Element-wise ``e ** t`` (differentiable; the contrastive objective's weights)."""
+        raise NotImplementedError
+
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         raise NotImplementedError
 

@@ -268,6 +268,9 @@ class TensorFlowBackend(Backend):
     def sqrt(self, t: Any) -> Any:
         return tf.sqrt(t)
 
+    def exp(self, t: Any) -> Any:
+        return tf.exp(t)
+
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         return tf.where(cond, a, b)
 

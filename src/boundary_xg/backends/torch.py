@@ -230,6 +230,9 @@ class TorchBackend(Backend):
     def sqrt(self, t: Any) -> Any:
         return t.sqrt()
 
+    def exp(self, t: Any) -> Any:
+        return t.exp()
+
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         return torch.where(cond, a, b)
 

@@ -135,9 +135,16 @@ def register_variants() -> None:
         name, aliases, _ = _NAMES[short]
         defaults = dict(_base_defaults(base_name))
         defaults.update(SEARCH_OPTIONS)
+        try:
+            base = lookup(base_name)
+        except Exception:  # the base method is not registered (yet)
+            base = None
         register(MethodSpec(
             name=name, short=short, func=_variant_func(short), defaults=defaults, aliases=aliases,
             uses_baseline=False, supports_gap=(role == "baseline"),
+            # the base method's objectives and re-calibration (BIG: IG's), passed through to it
+            objectives=base.objectives if base is not None else ("logit",),
+            recalibrate=base is not None and base.recalibrate,
             paper="Wang, Fredrikson, Datta, Boundary Attributions Provide Normal (Vector) Explanations, 2021",
         ))
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import InputError, MethodError
+from ..ops import OBJECTIVES
 from .integrated_gradients import integrated_gradients, prepare_exact
 from .quadrature import RULES
+from .recalibration import PAIRINGS, RECALIBRATE_MODES
 from .saliency import input_x_gradient, saliency
 from .smoothgrad import VARIANTS, smoothgrad
 from .xgradient import warn_if_not_homogeneous, xgradient
@@ -48,6 +50,13 @@ class MethodSpec:
         checks: option name -> validator raising :class:`InputError`, for the
             method's own options (consulted before the shared :data:`CHECKS`).
         summary: one line saying what the method computes (README's table).
+        objectives: the scalars the method can explain (``objective=``; default:
+            all of :data:`~boundary_xg.ops.OBJECTIVES`, for methods whose
+            gradients go through :func:`~boundary_xg.ops.label_scores` or the
+            backends' layer capture); ``("logit",)`` for DeepLIFT.
+        recalibrate: the method takes ``recalibrate="valid_ip"|"valid_ref"``
+            (attribution re-calibration, see :mod:`boundary_xg.methods.recalibration`);
+            the front end passes ``recalibrate=`` (default None) to ``func``.
     """
 
     name: str
@@ -65,6 +74,8 @@ class MethodSpec:
     needs: Tuple[str, ...] = ()
     checks: Mapping[str, Callable[[Any], None]] = field(default_factory=dict)
     summary: str = ""
+    objectives: Tuple[str, ...] = OBJECTIVES
+    recalibrate: bool = False
 
 
 def _key(name: str) -> str:
@@ -144,6 +155,23 @@ def _batch_size(v: Any) -> None:
 #: option validators for the ``checks`` of registrations in other modules
 boolean_option = _boolean
 
+
+def _optional(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    def optional(v: Any) -> None:
+        if v is not None:
+            check(v)
+    return optional
+
+
+def _positive_float(name: str, optional: bool = False) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if optional and v is None:
+            return
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise InputError(f"{name}={v!r}: expected a finite number > 0.")
+    return check
+
+
 CHECKS: Dict[str, Callable[[Any], None]] = {
     "steps": _int_at_least("steps", 1),
     "num_samples": _int_at_least("num_samples", 1),
@@ -158,19 +186,33 @@ CHECKS: Dict[str, Callable[[Any], None]] = {
     "seed": _seed,
     "batch_size": _batch_size,
     "model_mode": _one_of("model_mode", ("eval", "as_is")),
+    "objective": _one_of("objective", OBJECTIVES),
+    "recalibrate": _optional(_one_of("recalibrate", RECALIBRATE_MODES)),
+    "pairing": _one_of("pairing", PAIRINGS),
+    "num_references": _optional(_int_at_least("num_references", 1)),
+    "num_classes": _optional(_int_at_least("num_classes", 1)),
+    "num_clusters": _optional(_int_at_least("num_clusters", 1)),
+    "step_size": _positive_float("step_size", optional=True),
 }
 
 #: options every method takes (handled by the front end)
-COMMON_OPTIONS: Dict[str, Any] = {"batch_size": None, "backend": None, "model_mode": "eval", "output": None}
+COMMON_OPTIONS: Dict[str, Any] = {
+    "batch_size": None, "backend": None, "model_mode": "eval", "output": None, "objective": "logit",
+}
 
 
 def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:
     """Raise a clear error for an option the method does not take or a bad value."""
     allowed = set(spec.defaults) | set(COMMON_OPTIONS) | ({"return_gap"} if spec.supports_gap else set())
+    if spec.recalibrate:
+        allowed.add("recalibrate")
     for name, value in options.items():
         if name not in allowed:
             hint = ""
-            if name == "return_gap":
+            if name == "recalibrate":
+                able = sorted(s.short for s in METHODS.values() if s.recalibrate)
+                hint = f" (attribution re-calibration is supported by {able})"
+            elif name == "return_gap":
                 hint = f" (only path methods report a completeness gap; {spec.short} does not)"
             elif name == "layer":
                 layered = sorted(s.short for s in METHODS.values() if s.takes_layer)
@@ -182,6 +224,12 @@ def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:
             spec.checks[name](value)
         elif name in CHECKS:
             CHECKS[name](value)
+        if name == "objective" and value not in spec.objectives:
+            raise MethodError(
+                f"objective={value!r}: {spec.short} explains only {list(spec.objectives)}; the "
+                f"objectives {list(OBJECTIVES)} are available for the gradient methods "
+                f"{sorted(s.short for s in METHODS.values() if len(s.objectives) > 1)}."
+            )
 
 
 register(MethodSpec(
@@ -199,7 +247,7 @@ register(MethodSpec(
     defaults={"baseline": None, "steps": 50, "rule": "gausslegendre", "exact": False},
     aliases=("integratedgradients", "intgrad"), uses_baseline=True, supports_gap=True,
     passes=lambda o: 1 if o.get("exact") else int(o["steps"]),
-    prepare=prepare_exact,
+    prepare=prepare_exact, recalibrate=True,
     paper="Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
 ))
 register(MethodSpec(
@@ -222,7 +270,7 @@ register(MethodSpec(
     name="expected_gradients", short="EG", func=expected_gradients,
     defaults={"background": None, "num_samples": 50, "seed": None},
     aliases=("expectedgradients", "expgrad"), supports_gap=True,
-    passes=lambda o: int(o["num_samples"]), prepare=prepare_background,
+    passes=lambda o: int(o["num_samples"]), prepare=prepare_background, recalibrate=True,
     paper="Erion et al., Improving performance of deep learning models with axiomatic "
           "attribution priors and expected gradients, Nature Machine Intelligence 2021",
 ))
@@ -235,7 +283,7 @@ register(MethodSpec(
     aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
     # at most: a baseline forward and an input forward+backward cost less than the
     # doubled batch's two rows (a shared baseline costs one row)
-    passes=lambda o: 2,
+    passes=lambda o: 2, objectives=("logit",),
     paper="Shrikumar, Greenside, Kundaje, Learning Important Features Through Propagating "
           "Activation Differences, ICML 2017",
 ))
