@@ -134,7 +134,7 @@ def grid_attribution(
     m, k = int(num_references), int(steps)
     alphas, weights = rec_nodes(k) if pairing == "rec" else quadrature(rule, k)
     a_t, w_t = B.constant(alphas, like=x), B.constant(weights, like=x)
-    one_minus_a = B.constant([1.0 - a for a in alphas], like=x)
+    ip_coef = B.constant([w * (1.0 - a) for a, w in zip(alphas, weights)], like=x)
     per_row = 1
     for d in shape[1:]:
         per_row *= int(d)
@@ -165,12 +165,13 @@ def grid_attribution(
             x_rows = B.gather(xb, ex)
             diff = x_rows - r_rows
             _, g = step(r_rows + expand_rows(B, B.gather(a_t, st), nd) * diff, B.gather(yb, ex))
-            wg = g * expand_rows(B, B.gather(w_t, st), nd)
             if recalibrate == "valid_ip":
-                # x - x_{m,s} = (1 - alpha_s)(x - r_m): exactly 0 at alpha = 1 (a valid point)
-                c = wg * expand_rows(B, B.gather(one_minus_a, st), nd) * diff
+                # c = w_s g * (x - x_{m,s}), x - x_{m,s} = (1 - alpha_s)(x - r_m): exactly 0 at
+                # alpha = 1 (a valid point)
+                c = g * diff * expand_rows(B, B.gather(ip_coef, st), nd)
                 acc, cnt = add_valid(B, acc, cnt, n0 + ex, c, square)
                 continue
+            wg = g * expand_rows(B, B.gather(w_t, st), nd)
             # the sums G over each group's k rows: within this chunk (whole groups), or,
             # when batch_size < k, over the chunks of the one group [g0, g0 + 1)
             if r1 - r0 == (g1 - g0) * k:
@@ -218,10 +219,12 @@ def _chunks(groups: int, k: int, bs: int) -> Iterator[Tuple[int, int, int, int]]
 
 def add_valid(B: Backend, acc: Any, cnt: Any, index: Any, c: Any, square: bool) -> Tuple[Any, Any]:
     """Add the valid (``c >= 0``) terms of rows ``c`` (squared for IG-SQ) and their count."""
-    valid = c >= 0
-    zero = B.zeros_like(c)
-    acc = B.index_add(acc, index, B.where(valid, c * c if square else c, zero))
-    cnt = B.index_add(cnt, index, B.where(valid, zero + 1.0, zero))
+    # max(c, 0) as (c + |c|) / 2, exact in floating point (c + c = 2c; c + |c| = 0 for c < 0),
+    # and the count as a cast of the mask: three and two cheap kernels, where where() and
+    # its zero tensors cost about three times as much on a CPU
+    pos = (c + B.abs(c)) * 0.5
+    acc = B.index_add(acc, index, pos * pos if square else pos)
+    cnt = B.index_add(cnt, index, B.cast(c >= 0, c))
     return acc, cnt
 
 
