@@ -405,3 +405,17 @@ def test_bad_input_errors():
 
         with pytest.raises(InputError, match="references is a tensorflow tensor"):
             bxg.attribute(model, x, y, method="IG_Uniform", references=tf.zeros((2, 6)))
+
+
+@needs_torch
+def test_heatmap_grid_knows_the_new_methods(tmp_path):
+    from boundary_xg.testing import models as tm
+    from boundary_xg.viz import compare
+
+    model = tm.torch_cnn(tm.cnn_weights(seed=0))
+    x = np.random.default_rng(12).uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    res = compare(model, x, methods=["IG_Uniform", "AGI", "LPI"], output_file=str(tmp_path / "g.png"),
+                  options={"IG_Uniform": {"bounds": (0, 1), "seed": 0, "recalibrate": "valid_ip"},
+                           "AGI": {"bounds": (0, 1)}, "LPI": {"background": x, "num_clusters": 2}})
+    assert set(res.attributions) == {"IG_Uniform", "AGI", "LPI"}
+    assert np.all(res.attributions["IG_Uniform"] >= 0) and (tmp_path / "g.png").stat().st_size > 1000

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..backends import Backend
 from ..errors import InputError
-from ..ops import predict, resolve_batch_size
+from ..ops import objective_of, predict, resolve_batch_size
 from .expected_gradients import convert_background
 from .recalibration import check_gap_options, grid_attribution
 from .registry import MethodSpec, register
@@ -127,7 +127,8 @@ def clusters(B: Backend, f: Callable, background: Any, num_clusters: int,
     Cached per logits function ``f`` (its weights' identities), background
     checksums and ``num_clusters``.
     """
-    owner = getattr(f, "__wrapped__", f)  # the objective does not change the logits
+    # the objective does not change the logits: the cache belongs to the plain logits function
+    owner = f.__wrapped__ if objective_of(f) != "logit" else f
     key = (B.fingerprint(owner), num_clusters) + _checksums(B, background)
     try:
         with _CACHE_LOCK:
