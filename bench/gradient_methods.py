@@ -13,12 +13,15 @@ used to run; it now runs a baseline forward, then a forward+backward of the inpu
 then the TensorFlow backend against the torch backend on the same small CNN
 (same weights), with and without ``tf.function``.
 
-Run: ``.venv/bin/python bench/gradient_methods.py [--quick] [--methods SM,GradCAM,FullGrad]``
-(``--methods`` keeps only those rows, in both sections). Targets (issue 2):
-IG(steps=50) within 1.15x of the floor and no slower than Captum's best; the TF
-backend within 1.5x of torch on the same architecture. Issue 14: GradCAM and
-FullGrad (one pass each) within 1.2x of the floor (the ``/floor`` column; for the
-TensorFlow backend the ``/tf floor`` column, against plain TensorFlow's floor).
+Run: ``.venv/bin/python bench/gradient_methods.py [--quick] [--methods SM,GradCAM,IG_SG,...]
+[--models small,resnet18,tf] [--repeat R] [--cpu-time]`` (``--methods`` keeps only those rows,
+in every section; ``IG_SG`` keeps all its variants, ``IG_SG/ip`` one). Targets: IG(steps=50)
+within 1.15x of the floor and no slower than Captum's best; the TF backend within 1.5x of torch
+on the same architecture; GradCAM and FullGrad (one pass each) within 1.2x of the floor (the
+``/floor`` column; for the TensorFlow backend the ``/tf floor`` column, against plain
+TensorFlow's floor); the reference-based path methods at M = 10 references x k = 5 steps (50
+passes; IG_Uniform, IG_SG, IG_SQ, LPI, EG at 50 samples, each also re-calibrated) within 1.15x
+of 50 passes of the floor, AGI (2 x 5 steps x T targets) within 1.2x of its passes.
 """
 
 from __future__ import annotations
@@ -40,18 +43,20 @@ from boundary_xg.testing import models as tm
 
 
 
+def floor_step(model, shape, b):
+    """One forward+backward of ``b`` rows of the label logit, plain torch."""
+    x = torch.randn((b,) + shape)
+    y = torch.zeros(b, dtype=torch.long)
+
+    def step():
+        z = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(z).gather(1, y[:, None]).sum(), z)
+    return step
+
+
 def torch_floor(model, shape, batch_sizes):
     """Best per-example forward+backward time of the label logit, plain torch."""
-    out = {}
-    for b in batch_sizes:
-        x = torch.randn((b,) + shape)
-        y = torch.zeros(b, dtype=torch.long)
-
-        def step():
-            z = x.detach().requires_grad_(True)
-            torch.autograd.grad(model(z).gather(1, y[:, None]).sum(), z)
-
-        out[b] = best_time(step) / b
+    out = {b: best_time(floor_step(model, shape, b)) / b for b in batch_sizes}
     return min(out.values()), out
 
 
@@ -73,11 +78,39 @@ def tf_floor(model, shape, batch_sizes):
     return min(out.values()), out
 
 
-def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs, only=None):
+def recalibration_cases(classes, bg):
+    """Issue 15's methods at M = 10, k = 5 (50 passes) and AGI at steps 5, T = min(10, C - 1)."""
+    ref = {"num_references": 10, "steps": 5, "seed": 0}
+    box = {"bounds": (-6.0, 6.0)}  # contains the N(0, 1) inputs
+    t = min(10, classes - 1)
+    cases = []
+    for recal in (None, "valid_ip", "valid_ref"):
+        r = {} if recal is None else {"recalibrate": recal}
+        tag = "" if recal is None else "/" + recal[6:]
+        cases += [
+            ("IG_Uniform" + tag, "IG_Uniform", dict(ref, **box, **r), 50),
+            ("IG_SG" + tag, "IG_SG", dict(ref, **r), 50),
+            ("IG_SQ" + tag, "IG_SQ", dict(ref, **r), 50),
+            ("LPI" + tag, "LPI", dict(ref, background=bg, **r), 50),
+            ("EG" + tag, "EG", dict(num_samples=50, background=bg, seed=0, **r), 50),
+            ("AGI" + tag, "AGI", dict(box, steps=5, num_classes=t, **r), 2 * 5 * t),
+        ]
+        if recal is not None:
+            cases.append(("IG" + tag, "IG", dict(steps=50, **r), 50))
+    cases.append(("IG_Uniform/rec", "IG_Uniform", dict(ref, **box, pairing="rec"), 50))
+    cases.append(("IG_SG/contrast", "IG_SG", dict(ref, objective="contrastive"), 50))
+    return cases
+
+
+def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs, only=None, repeat=3):
     print(f"\n== {name}, input {shape}, N={n}, CPU threads={torch.get_num_threads()}")
     floor, per_b = torch_floor(model, shape, batch_sizes)
     print("floor (s/example fwd+bwd) by batch size: "
           + ", ".join(f"{b}: {t * 1e3:.2f} ms" for b, t in per_b.items()) + f"  -> best {floor * 1e3:.2f} ms")
+    # each method is timed in turn with the floor at its best batch size, round by round, so
+    # that both see the same load of a shared machine; /floor uses that interleaved floor
+    best_b = min(per_b, key=per_b.get)
+    floor_fn = floor_step(model, shape, best_b)
     x = torch.randn((n,) + shape)
     y = torch.arange(n) % 10
     rows = []
@@ -95,20 +128,33 @@ def bench_model(name, model, shape, n, steps, samples, batch_sizes, captum_ibs, 
         ("GradCAM", {}, 1, ("LayerGradCam", {})),
         ("FullGrad", {}, 1, None),
     ]
-    if only:
-        cases = [c for c in cases if c[0] in only]
+    with torch.no_grad():
+        classes = model(x[:1]).shape[1]
+    bg = torch.randn((20,) + shape)
+    cases = [(m, m, o, p, c) for m, o, p, c in cases]
+    cases += [(label, m, o, p, None) for label, m, o, p in recalibration_cases(classes, bg)]
+    if only:  # "IG_SG" all its variants, "IG_SG/ip" that one
+        cases = [c for c in cases if c[0] in only or c[0].split("/")[0] in only]
     have_captum = importlib.util.find_spec("captum") is not None
-    for method, opts, passes, captum_case in cases:
-        ours = best_time(lambda: bxg.attribute(model, x, y, method=method, **opts), repeat=3) / n
+    for method, real, opts, passes, captum_case in cases:
+        reps = max(1, round(passes * n / best_b))  # the floor does the same amount of work
+
+        def floor_work():
+            for _ in range(reps):
+                floor_fn()
+        t_floor, ours = best_times(floor_work, lambda: bxg.attribute(model, x, y, method=real, **opts),
+                                   repeat=repeat)
+        floor = t_floor / (reps * best_b)
+        ours /= n
         theirs = None
         if have_captum and captum_case is not None:
             theirs = captum_time(model, x, y, captum_case, captum_ibs)
             theirs = None if theirs is None else theirs / n
         rows.append((method, passes, ours, ours / (passes * floor), theirs))
-    print(f"{'method':8} {'passes':>6} {'s/input':>9} {'/floor':>7} {'captum s/input':>15} {'ours/captum':>11}")
+    print(f"{'method':20} {'passes':>6} {'s/input':>9} {'/floor':>7} {'captum s/input':>15} {'ours/captum':>11}")
     for method, passes, ours, to_floor, theirs in rows:
         cap = f"{theirs:15.4f} {ours / theirs:11.2f}" if theirs else f"{'-':>15} {'-':>11}"
-        print(f"{method:8} {passes:6d} {ours:9.4f} {to_floor:7.2f} {cap}")
+        print(f"{method:20} {passes:6d} {ours:9.4f} {to_floor:7.2f} {cap}")
     return rows
 
 
@@ -190,19 +236,29 @@ def main():
     ap.add_argument("--methods", help="comma-separated method rows to keep (default: all)")
     ap.add_argument("--models", default="small,resnet18,tf",
                     help="comma-separated sections to run: small, resnet18, tf (default: all three)")
+    ap.add_argument("--resnet-n", type=int, default=None, help="resnet18 inputs (default 2, 1 with --quick)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds per method (default 3)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread, process CPU time instead of wall time (for a loaded shared machine)")
     args = ap.parse_args()
-    only = set(args.methods.split(",")) if args.methods else None
+    if args.cpu_time:
+        import _timing
+
+        torch.set_num_threads(1)
+        _timing.use_cpu_time()
+    only = None if not args.methods else {m.strip() for m in args.methods.split(",")}
     sections = set(args.models.split(","))
     torch.manual_seed(0)
     steps = 10 if args.quick else 50
     small = tm.torch_cnn(tm.cnn_weights(seed=0, size=32, widths=(16, 32), hidden=64, classes=10))
     if "small" in sections:
         bench_model("small CNN", small, (3, 32, 32), n=16, steps=steps, samples=steps,
-                    batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800], only=only)
+                    batch_sizes=[16, 64, 256], captum_ibs=[64, 256, 800], only=only, repeat=args.repeat)
     if "resnet18" in sections:
         resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
-        bench_model("resnet18", resnet, (3, 224, 224), n=1 if args.quick else 2, steps=steps,
-                    samples=steps, batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32], only=only)
+        n_res = args.resnet_n or (1 if args.quick else 2)
+        bench_model("resnet18", resnet, (3, 224, 224), n=n_res, steps=steps, samples=steps,
+                    batch_sizes=[1, 8, 16, 32], captum_ibs=[8, 16, 32], only=only, repeat=args.repeat)
     if "tf" in sections and importlib.util.find_spec("tensorflow") is not None:
         bench_tf_vs_torch(n=16, steps=steps, only=only)
 

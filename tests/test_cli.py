@@ -45,7 +45,8 @@ def error_line(r) -> str:
     return lines[0]
 
 
-ALL_METHODS = ["SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad", "BSM", "BIG", "BSG", "BDT"]
+ALL_METHODS = ["SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad", "BSM", "BIG", "BSG", "BDT",
+               "IG_Uniform", "IG_SG", "AGI", "LPI"]
 BOUNDARY = {"BSM", "BIG", "BSG", "BDT"}
 
 
@@ -178,6 +179,30 @@ def test_explain_with_metrics_prints_and_writes_them(tmp_path, digits):
     r = run_cli("explain", "--model", str(tmp_path / "m.pt"), "--images", str(tmp_path / "x.npy"),
                 "--metrics", "diffid,nope", "--out", str(tmp_path / "o2"))
     assert "unknown metric 'nope'" in error_line(r) and not (tmp_path / "o2").exists()
+
+
+@needs_torch
+def test_explain_lpi_reads_background_npy_and_agi_gets_pixel_bounds(tmp_path, digits):
+    import boundary_xg as bxg
+    from boundary_xg.demo_models import load_digit_model
+
+    model = load_digit_model("torch")
+    x, y = digits[0][:2], digits[1][:2]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "bg.npy", digits[0][-40:])
+    src = tmp_path / "mymodels.py"
+    src.write_text("from boundary_xg.demo_models import load_digit_model\n"
+                   "def build():\n    return load_digit_model('torch')\n")
+    out = tmp_path / "o"
+    r = run_cli("explain", "--model", "mymodels:build", "--images", "x.npy", "--method", "LPI",
+                "--option", "background=bg.npy", "--option", "seed=0", "--option", "recalibrate=valid_ip",
+                "--labels", *map(str, y), "--out", str(out), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    want = bxg.attribute(model, x, y, method="LPI", background=digits[0][-40:], seed=0, recalibrate="valid_ip")
+    np.testing.assert_allclose(np.load(out / "attributions.npy"), want, rtol=1e-4, atol=1e-6)
+    r = run_cli("explain", "--model", "mymodels:build", "--images", *_digit_pngs(digits, tmp_path),
+                "--grayscale", "--method", "AGI", "--out", str(tmp_path / "a"), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr  # AGI needs bounds: image files give the pixel box
 
 
 @needs_tf

@@ -35,8 +35,9 @@ from ._entry import (
 )
 from .backends import _ALIASES, _installed, get_backend
 from .backends import import_frameworks as _import_frameworks
+from .errors import InputError
 from .methods.registry import COMMON_OPTIONS, METHODS, MethodSpec, check_options, lookup
-from .ops import default_batch_size
+from .ops import default_batch_size, with_objective
 from .ops import predict as _predict
 
 __all__ = [
@@ -56,7 +57,10 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
     check_output_option(output)
     B = resolve_backend(model, x, opts.pop("backend"))
     mode = opts.pop("model_mode")
+    objective = opts.pop("objective")
     return_gap = bool(opts.pop("return_gap", False))
+    if spec.recalibrate:
+        opts.setdefault("recalibrate", None)
     with entry(B, model):
         xt, kind, np_dtype = prepare_x(B, model, x)
         if opts.get("batch_size") is None:
@@ -75,6 +79,13 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
             if mode == "eval":
                 num_classes = probe(B, model, f, xt)
                 y = prepare_labels(B, f, labels, xt, num_classes, opts.get("batch_size"))
+            if objective == "contrastive" and num_classes < 2:
+                raise InputError(
+                    "objective='contrastive' contrasts the label with the other classes; the "
+                    f"model has {num_classes} output. Use objective='logit'."
+                )
+            # the explained scalar (labels above are predicted from the plain logits)
+            f = with_objective(B, f, objective)
             if spec.uses_baseline:
                 given = opts.get("baseline")
                 opts["baseline"] = prepare_baseline(B, given, xt)
@@ -155,7 +166,13 @@ def attribute(model: Any, x: Any, labels: Any = None, method: str = "IG", **opti
             ``model_mode`` ("eval" or "as_is": train-mode modules run as they
             are; batch-norm statistics are put back afterwards) and ``output``
             (for models with several outputs: an index, a key or a callable
-            that picks the ``(N, C)`` logits from them).
+            that picks the ``(N, C)`` logits from them). Gradient methods take
+            ``objective`` (the explained scalar: ``"logit"`` (default) ``F_y``,
+            ``"log_prob"`` ``log softmax(F)_y``, ``"contrastive"`` ``F_y`` minus the
+            softmax-weighted other logits); completeness gaps refer to it. IG,
+            EG, BIG, IG_Uniform, IG_SG, IG_SQ, AGI and LPI take ``recalibrate``
+            (``"valid_ip"`` or ``"valid_ref"``: attribution re-calibration,
+            non-negative output; see docs/recalibration.md).
 
     Returns:
         Attributions shaped like ``x``, in the caller's type (NumPy in, NumPy out;

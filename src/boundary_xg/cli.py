@@ -57,6 +57,10 @@ def _option(text: str):
     return key, parsed
 
 
+#: method options that take arrays; ``explain`` reads them from ``.npy`` files
+ARRAY_OPTIONS = ("background", "references", "boundary_points", "baseline")
+
+
 def method_help() -> str:
     """``--method``'s help: every registered method's short name, from the registry."""
     from .api import method_names
@@ -293,7 +297,7 @@ def cmd_explain(args) -> int:
     import numpy as np
 
     from .api import attribute, method_info
-    from .model_io import load_images, load_model, pixel_bounds
+    from .model_io import CLIError, load_images, load_model, pixel_bounds
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
     spec = method_info(args.method)  # a bad name fails before a framework is imported
@@ -309,13 +313,20 @@ def cmd_explain(args) -> int:
     options = dict(args.option)
     if args.layer is not None:
         options["layer"] = args.layer
+    for key in ARRAY_OPTIONS:  # arrays come from .npy files: --option background=bg.npy
+        value = options.get(key)
+        if isinstance(value, str) and value.lower().endswith(".npy"):
+            if not os.path.exists(value):
+                raise CLIError(f"--option {key}={value}: file not found.")
+            options[key] = np.load(value, allow_pickle=False)
     boundary = is_boundary_method(spec)
     if boundary:
         options["return_dis"] = True
-        if from_files and "bounds" in spec.defaults and "bounds" not in options:
-            # image files hold pixels in [0, 1]: keep the boundary search among real
-            # images, per channel after --mean/--std (a .npy batch: --option bounds=[lo,hi])
-            options["bounds"] = pixel_bounds(x, fw, args.mean, args.std)
+    if from_files and "bounds" in spec.defaults and "bounds" not in options:
+        # image files hold pixels in [0, 1]: keep the boundary search, AGI's attack and
+        # IG_Uniform's references among real images, per channel after --mean/--std
+        # (a .npy batch: --option bounds=[lo,hi])
+        options["bounds"] = pixel_bounds(x, fw, args.mean, args.std)
     out = attribute(model, x, labels, method=args.method, **options)
     attr, dis = (out[0], out[-1]) if boundary else (out, None)
     attr = np.asarray(attr)

@@ -4,8 +4,9 @@
 (:mod:`boundary_xg.demo_models`), explains the first test digits with the
 methods the registry marks for the demo (:data:`DEMO_METHODS`: SM, IG, SG, XG,
 DeepLIFT, the layer methods GradCAM (default layer: the activation after the
-second convolution, 4x4, upsampled) and FullGrad, and the boundary methods
-BSM/BIG/BSG/BDT), and writes into the output folder:
+second convolution, 4x4, upsampled) and FullGrad, the boundary methods
+BSM/BIG/BSG/BDT, and the reference-based path methods IG_Uniform, IG_SG, AGI and
+LPI (background: the last 100 test digits)), and writes into the output folder:
 
 - ``grid.png``: rows are digits, columns the image and each method's heatmap
   (boundary methods note their distance to the boundary point);
@@ -42,13 +43,19 @@ DEMO_OPTIONS: Dict[str, Dict[str, Any]] = {
     "IG": {"steps": 32}, "BIG": {"steps": 32},
     "SG": {"num_samples": 32, "seed": 0}, "BSG": {"num_samples": 32, "seed": 0},
     "BSM": {"seed": 0}, "BDT": {"seed": 0},
+    "IG_Uniform": {"seed": 0}, "IG_SG": {"seed": 0}, "LPI": {"seed": 0},
 }
+#: background rows for the methods that draw references from a data set (LPI, EG):
+#: the last test digits
+DEMO_BACKGROUND = 100
 
 
-def _options(spec: Any, wanted: Dict[str, Any]) -> Dict[str, Any]:
+def _options(spec: Any, wanted: Dict[str, Any], background: Any = None) -> Dict[str, Any]:
     """The demo options the method takes (a method may lack one, e.g. while it is being written)."""
     allowed = set(spec.defaults)
     opts = {k: v for k, v in wanted.items() if k in allowed}
+    if "background" in allowed and background is not None:
+        opts["background"] = background
     if "bounds" in allowed:
         opts["bounds"] = (0.0, 1.0)  # digit pixels lie in [0, 1]
     if "progress" in allowed:
@@ -121,7 +128,7 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
             continue
         which = "x" if spec.short == "XG" else "regular"
         boundary = is_boundary_method(spec)
-        opts = _options(spec, DEMO_OPTIONS.get(spec.short, {}))
+        opts = _options(spec, DEMO_OPTIONS.get(spec.short, {}), x_all[-DEMO_BACKGROUND:])
         if spec.supports_gap:
             opts["return_gap"] = True
         if boundary:

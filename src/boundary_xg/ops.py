@@ -10,7 +10,8 @@ reads a value back to the host.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+import weakref
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from .backends import Backend
 
@@ -64,9 +65,113 @@ def expand_rows(B: Backend, v: Any, ndim: int) -> Any:
     return B.reshape(v, (-1,) + (1,) * (ndim - 1))
 
 
-def label_scores(B: Backend, f: Callable, z: Any, labels: Any) -> Any:
-    """Each row's logit of its label: ``f(z)[n, labels[n]]``, shape ``(R,)``."""
-    return B.take_along_axis(f(z), labels)
+# --- the explained scalar ("objective") ---------------------------------------------------
+#: the scalars a gradient method can explain (``objective=``)
+OBJECTIVES = ("logit", "log_prob", "contrastive")
+
+
+def objective_scores(B: Backend, logits: Any, labels: Any, objective: str = "logit") -> Any:
+    """Each row's explained scalar from its logits ``(R, C)`` and label ``(R,)``: shape ``(R,)``.
+
+    * ``"logit"``: ``F_y`` (the default of every method);
+    * ``"log_prob"``: ``log softmax(F)_y = F_y - logsumexp(F)``;
+    * ``"contrastive"``: ``F_y - sum_{j != y} w_j F_j`` with ``w`` the softmax over
+      the other classes' logits only (Wang & Wang, "Why Not Other Classes?",
+      NeurIPS 2022). The weights are not detached: the gradient also flows
+      through them, as in the paper and the re-calibration code.
+
+    Differentiable in ``logits``; written with fixed-shape operations only (no
+    boolean indexing), so it runs inside compiled steps.
+    """
+    own = B.take_along_axis(logits, labels)
+    if objective == "logit":
+        return own
+    if objective == "log_prob":
+        return own - B.logsumexp(logits, axis=1)
+    if objective != "contrastive":
+        raise ValueError(f"unknown objective {objective!r}")
+    # the class count from the static shape: inside a compiled step the batch size may be
+    # unknown (None), which B.shape refuses
+    is_label = B.one_hot(labels, int(logits.shape[-1]), like=logits) > 0
+    # the label's entry becomes -inf: its weight exp(-inf) = 0, and where() passes it
+    # no gradient; shifted by the other classes' max (softmax is shift-invariant, so the
+    # shift carries no gradient) so that exp never overflows
+    others = B.where(is_label, B.zeros_like(logits) - float("inf"), logits)
+    shift = B.stop_gradient(B.reshape(B.max(others, axis=1), (-1, 1)))
+    e = B.exp(others - shift)
+    w = e / B.reshape(B.sum(e, axis=1), (-1, 1))
+    return own - B.sum(B.where(is_label, B.zeros_like(logits), w * logits), axis=1)
+
+
+class _Objective:
+    """The model's logits function ``f`` explaining another scalar than the label's logit.
+
+    Called like ``f`` (it returns the logits: the boundary search and label
+    prediction see the model as it is); :func:`label_scores` and the backends'
+    layer capture read :attr:`objective` / call :meth:`score` to pick each row's
+    explained scalar. It holds ``f`` weakly: it is cached per ``f`` (so that
+    compiled steps keyed on it are reused), and must not keep ``f`` alive.
+    """
+
+    def __init__(self, B: Backend, f: Callable, objective: str):
+        self._B = B
+        self._ref = _weak_or_strong(f)
+        self.objective = objective
+
+    @property
+    def __wrapped__(self) -> Callable:
+        return self._ref()
+
+    def __call__(self, z: Any) -> Any:
+        return self._ref()(z)
+
+    def score(self, logits: Any, labels: Any) -> Any:
+        """Each row's explained scalar ``(R,)`` from its logits and labels."""
+        return objective_scores(self._B, logits, labels, self.objective)
+
+
+def _weak_or_strong(obj: Any) -> Callable[[], Any]:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
+
+
+_OBJECTIVE_FNS: "weakref.WeakKeyDictionary[Any, Dict[str, _Objective]]" = weakref.WeakKeyDictionary()
+
+
+def with_objective(B: Backend, f: Callable, objective: str = "logit") -> Callable:
+    """``f`` explaining ``objective`` (one of :data:`OBJECTIVES`); ``f`` itself for ``"logit"``.
+
+    The result is cached per ``f`` and objective, so compiled steps keyed on it
+    (``B.jit``) are compiled once per model, as for the plain logits.
+    """
+    if objective == "logit":
+        return f
+    try:
+        per_f = _OBJECTIVE_FNS.setdefault(f, {})
+    except TypeError:  # f cannot be weakly referenced or hashed: no caching
+        return _Objective(B, f, objective)
+    if objective not in per_f:
+        per_f[objective] = _Objective(B, f, objective)
+    return per_f[objective]
+
+
+def objective_of(f: Callable) -> str:
+    """The objective ``f`` explains (``"logit"`` unless made by :func:`with_objective`)."""
+    return getattr(f, "objective", "logit")
+
+
+def label_scores(B: Backend, f: Callable, z: Any, labels: Any, objective: Optional[str] = None) -> Any:
+    """Each row's explained scalar at ``z``, shape ``(R,)``: the logit of its label
+    ``f(z)[n, labels[n]]`` unless ``f`` (or ``objective``) says otherwise
+    (:func:`objective_scores`). The one place where every gradient method's scalar is made."""
+    return objective_scores(B, f(z), labels, objective or objective_of(f))
+
+
+def forward_scores(B: Backend, f: Callable, z: Any, labels: Any, batch_size: Optional[int] = None) -> Any:
+    """:func:`label_scores` without recording gradients, in chunks (completeness gaps)."""
+    return objective_scores(B, predict(B, f, z, batch_size), labels, objective_of(f))
 
 
 def label_grad(B: Backend, f: Callable, create_graph: bool, z: Any, labels: Any) -> Tuple[Any, Any]:

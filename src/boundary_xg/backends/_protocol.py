@@ -189,6 +189,10 @@ class Backend:
     def sqrt(self, t: Any) -> Any:
         raise NotImplementedError
 
+    def exp(self, t: Any) -> Any:
+        """Element-wise ``e ** t`` (differentiable; the contrastive objective's weights)."""
+        raise NotImplementedError
+
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         raise NotImplementedError
 
@@ -412,9 +416,6 @@ class Backend:
     def argsort(self, t: Any, axis: int = -1) -> Any:
         """Indices (int64) that sort ``t`` ascending along ``axis``; **stable** (ties keep
         their order), so rankings are the same in every framework."""
-        raise NotImplementedError
-
-    def exp(self, t: Any) -> Any:
         raise NotImplementedError
 
     def no_grad(self) -> contextlib.AbstractContextManager:

@@ -209,7 +209,13 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
             patches.wrap(layer, capturer(i, layer))
         with tf.GradientTape() as tape:
             tape.watch(x)
-            scores = tf.gather(f(x), tf.cast(labels, tf.int64), axis=1, batch_dims=1)
+            logits = f(x)
+            # an objective other than the logit (ops.with_objective) scores the rows itself
+            score = getattr(f, "score", None)
+            if score is not None:
+                scores = score(logits, labels)
+            else:
+                scores = tf.gather(logits, tf.cast(labels, tf.int64), axis=1, batch_dims=1)
             total = tf.reduce_sum(scores)
     finally:
         patches.restore()

@@ -150,7 +150,10 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
         InputError: a layer returned no single tensor; with ``strict``, a layer
             did not run or does not lie on the path from the input to the output.
     """
-    model = f  # the model, or the Sequential without its softmax: same modules, same names
+    # an objective other than the logit (ops.with_objective) wraps the model and scores rows
+    score = getattr(f, "score", None)
+    # the model, or the Sequential without its softmax: same modules, same names
+    model = getattr(f, "__wrapped__", f) if score is not None else f
 
     def name_of(i: int) -> str:
         return layer_name(model, layers[i])
@@ -183,7 +186,11 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
             handles.append(m.register_forward_hook(make_hook(i)))
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            scores = f(xg).gather(1, labels.reshape(-1, 1).long()).reshape(-1)
+            logits = f(xg)
+            if score is not None:
+                scores = score(logits, labels)
+            else:
+                scores = logits.gather(1, labels.reshape(-1, 1).long()).reshape(-1)
     finally:
         for h in handles:
             h.remove()

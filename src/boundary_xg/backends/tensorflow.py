@@ -271,6 +271,9 @@ class TensorFlowBackend(Backend):
     def sqrt(self, t: Any) -> Any:
         return tf.sqrt(t)
 
+    def exp(self, t: Any) -> Any:
+        return tf.exp(t)
+
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         return tf.where(cond, a, b)
 
@@ -439,9 +442,6 @@ class TensorFlowBackend(Backend):
     # --- evaluation metrics (issue 16) --------------------------------------------------
     def argsort(self, t: Any, axis: int = -1) -> Any:
         return tf.cast(tf.argsort(t, axis=axis, stable=True), tf.int64)
-
-    def exp(self, t: Any) -> Any:
-        return tf.exp(t)
 
     def no_grad(self) -> Any:
         return contextlib.nullcontext()  # nothing is recorded outside a GradientTape

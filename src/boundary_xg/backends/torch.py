@@ -231,6 +231,9 @@ class TorchBackend(Backend):
     def sqrt(self, t: Any) -> Any:
         return t.sqrt()
 
+    def exp(self, t: Any) -> Any:
+        return t.exp()
+
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         return torch.where(cond, a, b)
 
@@ -385,9 +388,6 @@ class TorchBackend(Backend):
     # --- evaluation metrics (issue 16) --------------------------------------------------
     def argsort(self, t: Any, axis: int = -1) -> Any:
         return torch.sort(t, dim=axis, stable=True).indices
-
-    def exp(self, t: Any) -> Any:
-        return torch.exp(t)
 
     def no_grad(self) -> Any:
         return torch.no_grad()

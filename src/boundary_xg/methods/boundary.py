@@ -163,6 +163,9 @@ def register_variants() -> None:
             prepare=base.prepare if base is not None else None,
             checks=dict(base.checks) if base is not None else {},
             summary=summary, cost=cost, base=base_name, in_demo=True, paper=PAPER,
+            # the base method's objectives and re-calibration (BIG: IG's), passed through to it
+            objectives=base.objectives if base is not None else ("logit",),
+            recalibrate=base is not None and base.recalibrate,
         ))
 
 

@@ -130,7 +130,7 @@ register(MethodSpec(
     aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
     # at most: a baseline forward and an input forward+backward cost less than the
     # doubled batch's two rows (a shared baseline costs one row)
-    passes=lambda o: 2, prepare=check_model,
+    passes=lambda o: 2, prepare=check_model, objectives=("logit",),
     summary="DeepLIFT Rescale, PyTorch **and** Keras; reused/in-place ReLUs and functional `F.relu` "
             "handled; `baseline`, `return_gap`",
     cost="1 + a baseline forward (none for a shared baseline)", in_demo=True,

@@ -24,7 +24,11 @@ from typing import Any, Callable, Dict, Optional
 
 from ..backends import Backend
 from ..errors import InputError
-from ..ops import compiled_label_grad, expand_rows, label_scores, resolve_batch_size, row_chunks
+from ..ops import (
+    compiled_label_grad, expand_rows, forward_scores, objective_of, objective_scores,
+    resolve_batch_size, row_chunks,
+)
+from .recalibration import add_valid, check_gap_options
 from .registry import MethodSpec, register
 
 
@@ -39,6 +43,7 @@ def expected_gradients(
     seed: Optional[int] = None,
     batch_size: Optional[int] = None,
     return_gap: bool = False,
+    recalibrate: Optional[str] = None,
 ) -> Any:
     """Expected Gradients of each example's label logit, shaped like ``x``.
 
@@ -54,10 +59,17 @@ def expected_gradients(
         return_gap: also return ``sum(attr) - (F_y(x) - mean_j F_y(r_j))`` per
             example, ``(N,)``, over the references ``r_j`` drawn for it; its
             expectation over the path points is zero (one extra forward per row).
+        recalibrate: None (default), ``"valid_ip"`` or ``"valid_ref"``: attribution
+            re-calibration (Yang et al., ICLR 2023) at the same passes. Each sample is
+            its own reference ``r_j`` with one path point ``x_j`` (a one-node rule,
+            weight 1): ``valid_ip`` averages the non-negative terms
+            ``g(x_j) * (x - x_j)``, ``valid_ref`` those of ``g(x_j) * (x - r_j)``,
+            per feature. Non-negative output.
 
     Returns:
         Tensor shaped like ``x``, or ``(attributions, gap)``.
     """
+    check_gap_options(return_gap, recalibrate, "EG")
     bs = resolve_batch_size(batch_size)
     shape = B.shape(x)
     n, s, nd = shape[0], int(num_samples), len(shape)
@@ -74,6 +86,7 @@ def expected_gradients(
     alphas = B.cast(B.uniform(rng, (total,), like=f32), like=x)
     step = compiled_label_grad(B, f)
     acc = B.zeros_like(x)
+    cnt = B.zeros_like(x) if recalibrate is not None else None
     ref_scores = B.zeros_like(B.sum(x, axis=tuple(range(1, nd)))) if return_gap else None
     for lo, hi in row_chunks(total, bs):
         rows = rows_all[lo:hi]
@@ -81,14 +94,22 @@ def expected_gradients(
         refs = B.gather(background, B.gather(ref_index, rows))
         y = B.gather(labels, ex)
         delta = B.gather(x, ex) - refs
-        _, g = step(refs + expand_rows(B, B.gather(alphas, rows), nd) * delta, y)
-        acc = B.index_add(acc, ex, delta * g)
+        a = expand_rows(B, B.gather(alphas, rows), nd)
+        _, g = step(refs + a * delta, y)
+        if recalibrate == "valid_ip":  # x - x_j = (1 - a)(x - r_j)
+            acc, cnt = add_valid(B, acc, cnt, ex, (1.0 - a) * delta * g, False)
+        elif recalibrate == "valid_ref":
+            acc, cnt = add_valid(B, acc, cnt, ex, delta * g, False)
+        else:
+            acc = B.index_add(acc, ex, delta * g)
         if return_gap:
-            ref_scores = B.index_add(ref_scores, ex, label_scores(B, lambda z: B.forward(f, z), refs, y))
+            ref_scores = B.index_add(ref_scores, ex, objective_scores(B, B.forward(f, refs), y, objective_of(f)))
+    if recalibrate is not None:
+        return acc / B.maximum(cnt, B.zeros_like(cnt) + 1.0)
     attr = acc / s
     if not return_gap:
         return attr
-    fx = label_scores(B, lambda z: B.forward(f, z), x, labels)
+    fx = forward_scores(B, f, x, labels, bs)
     gap = B.sum(attr, axis=tuple(range(1, nd))) - (fx - ref_scores / s)
     return attr, gap
 
@@ -106,10 +127,19 @@ def prepare_background(B: Backend, model: Any, x: Any, options: Dict[str, Any]) 
         InputError: background missing, of another framework, of the wrong shape,
             empty, or not finite.
     """
-    bg = options.get("background")
+    options["background"] = convert_background(B, options.get("background"), x, "EG")
+
+
+def convert_background(B: Backend, bg: Any, x: Any, method: str) -> Any:
+    """``background`` (NumPy or a tensor, ``(M, ...)``) as a tensor with ``x``'s dtype and device.
+
+    Raises:
+        InputError: ``bg`` missing (the message names ``method``), of another
+            framework, of the wrong shape, empty, or not finite.
+    """
     if bg is None:
         raise InputError(
-            "EG needs background=: reference inputs (M, ...) with x's example shape, e.g. a "
+            f"{method} needs background=: reference inputs (M, ...) with x's example shape, e.g. a "
             "random sample of training inputs (NumPy or a tensor of the model's framework)."
         )
     root = (type(bg).__module__ or "").split(".")[0]
@@ -135,14 +165,14 @@ def prepare_background(B: Backend, model: Any, x: Any, options: Dict[str, Any]) 
         raise InputError("background has no rows (its first axis has length 0).")
     if not B.all_finite(bt):
         raise InputError("background contains NaN or infinity; expected finite values.")
-    options["background"] = bt
+    return bt
 
 
 register(MethodSpec(
     name="expected_gradients", short="EG", func=expected_gradients,
     defaults={"background": None, "num_samples": 50, "seed": None},
     aliases=("expectedgradients", "expgrad"), supports_gap=True,
-    passes=lambda o: int(o["num_samples"]), prepare=prepare_background,
+    passes=lambda o: int(o["num_samples"]), prepare=prepare_background, recalibrate=True,
     summary="Expected Gradients; `background` set, `num_samples`, `seed`; each example draws its "
             "own references and points on the path (reproducible at any batch size and dtype); "
             "with a one-row background it is Monte-Carlo IG",

@@ -15,8 +15,9 @@ from typing import Any, Callable, Dict, Optional
 
 from ..backends import Backend
 from ..errors import InputError, MethodError
-from ..ops import gradients_at, path_gradients, predict
+from ..ops import forward_scores, gradients_at, path_gradients
 from .quadrature import RULES, quadrature
+from .recalibration import check_gap_options, single_reference_grid
 from .registry import MethodSpec, one_of, register
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def integrated_gradients(
     batch_size: Optional[int] = None,
     return_gap: bool = False,
     exact: bool = False,
+    recalibrate: Optional[str] = None,
 ) -> Any:
     """Integrated Gradients from ``baseline`` to ``x``.
 
@@ -50,6 +52,10 @@ def integrated_gradients(
             :func:`prepare_exact`) and ``baseline`` is zero: compute IG in one pass
             as X-Gradient ``x * grad F_y(x)``, exact for such models (Hesse et al.,
             NeurIPS 2021). ``steps`` and ``rule`` are then unused.
+        recalibrate: None (default), ``"valid_ip"`` or ``"valid_ref"``: attribution
+            re-calibration (Yang et al., ICLR 2023) at the same ``steps`` passes, see
+            :mod:`boundary_xg.methods.recalibration` (with one reference,
+            ``"valid_ref"`` is ``max(IG, 0)``). Non-negative output.
 
     Returns:
         Attributions shaped like ``x``, or ``(attributions, gap)``.
@@ -57,7 +63,17 @@ def integrated_gradients(
     Raises:
         MethodError: ``exact=True`` and ``F(a x) != a F(x)`` on the first examples
             (e.g. an activation applied functionally that the layer scan cannot see).
+        InputError: ``recalibrate`` with ``exact=True`` or ``return_gap=True``.
     """
+    if recalibrate is not None:
+        check_gap_options(return_gap, recalibrate, "IG")
+        if exact:
+            raise InputError(
+                "IG: recalibrate= needs the gradients along the path; exact=True computes IG in "
+                "one pass without them. Use exact=False."
+            )
+        return single_reference_grid(B, f, x, labels, baseline, steps=steps, rule=rule,
+                                     recalibrate=recalibrate, batch_size=batch_size)
     if exact:
         attr = _exact_ig(B, f, x, labels, batch_size)
     else:
@@ -73,10 +89,10 @@ def completeness_gap(
     B: Backend, f: Callable, attr: Any, x: Any, baseline: Any, labels: Any,
     batch_size: Optional[int] = None,
 ) -> Any:
-    """``sum(attr_n) - (F_y(x_n) - F_y(baseline_n))`` per example, shape ``(N,)``."""
+    """``sum(attr_n) - (Phi(x_n) - Phi(baseline_n))`` per example, shape ``(N,)``, with
+    ``Phi`` the explained scalar (the label's logit unless ``objective=`` says otherwise)."""
     n = B.shape(x)[0]
-    both = predict(B, f, B.concat([x, baseline]), batch_size)
-    ends = B.take_along_axis(both, B.concat([labels, labels]))
+    ends = forward_scores(B, f, B.concat([x, baseline]), B.concat([labels, labels]), batch_size)
     axes = tuple(range(1, len(B.shape(x))))
     return B.sum(attr, axis=axes) - (ends[:n] - ends[n:])
 
@@ -122,6 +138,11 @@ def prepare_exact(B: Backend, model: Any, x: Any, options: Dict[str, Any]) -> No
     """
     if not options.get("exact"):
         return
+    if options.get("recalibrate") is not None:
+        raise InputError(
+            "IG: recalibrate= needs the gradients along the path; exact=True computes IG in one "
+            "pass without them. Use exact=False."
+        )
     baseline = options.get("baseline")
     is_zero = baseline is None or (
         isinstance(baseline, numbers.Real) and not isinstance(baseline, bool) and baseline == 0
@@ -148,7 +169,7 @@ register(MethodSpec(
     defaults={"baseline": None, "steps": 50, "rule": "gausslegendre", "exact": False},
     aliases=("integratedgradients", "intgrad"), uses_baseline=True, supports_gap=True,
     passes=lambda o: 1 if o.get("exact") else int(o["steps"]),
-    prepare=prepare_exact, checks={"rule": one_of("rule", RULES)},
+    prepare=prepare_exact, checks={"rule": one_of("rule", RULES)}, recalibrate=True,
     summary="Integrated Gradients; `baseline` (None = zeros, scalar, broadcastable array), `steps` "
             "(50), `rule` (`gausslegendre`, `riemann_left/right/middle/trapezoid`, "
             "`captum_trapezoid`), `return_gap`",

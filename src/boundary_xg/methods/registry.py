@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import InputError, MethodError
+from ..ops import OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,13 @@ class MethodSpec:
             (``"1"``, ``"`steps`"``); empty: ``passes`` of the defaults.
         base: for a boundary variant, the short name of its base method ("IG" for BIG).
         in_demo: the demo (``boundary-xg demo``) shows the method.
+        objectives: the scalars the method can explain (``objective=``; default:
+            all of :data:`~boundary_xg.ops.OBJECTIVES`, for methods whose
+            gradients go through :func:`~boundary_xg.ops.label_scores` or the
+            backends' layer capture); ``("logit",)`` for DeepLIFT.
+        recalibrate: the method takes ``recalibrate="valid_ip"|"valid_ref"``
+            (attribution re-calibration, see :mod:`boundary_xg.methods.recalibration`);
+            the front end passes ``recalibrate=`` (default None) to ``func``.
     """
 
     name: str
@@ -81,6 +89,8 @@ class MethodSpec:
     cost: str = ""
     base: str = ""
     in_demo: bool = False
+    objectives: Tuple[str, ...] = OBJECTIVES
+    recalibrate: bool = False
 
 
 def _key(name: str) -> str:
@@ -155,6 +165,24 @@ def boolean_option(name: str) -> Callable[[Any], None]:
     return check
 
 
+def positive_float(name: str, optional: bool = False) -> Callable[[Any], None]:
+    """A check: ``name`` is a finite number > 0 (or None when ``optional``)."""
+    def check(v: Any) -> None:
+        if optional and v is None:
+            return
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise InputError(f"{name}={v!r}: expected a finite number > 0.")
+    return check
+
+
+def optional(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``check``, with None also accepted."""
+    def checked(v: Any) -> None:
+        if v is not None:
+            check(v)
+    return checked
+
+
 def _seed(v: Any) -> None:
     if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
         raise InputError(f"seed={v!r}: expected an integer or None.")
@@ -182,19 +210,33 @@ CHECKS: Dict[str, Callable[[Any], None]] = {
     "seed": _seed,
     "batch_size": _batch_size,
     "model_mode": one_of("model_mode", ("eval", "as_is")),
+    "objective": one_of("objective", OBJECTIVES),
 }
 
+
+def register_checks(checks: Mapping[str, Callable[[Any], None]]) -> None:
+    """Add checks of options that several methods share, from the module that defines them
+    (re-calibration's ``recalibrate`` and ``pairing``, the reference methods' counts)."""
+    CHECKS.update(checks)
+
 #: options every method takes (handled by the front end)
-COMMON_OPTIONS: Dict[str, Any] = {"batch_size": None, "backend": None, "model_mode": "eval", "output": None}
+COMMON_OPTIONS: Dict[str, Any] = {
+    "batch_size": None, "backend": None, "model_mode": "eval", "output": None, "objective": "logit",
+}
 
 
 def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:
     """Raise a clear error for an option the method does not take or a bad value."""
     allowed = set(spec.defaults) | set(COMMON_OPTIONS) | ({"return_gap"} if spec.supports_gap else set())
+    if spec.recalibrate:
+        allowed.add("recalibrate")
     for name, value in options.items():
         if name not in allowed:
             hint = ""
-            if name == "return_gap":
+            if name == "recalibrate":
+                able = sorted(s.short for s in METHODS.values() if s.recalibrate)
+                hint = f" (attribution re-calibration is supported by {able})"
+            elif name == "return_gap":
                 hint = f" (only path methods report a completeness gap; {spec.short} does not)"
             elif name == "layer":
                 layered = sorted(s.short for s in METHODS.values() if s.takes_layer)
@@ -206,3 +248,9 @@ def check_options(spec: MethodSpec, options: Mapping[str, Any]) -> None:
             spec.checks[name](value)
         elif name in CHECKS:
             CHECKS[name](value)
+        if name == "objective" and value not in spec.objectives:
+            raise MethodError(
+                f"objective={value!r}: {spec.short} explains only {list(spec.objectives)}; the "
+                f"objectives {list(OBJECTIVES)} are available for the gradient methods "
+                f"{sorted(s.short for s in METHODS.values() if len(s.objectives) > 1)}."
+            )
