@@ -460,7 +460,7 @@ def test_method_info_names_and_demo_list_come_from_the_registry():
     assert bxg.method_names() == [s.short for s in METHODS.values()]
     assert list(DEMO_METHODS) == bxg.method_names(demo=True)
     assert list(DEMO_METHODS) == ["SM", "IG", "SG", "XG", "DeepLIFT", "GradCAM", "FullGrad",
-                                  "BSM", "BIG", "BSG", "BDT"]
+                                  "BSM", "BIG", "BSG", "BDT", "IG_Uniform", "IG_SG", "AGI", "LPI"]
     assert all(name in method_help() for name in bxg.method_names())
     info = bxg.method_info("boundary-integrated-gradients")
     assert (info.short, info.boundary, info.base, info.supports_gap) == ("BIG", True, "IG", True)
