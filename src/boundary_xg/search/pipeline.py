@@ -26,7 +26,7 @@ from .. import _entry
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import default_batch_size, predict
-from ._ops import NORMS, Cost, l2_distance, misclassified, put_rows, where_rows, widened
+from ._ops import NORMS, Cost, l2_distance, margin, misclassified, put_rows, where_rows, widened
 from .base import FAR, SearchContext, is_attack, run_attack
 from .presets import PRESETS
 from .refine import DEFAULT_REFINE_STEPS
@@ -207,7 +207,8 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     bar = _progress_bar(progress, sum(_jobs(a) for a in attacks) * n)
     tick = (lambda k: bar.update(k)) if bar is not None else (lambda k: None)
     try:
-        already = misclassified(B, predict(B, f, x, bs), labels)
+        logits_x = predict(B, f, x, bs)
+        already = misclassified(B, logits_x, labels)
         cost.forwards += n
         already_np = B.to_numpy(already).astype(bool)
         already_count = int(already_np.sum())
@@ -221,12 +222,15 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
             # the attacks compute in float32 for a 16-bit model; the model sees its own dtype
             proto, xw, lo_w, hi_w = widened(B, xs, lo, hi)
             ctx = SearchContext(B, f, lo_w, hi_w, proto, num_classes, rng, cost, bs, tick)
+            # the margins at x, for the refinement's first secant (the logits are already here)
+            lx = logits_x if todo.size == n else B.gather(logits_x, it)
+            m0 = margin(B, B.cast(lx, xw), B.one_hot(ys, num_classes, like=xw))
             sub, sub_d = xw, B.zeros_like(B.sum(xw, axis=tuple(range(1, nd)))) + FAR
             raw = None  # the unrefined point behind each kept one
             for attack in attacks:
                 cand, cand_d = run_attack(ctx, attack, xw, ys, sub, sub_d)
                 ok = cand_d < FAR
-                refined = refine_points(ctx, xw, cand, ys, refine)
+                refined = refine_points(ctx, xw, cand, ys, refine, found=ok, margins=m0)
                 d = B.where(ok, l2_distance(B, refined, xw), B.zeros_like(sub_d) + FAR)
                 closer = d < sub_d
                 sub = where_rows(B, closer, refined, sub)
