@@ -16,7 +16,7 @@ The competing classes are the ``candidates`` largest logits other than the
 label's at ``x`` (fixed per example, as foolbox's ``candidates``); each costs one
 forward+backward row per step (the rows of all classes run as one batch). The
 target is raised by ``overshoot`` (relative) so the point lands just past the
-linearised boundary; the pipeline's refinement (a bisection along ``x ->
+linearised boundary; the pipeline's refinement (along ``x ->
 point``) then pulls every candidate back to the boundary, so no fixed overshoot
 stays in the result. Each evaluated point that is misclassified and closer than
 the row's best is kept; a row is done once it has a point and its next

@@ -22,7 +22,7 @@ coordinates sit on a bound (black pixels of digits): measured, it finds no point
 for 52-81 % of the digits; box-aware, 100 %.
 
 Every evaluated point that is misclassified and closer than the row's best is
-kept. The pipeline's refinement then bisects along ``x -> best``.
+kept. The pipeline's refinement then pulls ``best`` back along ``x -> best``.
 """
 
 from __future__ import annotations
