@@ -73,15 +73,15 @@ def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[
     a_safe = a + B.cast(_is_zero(B, a), a) * 1e-30
     beta = B.maximum(hi / a_safe, lo / a_safe)
 
+    def h_of(lam_e):
+        return B.sum(sq * B.minimum(beta, lam_e), axis=axes)
+
     def h_and_slope(lam):
         lam_e = expand_rows(B, lam, nd)
-        h = B.sum(sq * B.minimum(beta, lam_e), axis=axes)
-        slope = B.sum(sq * B.cast(beta > lam_e, a), axis=axes)
-        return h, slope
+        return h_of(lam_e), B.sum(sq * B.cast(beta > lam_e, a), axis=axes)
 
     # (h at the largest lambda used: the box's best, capped as below)
-    h_sat, _ = h_and_slope(lam_cap)
-    feasible = h_sat >= need
+    feasible = h_of(expand_rows(B, lam_cap, nd)) >= need
     # Newton's method on h(lambda) from below: h is concave (each term grows as lambda a_i^2,
     # then stays flat once clipped), so each tangent step stays at or below the solution
     # and reaches it once the clipped set is right
