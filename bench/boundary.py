@@ -40,7 +40,8 @@ is larger).
   batch as multiples of a plain pass, and the same on a linear model of the
   same input: the attack's own arithmetic, whatever the model (``step_costs``).
 
-Run: .venv/bin/python bench/boundary.py   (about 8 minutes on 2 CPU cores)
+Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N]   (all parts: about 8 minutes on 2 CPU
+cores; parts: cnn32-torch cnn32-tf steps wide resnet)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from boundary_xg.backends import get_backend
 from boundary_xg.ops import default_batch_size, label_grad
 from boundary_xg.search._ops import Cost, put_rows
 from boundary_xg.search.base import FAR, SearchContext, run_attack
+from boundary_xg.search.presets import default_attacks
 from boundary_xg.search.cw import _cw_step, _tanh_space
 from boundary_xg.search.pgd import _pgd_step
 from boundary_xg.search.pipeline import boundary_search, check_attacks, prepare_bounds
@@ -178,7 +180,7 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
 
 
 def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
-    """Print one CW and one PGD iteration at full batch as multiples of a plain pass.
+    """Print one iteration of each attack (DeepFool, FMN, CW, PGD) per model row as multiples of a plain pass.
 
     The three are timed interleaved (``reps`` rounds of ``calls`` calls each; the
     median of the per-round ratios), so they see the same load. The "arithmetic
@@ -201,26 +203,42 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
             cw_args = (x, a, b, x[:1], y, onehot, ones * 0.1, B.constant([0.0], like=x), B.constant([0.01], like=x),
                        ones, ones, _tanh_space(B, True, x, a, b), zeros(), zeros(), x, ones * 1e30, no, -ones)
             pgd_args = (x, x, y, ones * 0.3, ones * 0.3 * 2.5 / 40, lo, hi, no, x[:1])
-            fns = {"plain": (B.jit(label_grad, f, B, f, False), (x, y)),
-                   "cw": (B.jit(_cw_step, f, B, f, True), cw_args),
-                   "pgd": (B.jit(_pgd_step, f, B, f, "l2", True), pgd_args)}
+            # the default's attacks through their protocol: DeepFool runs one model row per
+            # competing class, so rows // classes pool rows make about `rows` model rows
+            df, fmn = default_attacks()
+            classes = B.shape(onehot)[1]
+            ctx = SearchContext(B, f, lo, hi, x[:1], classes, B.rng(0, like=x), Cost(), rows)
+            far = ones * FAR
+            r_df = max(1, rows // df.classes(classes))
+            s_df = df.start(ctx, x[:r_df], y[:r_df], x[:r_df], far[:r_df])
+            s_fmn = fmn.start(ctx, x, y, x, far)
+            fns = {"plain": (B.jit(label_grad, f, B, f, False), (x, y), rows),
+                   "cw": (B.jit(_cw_step, f, B, f, True), cw_args, rows),
+                   "pgd": (B.jit(_pgd_step, f, B, f, "l2", True), pgd_args, rows),
+                   "deepfool": (B.jit(type(df).step, f, df, B, f), (s_df, lo, hi, x[:1]),
+                                r_df * df.classes(classes)),
+                   "fmn": (B.jit(type(fmn).step, f, fmn, B, f), (s_fmn, lo, hi, x[:1]), rows)}
+
+            def sync(res):
+                B.to_numpy((res["z"] if isinstance(res, dict) else res[1])[:1])
+
             times = {k: [] for k in fns}
-            for k, (fn, args) in fns.items():
-                B.to_numpy(fn(*args)[1][:1])  # warm-up (and trace)
+            for k, (fn, args, _) in fns.items():
+                sync(fn(*args))  # warm-up (and trace)
             for _ in range(reps):
-                for k, (fn, args) in fns.items():
+                for k, (fn, args, n_rows) in fns.items():
                     t = time.perf_counter()
                     for _ in range(calls):
                         res = fn(*args)
-                    B.to_numpy(res[1][:1])
-                    times[k].append((time.perf_counter() - t) / calls)
+                    sync(res)
+                    times[k].append((time.perf_counter() - t) / calls / n_rows * rows)  # per `rows` model rows
             out[name] = {k: np.array(v) for k, v in times.items()}
     mp = out["model"]["plain"]
-    print(f"-- {label}, one iteration at {rows} rows, as multiples of a plain pass "
+    print(f"-- {label}, one iteration at {rows} model rows, as multiples of a plain pass "
           f"({1e3 * np.median(mp):.1f} ms): "
           + "; ".join(f"{k.upper()} {np.median(out['model'][k] / mp):.2f}x "
                       f"(arithmetic alone {np.median(out['cheap'][k] - out['cheap']['plain']) / np.median(mp):.2f})"
-                      for k in ("cw", "pgd")), flush=True)
+                      for k in ("deepfool", "fmn", "cw", "pgd")), flush=True)
 
 
 def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2):
@@ -252,39 +270,60 @@ def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2
     return sec
 
 
-def main():
+PARTS = ("cnn32-torch", "cnn32-tf", "steps", "wide", "resnet")
+
+
+def main(argv):
+    """``python bench/boundary.py [part ...] [--inputs N]``: the parts in :data:`PARTS` (default all);
+    ``--inputs N`` runs the small CNN on N inputs instead of 512 (shorter; the pool then empties
+    sooner, which raises the ratio to the floor a little)."""
+    parts = [a for a in argv if not a.startswith("--") and not a.isdigit()] or list(PARTS)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"unknown parts {unknown}; expected some of {PARTS}")
+    n32 = int(argv[argv.index("--inputs") + 1]) if "--inputs" in argv else 512
     torch.manual_seed(0)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     # enough inputs that the search's row pool (default batch_size: 170 rows at
     # 3x32x32, 42 at 3x64x64 on a CPU) stays full but for the last jobs
     x32 = rng.uniform(-2.0, 2.2, (512, 3, 32, 32)).astype(np.float32)
+    x64 = rng.uniform(-2.0, 2.2, (96, 3, 64, 64)).astype(np.float32)  # (drawn after x32, as before)
     w = tm.cnn_weights(0, size=32, widths=(16, 32), hidden=64, classes=10)
     print(HEADER)
-    t_torch = case("cnn32 torch (512 inputs)", "torch", tm.torch_cnn(w), x32, (64, 128, 170, 256), None,
-                   emulate=128)
-    import tensorflow as tf  # noqa: F401  (after torch)
+    t_torch = t_tf = None
+    if "cnn32-torch" in parts:
+        t_torch = case(f"cnn32 torch ({n32} inputs)", "torch", tm.torch_cnn(w), x32[:n32], (64, 128, 170, 256),
+                       None, emulate=min(128, n32))
+    if any(p in parts for p in ("cnn32-tf", "steps", "wide")):
+        import tensorflow as tf  # noqa: F401  (after torch)
 
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    t_tf = case("cnn32 tensorflow (512 inputs)", "tensorflow", tm.keras_cnn(w), tm.nchw_to_nhwc(x32),
-                (64, 128, 170, 256), None)
-    # where the time goes on the small CNN: the attack's own arithmetic per iteration
-    lin = tm.linear_weights(0, features=3 * 32 * 32, classes=10)
-    step_costs("cnn32 torch", "torch", tm.torch_cnn(w), tm.torch_linear(lin, (3, 32, 32)), x32, 64)
-    step_costs("cnn32 tensorflow", "tensorflow", tm.keras_cnn(w), tm.keras_linear(lin, (32, 32, 3)),
-               tm.nchw_to_nhwc(x32), 256)
-    print(f"-- tensorflow / torch seconds per input (cnn32, default pipeline): {t_tf / t_torch:.2f}")
-    # a wider small CNN (64/128 channels, 256 hidden units, as CIFAR models are): the
-    # model's passes outweigh the attack's own element-wise arithmetic
-    wide = tm.cnn_weights(0, size=32, widths=(64, 128), hidden=256, classes=10)
-    case("cnn32-wide torch (256 inputs)", "torch", tm.torch_cnn(wide), x32[:256], (32, 64, 128, 170), None)
-    case("cnn32-wide tensorflow (256 inputs)", "tensorflow", tm.keras_cnn(wide), tm.nchw_to_nhwc(x32[:256]),
-         (32, 64, 128, 256), None)
-    torch.manual_seed(0)  # the same random resnet18 whatever ran before
-    resnet = torchvision.models.resnet18(num_classes=10).eval()
-    x64 = rng.uniform(-2.0, 2.2, (96, 3, 64, 64)).astype(np.float32)
-    case("resnet18@64 torch (96 inputs)", "torch", resnet, x64, (16, 32, 42, 64), None, emulate=8, runs=1)
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+    if "cnn32-tf" in parts:
+        t_tf = case(f"cnn32 tensorflow ({n32} inputs)", "tensorflow", tm.keras_cnn(w), tm.nchw_to_nhwc(x32[:n32]),
+                    (64, 128, 170, 256), None)
+    if "steps" in parts:
+        # where the time goes on the small CNN: the attack's own arithmetic per iteration
+        lin = tm.linear_weights(0, features=3 * 32 * 32, classes=10)
+        step_costs("cnn32 torch", "torch", tm.torch_cnn(w), tm.torch_linear(lin, (3, 32, 32)), x32, 64)
+        step_costs("cnn32 tensorflow", "tensorflow", tm.keras_cnn(w), tm.keras_linear(lin, (32, 32, 3)),
+                   tm.nchw_to_nhwc(x32), 256)
+    if t_torch and t_tf:
+        print(f"-- tensorflow / torch seconds per input (cnn32, default pipeline): {t_tf / t_torch:.2f}")
+    if "wide" in parts:
+        # a wider small CNN (64/128 channels, 256 hidden units, as CIFAR models are): the
+        # model's passes outweigh the attack's own element-wise arithmetic
+        wide = tm.cnn_weights(0, size=32, widths=(64, 128), hidden=256, classes=10)
+        case("cnn32-wide torch (256 inputs)", "torch", tm.torch_cnn(wide), x32[:256], (32, 64, 128, 170), None)
+        case("cnn32-wide tensorflow (256 inputs)", "tensorflow", tm.keras_cnn(wide), tm.nchw_to_nhwc(x32[:256]),
+             (32, 64, 128, 256), None)
+    if "resnet" in parts:
+        torch.manual_seed(0)  # the same random resnet18 whatever ran before
+        resnet = torchvision.models.resnet18(num_classes=10).eval()
+        case("resnet18@64 torch (96 inputs)", "torch", resnet, x64, (16, 32, 42, 64), None, emulate=8, runs=1)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -176,3 +176,58 @@ def test_custom_attack_with_several_jobs_runs_through_the_pool(backend):
     assert np.asarray(res.found).all()
     pts = np.asarray(res.points, np.float64)
     assert np.all((pts @ W.T + b).argmax(1) != y)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=needs_torch),
+                                     pytest.param("tensorflow", marks=needs_tf)])
+def test_refinement_exits_early_per_row(backend):
+    """The refinement lands within 2**-12 of the crossing along each segment (closed form on a
+    linear model), in a few forward rows per candidate: one where the candidate is already that
+    close, none where there is no candidate."""
+    from boundary_xg.backends import get_backend
+    from boundary_xg.search._ops import Cost
+    from boundary_xg.search.base import SearchContext
+    from boundary_xg.search.refine import refine
+
+    model, W, b, x, y = _linear(backend, box=None)
+    W64, b64, x64 = W.astype(np.float64), b.astype(np.float64), x.astype(np.float64)
+    rng = np.random.default_rng(5)
+    # a direction per row that crosses the boundary, scaled so that the crossing is at t*
+    t_star = np.resize([0.3, 0.7, 0.95, 0.999, 1 - 2.0 ** -14], N)
+    margins0 = (x64 @ W64.T + b64)
+
+    def crossing(u):  # first t in (0, inf) where another class's logit reaches the label's
+        m0 = margins0[np.arange(N), y][:, None] - margins0
+        du = (u @ W64.T)[np.arange(N), y][:, None] - u @ W64.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(du < 0, m0 / -du, np.inf)
+        t[np.arange(N), y] = np.inf
+        return t.min(1)
+
+    u = W64[(y + 1) % K] - W64[y] + 0.3 * rng.standard_normal((N, D))  # toward another class
+    u *= crossing(u)[:, None]  # the crossing at t = 1
+    p = x64 + u / t_star[:, None]      # ... and now at t = t_star
+    found = np.ones(N, bool)
+    found[3] = False                   # no candidate: left alone, costs nothing
+    B = get_backend(backend)
+    with B.session(model) as f:
+        xt = B.asarray(x, dtype="float32")
+        lab = B.argmax(B.forward(f, xt), axis=1)
+        inf = np.full((1, 1), np.inf, np.float32)
+        ctx = SearchContext(B, f, B.asarray(-inf, like=xt), B.asarray(inf, like=xt), xt[:1], K, B.rng(0, xt),
+                            Cost(), 64)
+        pt = B.asarray(p.astype(np.float32), like=xt)
+        out = B.to_numpy(refine(ctx, xt, pt, lab, 12, found=B.asarray(found, like=lab)))
+    t_got = np.linalg.norm(out - x64, axis=1) / np.linalg.norm(p - x64, axis=1)
+    rows = found
+    np.testing.assert_array_equal(out[~found], p.astype(np.float32)[~found])
+    assert np.all((out[rows].astype(np.float64) @ W64.T + b64).argmax(1) != y[rows])  # past the boundary
+    assert np.all(t_got[rows] >= t_star[rows] * (1 - 1e-5))
+    assert np.all(t_got[rows] <= t_star[rows] * (1 + 2.0 ** -12) + 1e-6)
+    # candidates already within 2**-12 of the crossing: one row each, returned bit for bit
+    close = rows & (t_star > 1 - 2.0 ** -12)
+    np.testing.assert_array_equal(out[close], p.astype(np.float32)[close])
+    # a linear margin: the secant lands on the crossing, so a row needs round 0 and one or two
+    # rounds of two rows (12 for a bisection), plus one row for its margin at x
+    per_row = ctx.cost.forwards / rows.sum()
+    assert per_row <= 1 + 1 + 2 * 2, per_row

@@ -17,8 +17,10 @@ from ..ops import expand_rows
 from ._ops import flat_axes
 
 #: Newton steps of the projection (exact once the set of clipped coordinates is found;
-#: measured: 3-5 steps on the digits)
-_NEWTON = 8
+#: measured on DeepFool's projections: lambda within float32 rounding (1.3e-7) of its
+#: 12-step value after 3 steps and equal after 4 on the digits CNN (bounds (0, 1)), the
+#: CIFAR-sized CNN and linear models in binding boxes; 5 leaves a step to spare)
+_NEWTON = 5
 #: relative push of the final lambda past the level (float rounding of a . d)
 _SLACK = 1e-6
 #: the largest multiple of the unconstrained lambda used (a box that blocks all but a
@@ -36,8 +38,10 @@ def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[
 
     Returns:
         ``(d, feasible)``: ``d`` shaped like ``a``; ``feasible`` ``(R,)`` bool, the
-        box allows ``a . d >= b`` (where it does not, ``d`` is the box corner
-        that gets ``a . d`` largest).
+        box allows ``a . d >= b`` (where it does not, ``d`` is ``clip(lambda a)``
+        at the largest ``lambda`` used: the box corner that gets ``a . d``
+        largest, up to coordinates whose gradient is below ``1e-8`` of the
+        unconstrained step).
 
     The minimiser is ``d(lambda) = clip(lambda a, lo, hi)`` (the KKT conditions),
     ``lambda`` the smallest with ``a . d(lambda) >= b``: ``a . d(lambda)`` is
@@ -45,37 +49,56 @@ def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[
     unconstrained value ``b / ||a||^2`` climbs to it from below, exactly once the
     set of clipped coordinates is right (element-wise work and per-row sums only,
     no model pass). ``b <= 0`` gives ``d = 0``.
+
+    Each coordinate is clipped from its breakpoint ``beta_i = max(hi_i / a_i,
+    lo_i / a_i) >= 0`` on, so ``h(lambda) = a . d(lambda) = sum_i a_i**2
+    min(beta_i, lambda)`` and ``h'(lambda) = sum_{beta_i > lambda} a_i**2``: with
+    ``beta`` and ``a**2`` computed once, a Newton step is five element-wise
+    operations and two row sums, and no selection (``where`` runs about 8x
+    slower than a product in PyTorch on a CPU; the previous form, clipping and
+    comparing ``clip(lambda a)`` in every step, cost 0.84 of a plain
+    forward+backward pass per row on 162 rows of 3x32x32, this one about 0.2).
     """
     nd = len(a.shape)
     axes = flat_axes(B, a)
     zero = B.zeros_like(a)
-    lo = lo + zero
-    hi = hi + zero
-    a2 = B.sum(a * a, axis=axes)
+    sq = a * a
+    a2 = B.sum(sq, axis=axes)
     tiny = B.zeros_like(a2) + 1e-30
     need = B.maximum(b, B.zeros_like(b))
     lam0 = need / B.maximum(a2, tiny)
-    # the largest a . d over the box, and the lambda where every coordinate is clipped
-    pos, neg = a > 0, a < 0
-    top = B.where(pos, hi, B.where(neg, lo, zero))
-    h_sat = B.sum(B.where(B.logical_or(pos, neg), a * top, zero), axis=axes)
-    feasible = h_sat >= need
-    # Newton's method on h(lambda) = a . clip(lambda a, lo, hi) from below: h is concave
-    # (each term grows as lambda a_i^2, then stays flat once clipped), so each tangent
-    # step stays at or below the solution and reaches it once the clipped set is right
+    lam_cap = lam0 * _LAMBDA_RANGE
+    # breakpoints: a coordinate with a = 0 never moves (1e-30 keeps 0/0 out: its
+    # breakpoint is then 0 or huge, and its weight a**2 is 0 either way)
+    a_safe = a + B.cast(_is_zero(B, a), a) * 1e-30
+    beta = B.maximum(hi / a_safe, lo / a_safe)
+
+    def h_of(lam_e):
+        return B.sum(sq * B.minimum(beta, lam_e), axis=axes)
+
+    def h_and_slope(lam):
+        lam_e = expand_rows(B, lam, nd)
+        return h_of(lam_e), B.sum(sq * B.cast(beta > lam_e, a), axis=axes)
+
+    # (h at the largest lambda used: the box's best, capped as below)
+    feasible = h_of(expand_rows(B, lam_cap, nd)) >= need
+    # Newton's method on h(lambda) from below: h is concave (each term grows as lambda a_i^2,
+    # then stays flat once clipped), so each tangent step stays at or below the solution
+    # and reaches it once the clipped set is right
     lam = lam0
     for _ in range(_NEWTON):
-        d = B.minimum(B.maximum(a * expand_rows(B, lam, nd), lo), hi)
-        free = B.logical_and(d > lo, d < hi)
-        slope = B.sum(B.where(free, a * a, zero), axis=axes)
-        short = need - B.sum(a * d, axis=axes)
+        h, slope = h_and_slope(lam)
+        short = need - h
         lam = lam + B.where(short > 0, short / B.maximum(slope, tiny), B.zeros_like(short))
-    # (a row the box cannot satisfy gets its corner below; the cap keeps 0 * inf out)
-    lam = B.minimum(lam * (1.0 + _SLACK), lam0 * _LAMBDA_RANGE)
+    # a row the box cannot satisfy gets its corner (the cap keeps 0 * inf out); b <= 0 gets 0
+    lam = B.where(feasible, B.minimum(lam * (1.0 + _SLACK), lam_cap), lam_cap)
+    lam = B.where(need > 0, lam, B.zeros_like(lam))
     d = B.minimum(B.maximum(a * expand_rows(B, lam, nd), lo), hi)
-    d = B.where(expand_rows(B, need > 0, nd), d, zero)
-    d = B.where(expand_rows(B, feasible, nd), d, B.where(expand_rows(B, need > 0, nd), top, zero))
     return d, feasible
+
+
+def _is_zero(B: Backend, a: Any) -> Any:
+    return B.logical_not(B.not_equal(a, B.zeros_like(a)))
 
 
 def free_gradient(B: Backend, g: Any, z: Any, lo: Any, hi: Any) -> Any:

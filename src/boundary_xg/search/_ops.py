@@ -113,6 +113,11 @@ def model_logits(B: Backend, f: Any, z: Any, proto: Any) -> Any:
     return B.cast(f(B.cast(z, proto)), z)
 
 
+def forward_logits(B: Backend, f: Any, z: Any, proto: Any) -> Any:
+    """As :func:`model_logits` for a forward pass only: nothing recorded for a gradient."""
+    return B.cast(B.forward(f, B.cast(z, proto)), z)
+
+
 def misclassified(B: Backend, logits: Any, labels: Any) -> Any:
     """Boolean ``(N,)``: the model's top class differs from ``labels``."""
     return B.not_equal(B.argmax(logits, axis=1), labels)

@@ -268,9 +268,12 @@ def run_attack(ctx: SearchContext, attack: Any, x: Any, labels: Any, prior: Any,
     return hooks.result(ctx, carry)
 
 
-def keep_closer(B: Backend, z: Any, x0: Any, mis: Any, best: Any, best_d: Any) -> Tuple[Any, Any]:
-    """``(best, best_d)`` with ``z`` where it is misclassified (``mis``) and closer to ``x0``."""
-    dz = l2_distance(B, z, x0)
+def keep_closer(B: Backend, z: Any, x0: Any, mis: Any, best: Any, best_d: Any, dz: Any = None) -> Tuple[Any, Any]:
+    """``(best, best_d)`` with ``z`` where it is misclassified (``mis``) and closer to ``x0``.
+
+    ``dz``: ``||z - x0||`` when the caller has it already (else computed here).
+    """
+    dz = l2_distance(B, z, x0) if dz is None else dz
     better = B.logical_and(mis, dz < best_d)
     return where_rows(B, better, z, best), B.where(better, dz, best_d)
 

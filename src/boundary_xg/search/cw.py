@@ -18,9 +18,10 @@ The first constant is derived per example from the margin and its gradient at
 the reference's tenfold growth from 1e-3; an example leaves the binary search
 once its bracket is tight or a step no longer improves its distance, and within
 a step once its run aborts early. Every binary-search step of every example is a
-job of a row pool refilled with waiting jobs as rows finish (passes are rows
-actually run; each row has its own Adam clock). A warm start (``init``, PGD's
-points) gives the distance to beat.
+job of the shared row pool (:func:`~boundary_xg.search.base.run_attack`, through
+the job hooks of :class:`CWRun`), refilled with waiting jobs as rows finish
+(passes are rows actually run; each row has its own Adam clock). The earlier
+attacks' best point (``prior``, e.g. PGD's) gives the distance to beat.
 
 All state (constants, bounds of the search, Adam moments, best points) lives on
 the device, in float32 for a float16 or bfloat16 model, and is updated with

@@ -16,7 +16,7 @@ The competing classes are the ``candidates`` largest logits other than the
 label's at ``x`` (fixed per example, as foolbox's ``candidates``); each costs one
 forward+backward row per step (the rows of all classes run as one batch). The
 target is raised by ``overshoot`` (relative) so the point lands just past the
-linearised boundary; the pipeline's refinement (a bisection along ``x ->
+linearised boundary; the pipeline's refinement (along ``x ->
 point``) then pulls every candidate back to the boundary, so no fixed overshoot
 stays in the result. Each evaluated point that is misclassified and closer than
 the row's best is kept; a row is done once it has a point and its next
@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Tuple
 from ..backends import Backend
 from ..errors import InputError
 from ._box import halfspace_projection, top_other_classes
-from ._ops import clip_to, l2_distance, misclassified, model_logits, per_sample_norm, where_rows
+from ._ops import clip_to, forward_logits, l2_distance, misclassified, model_logits, per_sample_norm, where_rows
 from .base import FAR, SearchContext, check_int, check_real, finish_last_iterate, keep_closer
 
 
@@ -91,7 +91,7 @@ class DeepFool:
         """Rows start at ``x``; the competing classes come from one forward pass at ``x``."""
         B = ctx.B
         k = self.classes(ctx.num_classes)
-        logits = model_logits(B, ctx.f, x, ctx.proto)
+        logits = forward_logits(B, ctx.f, x, ctx.proto)
         ctx.cost.forwards += B.shape(x)[0]
         onehot = B.one_hot(labels, ctx.num_classes, like=x)
         cls = top_other_classes(B, logits, onehot, k)

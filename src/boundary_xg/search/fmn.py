@@ -22,7 +22,7 @@ coordinates sit on a bound (black pixels of digits): measured, it finds no point
 for 52-81 % of the digits; box-aware, 100 %.
 
 Every evaluated point that is misclassified and closer than the row's best is
-kept. The pipeline's refinement then bisects along ``x -> best``.
+kept. The pipeline's refinement then pulls ``best`` back along ``x -> best``.
 """
 
 from __future__ import annotations
@@ -112,15 +112,15 @@ class FMN:
 
         m, logits, g = B.value_aux_and_grad(fn, z)
         mis = misclassified(B, logits, y)
-        best, best_d = keep_closer(B, z, x0, mis, state["best"], state["best_d"])
+        delta = z - x0
+        dn = per_sample_norm(B, delta, "l2")
+        best, best_d = keep_closer(B, z, x0, mis, state["best"], state["best_d"], dn)
         found = best_d < FAR
         c = state["cos"]  # cos(pi t / steps) of each row's own step t
         a0, a1 = self.alpha
         g0, g1 = self.gamma
         alpha = (c + 1.0) * (0.5 * (a0 - a1)) + a1
         gamma = (c + 1.0) * (0.5 * (g0 - g1)) + g1
-        delta = z - x0
-        dn = per_sample_norm(B, delta, "l2")
         gf = free_gradient(B, g, z, lo, hi)
         gn = B.maximum(per_sample_norm(B, gf, "l2"), B.zeros_like(dn) + _TINY)
         estimate = dn + B.maximum(m, B.zeros_like(m)) / gn
@@ -136,8 +136,8 @@ class FMN:
                     cos=c * ct - state["sin"] * st, sin=state["sin"] * ct + c * st)
 
     def done(self, ctx: SearchContext, state: Dict[str, Any]) -> Any:
-        """FMN runs all its steps (its budget keeps shrinking until the last)."""
-        return ctx.B.not_equal(state["y"], state["y"])
+        """None: FMN runs all its steps (its budget keeps shrinking until the last), no flags to read."""
+        return None
 
     def finish(self, ctx: SearchContext, state: Dict[str, Any]) -> Tuple[Any, Any]:
         """The best point, after one forward pass at the last (not yet evaluated) iterate."""

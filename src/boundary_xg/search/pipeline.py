@@ -3,8 +3,8 @@
 A *boundary point* of ``x`` (label ``y``) is a nearby point the model does not
 classify as ``y``. The pipeline runs its attacks in order (by default box-aware
 DeepFool, then box-aware FMN; the ``"reference"`` preset: PGD over the
-reference's radii, then Carlini-Wagner), refines every attack's points by a
-bisection along ``x -> point`` and for each example keeps the candidate that is
+reference's radii, then Carlini-Wagner), refines every attack's points along
+``x -> point`` (:mod:`~boundary_xg.search.refine`) and for each example keeps the candidate that is
 misclassified and closest to ``x`` in L2 (input space). Examples that
 no attack could move across the boundary are reported (``found`` False, distance
 ``inf``, the point left at ``x``, and a warning with their count), never silently
@@ -26,7 +26,7 @@ from .. import _entry
 from ..backends import Backend
 from ..errors import InputError
 from ..ops import default_batch_size, predict
-from ._ops import NORMS, Cost, l2_distance, misclassified, put_rows, where_rows, widened
+from ._ops import NORMS, Cost, l2_distance, margin, misclassified, put_rows, where_rows, widened
 from .base import FAR, SearchContext, is_attack, run_attack
 from .presets import PRESETS
 from .refine import DEFAULT_REFINE_STEPS
@@ -72,13 +72,14 @@ def check_attacks(attacks: Any, refine: Optional[int] = None) -> Tuple[List[Any]
 
     ``attacks`` is None (the ``"default"`` preset), a preset name (``"default"``,
     ``"reference"``), one attack or a list of attacks (objects implementing
-    :class:`~boundary_xg.search.base.Attack`). ``refine`` is the number of
-    bisection steps of the refinement (None: the preset's, and
+    :class:`~boundary_xg.search.base.Attack`). ``refine`` is the precision of
+    the refinement in bits (None: the preset's, and
     :data:`~boundary_xg.search.refine.DEFAULT_REFINE_STEPS` for a list).
     """
     if refine is not None and (isinstance(refine, bool) or not isinstance(refine, numbers.Integral)
                                or refine < 0):
-        raise InputError(f"refine={refine!r}: expected an integer >= 0 (bisection steps) or None.")
+        raise InputError(f"refine={refine!r}: expected an integer >= 0 (refinement precision in bits, "
+                         "0: none) or None.")
     steps = DEFAULT_REFINE_STEPS
     if attacks is None:
         attacks = "default"
@@ -191,8 +192,8 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     rows (None: all of them) whose finished rows are refilled with waiting work
     (:func:`~boundary_xg.search.base.run_attack`, the one runner of every attack),
     so model calls stay full while work remains; the loops run over steps,
-    never over examples. Each attack's points are refined (``refine``
-    bisection steps along ``x -> point``) and the closest misclassified point
+    never over examples. Each attack's points are refined along ``x -> point``
+    (to ``2**-refine`` of their distance) and the closest misclassified point
     per example is kept.
     """
     # the search is not differentiable: an input that records gradients (a torch
@@ -207,7 +208,8 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     bar = _progress_bar(progress, sum(_jobs(a) for a in attacks) * n)
     tick = (lambda k: bar.update(k)) if bar is not None else (lambda k: None)
     try:
-        already = misclassified(B, predict(B, f, x, bs), labels)
+        logits_x = predict(B, f, x, bs)
+        already = misclassified(B, logits_x, labels)
         cost.forwards += n
         already_np = B.to_numpy(already).astype(bool)
         already_count = int(already_np.sum())
@@ -221,12 +223,15 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
             # the attacks compute in float32 for a 16-bit model; the model sees its own dtype
             proto, xw, lo_w, hi_w = widened(B, xs, lo, hi)
             ctx = SearchContext(B, f, lo_w, hi_w, proto, num_classes, rng, cost, bs, tick)
+            # the margins at x, for the refinement's first secant (the logits are already here)
+            lx = logits_x if todo.size == n else B.gather(logits_x, it)
+            m0 = margin(B, B.cast(lx, xw), B.one_hot(ys, num_classes, like=xw))
             sub, sub_d = xw, B.zeros_like(B.sum(xw, axis=tuple(range(1, nd)))) + FAR
             raw = None  # the unrefined point behind each kept one
             for attack in attacks:
                 cand, cand_d = run_attack(ctx, attack, xw, ys, sub, sub_d)
                 ok = cand_d < FAR
-                refined = refine_points(ctx, xw, cand, ys, refine)
+                refined = refine_points(ctx, xw, cand, ys, refine, found=ok, margins=m0)
                 d = B.where(ok, l2_distance(B, refined, xw), B.zeros_like(sub_d) + FAR)
                 closer = d < sub_d
                 sub = where_rows(B, closer, refined, sub)
@@ -309,9 +314,12 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         progress: tqdm bar over batches and stages; None (default) shows it when
             stderr is a terminal, False never.
         backend: "torch" or "tensorflow" to override the detection.
-        refine: bisection steps (forward passes only) that pull every attack's
-            points back along ``x -> point`` to just past the boundary (None:
-            the preset's: 12, and 0 for ``"reference"``; 12 for a list).
+        refine: precision in bits of the refinement (forward passes only) that
+            pulls every attack's points back along ``x -> point`` to just past
+            the boundary, within ``2**-refine`` of their distance (None: the
+            preset's: 12, and 0 (none) for ``"reference"``; 12 for a list).
+            Rows leave as soon as they are that close: a few forward rows per
+            found candidate (see :mod:`boundary_xg.search.refine`).
 
     Returns:
         :class:`BoundaryResult` with ``points`` (caller's type, shaped like
