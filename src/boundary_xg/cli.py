@@ -137,6 +137,9 @@ def _check_out(path: str) -> None:
         if parent == existing:
             break
         existing = parent
+    if existing == target and not os.path.isdir(existing):
+        raise CLIError(f"--out {path!r} is a file, not a folder; pass a folder for the results "
+                       f"(made if missing), e.g. --out {os.path.splitext(path)[0]}_out.")
     if not os.path.isdir(existing):
         why = f"{existing!r} is not a folder"
     elif not os.access(existing, os.W_OK | os.X_OK):
@@ -197,6 +200,10 @@ def cmd_evaluate(args) -> int:
     from .runs import explain_dataset
     from .runs._lib import method_info
 
+    from . import cli_checks
+
+    _check_out(args.out)  # before any work, as explain and demo
+    cli_checks.check_model_spec(args.model, args.weights)
     methods = {method_info(m.strip())["short"]: {} for m in args.methods.split(",") if m.strip()}
     shared, bounds = {}, None
     for key, value in args.option:

@@ -82,19 +82,6 @@ def check_model_spec(spec: str, weights: Optional[str]) -> str:
     return fw
 
 
-def check_weights_fit(weights: Optional[str], fw: str) -> None:
-    """A Keras weights file for a torch model (or the reverse) is refused before it is read."""
-    if not weights:
-        return
-    keras_file = weights.lower().endswith(KERAS_WEIGHTS_EXT)
-    if fw == "torch" and keras_file:
-        raise CLIError(f"--weights {weights!r} is a Keras weights file but the model is a PyTorch "
-                       "module; pass a state dict saved with torch.save(model.state_dict(), FILE).")
-    if fw == "tensorflow" and not keras_file:
-        raise CLIError(f"--weights {weights!r} is not a Keras weights file but the model is a Keras "
-                       "model; pass weights saved with model.save_weights('model.weights.h5').")
-
-
 def check_images(paths: Sequence[str], size: Any, grayscale: bool, labels: Optional[Sequence[int]],
                  mean: Optional[Sequence[float]], std: Optional[Sequence[float]]) -> Tuple[bool, int]:
     """Check ``--images`` and the flags that depend on them, reading no pixels.

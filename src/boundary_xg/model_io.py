@@ -200,6 +200,13 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
     if weights:
         if not os.path.isfile(weights):
             raise CLIError(f"weights file {weights!r} not found.")
+        keras_file = weights.lower().endswith((".h5", ".hdf5"))
+        if fw == "torch" and keras_file:
+            raise CLIError(f"--weights {weights!r} is a Keras weights file but {spec!r} is a PyTorch "
+                           "module; pass a state dict saved with torch.save(model.state_dict(), FILE).")
+        if fw != "torch" and not keras_file:
+            raise CLIError(f"--weights {weights!r} is not a Keras weights file but {spec!r} is a Keras "
+                           "model; pass weights saved with model.save_weights('model.weights.h5').")
         if fw == "torch":
             torch = sys.modules["torch"]
             try:

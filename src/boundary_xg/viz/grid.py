@@ -122,7 +122,7 @@ def plot_grid(
     if row_titles is not None and len(row_titles) != n:
         raise InputError(f"row_titles has {len(row_titles)} entries for {n} examples.")
     ncols = 1 + len(cols)
-    key_inches = 0.55 if legend and cols else 0.0  # room for the colour key under the grid
+    key_inches = 0.65 if legend and cols else 0.0  # room for the colour key under the grid
     size = (cell_inches * ncols, cell_inches * n + 0.4 + key_inches)
     if fig is None:
         if output_file is not None:
@@ -157,7 +157,7 @@ def plot_grid(
         fig.tight_layout(rect=(0, key_inches / height, 1, 1))
         width = min(0.8, max(0.45, 3.6 / fig.get_figwidth()))
         draw_legend(fig, normalization_type, cmap,
-                    rect=[(1 - width) / 2, 0.3 * key_inches / height, width, 0.1 / height])
+                    rect=[(1 - width) / 2, 0.3 / height, width, 0.1 / height])
     else:
         fig.tight_layout()
     if output_file is not None:
