@@ -59,6 +59,9 @@ def check_model_spec(spec: str, weights: Optional[str]) -> str:
             raise CLIError(
                 f"--model {spec!r}: unsupported model file; pass a .keras file, a TorchScript "
                 "file (.pt) or module:callable.")
+        if not installed(fw):
+            raise CLIError(f"{spec!r} is a {'Keras' if fw == 'tensorflow' else 'TorchScript'} model "
+                           f"but {fw} is not installed; install it with: {install_hint(fw)}")
         if weights:
             kind = "a .keras file" if fw == "tensorflow" else "a TorchScript file"
             raise CLIError(f"--weights goes with --model module:callable; {kind} holds its own "

@@ -22,6 +22,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .backends import import_frameworks
+from .backends import native_stderr_silenced as _native_stderr_silenced
 
 TORCHSCRIPT_EXT = (".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -35,25 +36,6 @@ QUIET_IMPORTS = False
 
 class CLIError(Exception):
     """A user-facing error of the command line: one line, with the fix."""
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the block (Python exceptions still propagate)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. some notebook kernels)
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def import_quietly(names: Sequence[str]) -> None:
