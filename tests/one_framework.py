@@ -49,12 +49,13 @@ def site_without(framework: str, folder: Path) -> Path:
 
 
 def run_without(framework: str, args: List[str], tmp_path: Path, timeout: int = 300,
-                env: Dict[str, str] = None) -> subprocess.CompletedProcess:
-    """Run ``python -m boundary_xg *args`` with ``framework`` not installed."""
+                env: Dict[str, str] = None, module: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m boundary_xg *args`` (``python *args`` with ``module=False``) with
+    ``framework`` not installed, in ``tmp_path``."""
     site_dir = site_without(framework, tmp_path / f"site_without_{framework}")
     full_env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
                     MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join([str(site_dir), SRC]))
     full_env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # what a user's shell has: the package must quiet TF itself
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-S", "-m", "boundary_xg", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=str(tmp_path))
+    cmd = [sys.executable, "-S"] + (["-m", "boundary_xg"] if module else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(tmp_path))

@@ -35,9 +35,10 @@ EXIT_ERROR = 1
 EXPLAIN_TIME_GUIDE = (
     "Time: a method costs about its passes per image (forward+backward): SM, IxG, XG, GradCAM 1; "
     "DeepLIFT 2; IG --option steps (50); SG and EG --option num_samples (50); BSM/BIG/BSG/BDT "
-    "(the default BIG) the boundary search, at most ~100 passes, plus their base method's. "
-    "On a 2-core CPU one pass of resnet18 at 224 px takes ~0.05 s per image, so BIG takes "
-    "~8 s per image there (the 8x8 digits: milliseconds). A progress bar shows on a terminal."
+    "the boundary search (at most ~100 passes) plus their base method's, so the default BIG "
+    "about 150. Measured: resnet18 at 224 px, BIG on one image took 35 s of CPU time on one "
+    "core (113 s wall on a loaded, shared 2-core machine); the 8x8 digits take milliseconds. "
+    "On a terminal a progress bar shows the passes done and the time left."
 )
 
 
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or a preset: default, reference), eps=0.5 (PGD's radius), refine=12; "
                         "EG: background=bg.npy; IG: baseline=0.5 or baseline=b.npy")
     e.add_argument("--blur", type=float, default=0.0, help="heatmap Gaussian blur sigma in pixels")
+    e.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per op (default: OMP_NUM_THREADS if set, else the cores not busy "
+                        "by the load average, at least 1: threads waiting for busy cores made "
+                        "boundary methods 2-16x slower on a loaded machine)")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     add_evaluate_parser(sub)
@@ -316,6 +321,7 @@ def cmd_explain(args) -> int:
     # API's input checks on one example, then the predictions and the method
     spec = lookup(args.method)  # a bad name fails before a framework is imported
     options = checks.method_options(spec, args.option, args.layer)
+    checks.set_cpu_threads(checks.cpu_threads(args.threads))
     _check_out(args.out)
     known_fw = checks.check_model_spec(args.model, args.weights)
     from_files, _ = checks.check_images(args.images, args.size, args.grayscale, args.labels,
