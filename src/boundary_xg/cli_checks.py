@@ -69,6 +69,17 @@ def check_model_spec(spec: str, weights: Optional[str]) -> str:
     elif ":" not in spec or low.endswith((".keras",) + TORCHSCRIPT_EXT):
         raise CLIError(f"--model {spec!r}: file not found; pass a .keras file, a TorchScript file "
                        "or module:callable (e.g. mypkg.models:build).")
+    else:
+        mod_name = spec.partition(":")[0]
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as load_model: the current folder is importable
+        try:
+            found = bool(mod_name) and importlib.util.find_spec(mod_name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise CLIError(f"--model {spec!r}: could not import module {mod_name!r} (not found); check "
+                           "the name and that it is in the current folder or installed.")
     if weights:
         if os.path.isdir(weights):
             raise CLIError(f"--weights {weights!r} is a folder; pass the weights file "
