@@ -18,6 +18,7 @@ framework is not installed.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import List, NamedTuple
 
@@ -68,9 +69,7 @@ ALL = [b for p in DOCS for b in blocks(p)]
 
 
 def _params():
-    for b in ALL:
-        marks = [pytest.mark.slow] if b.mark == "slow" else []
-        yield pytest.param(b, id=b.name, marks=marks)
+    return [pytest.param(b, id=b.name, marks=[pytest.mark.slow] if b.mark == "slow" else []) for b in ALL]
 
 
 def test_blocks_are_found_and_every_skip_says_why():
@@ -98,6 +97,15 @@ def test_block_runs_as_written(block: Block, tmp_path, monkeypatch):
         monkeypatch.setenv(var, "1")
     namespace = {"__name__": "__main__"}
     try:
-        exec(compile(code, block.name, "exec"), namespace)
+        # a block's warnings are part of what it shows (a softmax switched off, a digit the
+        # model gets wrong); each must come once, attributed to the block's own line
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            exec(compile(code, block.name, "exec"), namespace)
     finally:
         plt.close("all")
+    ours = [(w.lineno, str(w.message)) for w in got if w.filename == block.name]
+    assert len(ours) == len(set(ours)), f"a warning repeated within one call (one line): {ours}"
+    stray = [f"{w.filename}:{w.lineno}: {w.message}" for w in got
+             if w.filename != block.name and "boundary_xg" in w.filename]
+    assert not stray, f"warnings attributed to boundary_xg's own lines: {stray}"
