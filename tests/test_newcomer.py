@@ -336,3 +336,53 @@ def test_progress_bar_for_many_passes_only_on_a_terminal(capsys, monkeypatch):
         bxg.attribute(model, x[:4], y[:4], method=method, batch_size=16, **opts)
         err = capsys.readouterr().err
         assert "/256" in err and "pass" in err, (method, err)
+
+
+# --- point 2: attribution priors with NumPy batches -------------------------------------------------
+@pytest.mark.parametrize("backend_name", [
+    pytest.param("torch", marks=needs_torch), pytest.param("tensorflow", marks=needs_tf)])
+def test_training_with_a_prior_from_numpy_batches(backend_name):
+    """docs/xdnn.md's example with NumPy batches: the attributions come back as a tensor with its
+    graph, so the prior's gradient reaches the weights; a NumPy array given to a prior is named."""
+    from boundary_xg import xdnn
+    from boundary_xg.demo_models import load_digit_model, load_digit_test_set
+
+    model = load_digit_model(backend_name, "x")
+    x, y = load_digit_test_set("NCHW" if backend_name == "torch" else "NHWC")
+    xb, yb = x[:8], y[:8]
+    if backend_name == "torch":
+        attr = xdnn.xgradient_for_training(model, xb, yb)
+        assert not isinstance(attr, np.ndarray) and attr.requires_grad
+        xdnn.gini_prior(attr).backward()
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            attr = xdnn.xgradient_for_training(model, xb, yb)
+            loss = xdnn.gini_prior(attr)
+        grads = tape.gradient(loss, model.trainable_variables)
+        assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+    with pytest.raises(bxg.InputError, match="attr is a numpy.ndarray"):
+        xdnn.gini_prior(np.zeros((2, 1, 4, 4)))
+    with pytest.raises(bxg.InputError, match="attr is a numpy.ndarray"):
+        xdnn.total_variation(np.zeros((2, 1, 4, 4)))
+
+
+# --- point 8: TensorFlow's start-up log in plain library use ------------------------------------------
+@needs_tf
+def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
+    import subprocess
+    import sys
+
+    from one_framework import SRC
+
+    code = "from boundary_xg.demo_models import load_digit_model; load_digit_model('tensorflow')"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the user asked for TensorFlow's log: it is not hidden
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "I0000" in r.stderr, r.stderr
