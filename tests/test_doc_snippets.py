@@ -109,3 +109,20 @@ def test_block_runs_as_written(block: Block, tmp_path, monkeypatch):
     stray = [f"{w.filename}:{w.lineno}: {w.message}" for w in got
              if w.filename != block.name and "boundary_xg" in w.filename]
     assert not stray, f"warnings attributed to boundary_xg's own lines: {stray}"
+
+
+def test_relative_links_point_inside_the_repository():
+    """A clone has every page the docs link to: README's design link is docs/architecture.md,
+    not a file outside the repository."""
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    missing = []
+    for path in DOCS + [ROOT / "docs" / "architecture.md"]:
+        for target in link.findall(path.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z]+://", target):
+                continue
+            resolved = (path.parent / target).resolve()
+            if ROOT not in resolved.parents or not resolved.exists():
+                missing.append(f"{path.relative_to(ROOT)} -> {target}")
+    assert not missing, missing
+    assert "(docs/architecture.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "shared/DESIGN.md" not in (ROOT / "README.md").read_text(encoding="utf-8")
