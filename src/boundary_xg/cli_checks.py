@@ -129,7 +129,7 @@ def check_images(paths: Sequence[str], size: Any, grayscale: bool, labels: Optio
         except Exception as err:
             raise CLIError(f"--images {npy[0]!r} is not a NumPy array file ({_first(err)}); save it "
                            "with np.save (numbers, no objects).") from err
-        n = shape[0] if len(shape) == 4 else 1
+        n = 1 if len(shape) == 3 else (shape[0] if shape else 1)  # one example without its batch axis: 1
         from_files = False
     else:
         bad = [p for p in paths if not p.lower().endswith(IMAGE_EXT)]
