@@ -29,7 +29,10 @@ def outputs_text(nb) -> str:
         for out in cell.get("outputs", []):
             assert out.output_type != "error", f"{out.get('ename')}: {out.get('evalue')}"
             text.append(out.get("text", ""))
-    return "\n".join(text)
+    joined = "\n".join(text)
+    for log in ("I0000", "oneDNN", "cpu_feature_guard", "absl::InitializeLog"):  # TensorFlow's start-up log
+        assert log not in joined, f"TensorFlow's start-up log reached the notebook ({log})"
+    return joined
 
 
 def images(nb) -> int:
@@ -40,7 +43,8 @@ def run_notebook(name: str, monkeypatch) -> str:
     # the kernel inherits this environment: one thread per op suits the tiny models
     for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         monkeypatch.setenv(var, "1")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    # as in a user's shell: boundary_xg must keep TensorFlow's start-up log out of the notebook
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.delenv("BXG_ONLINE", raising=False)
     nb = nbformat.read(str(ROOT / name), as_version=4)

@@ -22,8 +22,8 @@ This module sits below the entry points and above the algorithms: it imports
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
-import warnings
 import weakref
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -33,6 +33,7 @@ from .backends import Backend, backend_for
 from .backends import _ALIASES, _BACKENDS, _installed
 from .backends import _framework_of_class as _framework_of
 from .errors import InputError, LabelError
+from .errors import one_call, warn
 from .ops import predict
 
 __all__ = [
@@ -105,8 +106,10 @@ def entry(B: Backend, model: Any) -> Iterator[None]:
     them; two threads doing that at once on one model would save each other's
     state. Under the lock concurrent calls run one after the other and give the
     serial results. The lock is re-entrant: an entry point may call another.
+    Warnings given through :func:`boundary_xg.errors.warn` inside it are given
+    once per (outermost) call.
     """
-    with model_lock(model), B.entry_context():
+    with one_call(), model_lock(model), B.entry_context():
         yield
 
 
@@ -167,7 +170,8 @@ def layout_hint(B: Backend, shape: Tuple[int, ...]) -> str:
     """A sentence on the likely layout mistake for an input of ``shape``, or ""."""
     if len(shape) == 4:
         if B.image_layout == "NCHW" and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
-            return " x looks channels-last (NHWC); PyTorch models take NCHW: x.permute(0, 3, 1, 2)."
+            return (" x looks channels-last (NHWC); PyTorch models take NCHW: "
+                    "np.transpose(x, (0, 3, 1, 2)) (x.permute(0, 3, 1, 2) for a tensor).")
         if B.image_layout == "NHWC" and shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
             return " x looks channels-first (NCHW); Keras models take NHWC: np.transpose(x, (0, 2, 3, 1))."
     if len(shape) == 3:
@@ -306,12 +310,11 @@ def _probe_once(B: Backend, model: Any, f: Any, x: Any) -> int:
         )
     row = B.to_numpy(out)[0].astype(np.float64)
     if oshape[1] > 1 and np.all(row >= 0) and np.all(row <= 1) and abs(row.sum() - 1) < 1e-4:
-        warnings.warn(
+        warn(
             "the model's outputs look like probabilities (non-negative, summing to 1) and no "
             "final softmax layer could be separated; they are explained as given. For logits, "
             "pass the model without its softmax.",
-            ProbabilityOutputWarning,
-            stacklevel=5,
+            ProbabilityOutputWarning
         )
     return int(oshape[1])
 
@@ -324,15 +327,51 @@ def _dtype_label(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _error_line(err: Exception) -> str:
+    """The line of ``err``'s message that says what went wrong.
+
+    Usually the first line; a TorchScript model's error starts with "The
+    following operation failed in the TorchScript interpreter." and ends with the
+    real one ("RuntimeError: Given groups=1, weight of size ..."), which is taken.
+    """
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    if "TorchScript interpreter" in lines[0]:
+        for ln in reversed(lines):
+            m = re.match(r"^[A-Za-z_.]*(Error|Exception): (.+)$", ln)
+            if m:
+                return m.group(2)
+    return lines[0]
+
+
+#: "expected input[1, 1, 8, 8] to have 3 channels, but got 1 channels" (torch's convolutions),
+#: "expected axis -1 of input shape to have value 3" (Keras' input checks)
+_CHANNELS_TORCH = re.compile(r"expected input\[[0-9, ]+\] to have (\d+) channels, but got (\d+) channels")
+_CHANNELS_KERAS = re.compile(r"expected axis -?\d+ of input shape to have value (\d+)")
+
+
+def channel_mismatch(B: Backend, x_shape: Tuple[int, ...], message: str) -> Optional[Tuple[int, int]]:
+    """``(channels the model takes, channels x has)`` when ``message`` says they differ, else None."""
+    m = _CHANNELS_TORCH.search(message)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    m = _CHANNELS_KERAS.search(message)
+    if m and len(x_shape) == 4:
+        have = x_shape[1] if B.image_layout == "NCHW" else x_shape[-1]
+        return int(m.group(1)), int(have)
+    return None
+
+
 def _explain_first_forward(B: Backend, model: Any, x: Any, err: Exception) -> None:
     """Raise :class:`InputError` (from ``err``) where the first forward failed because of ``x``.
 
     Only where ``x`` is the likely cause: a dtype other than the model's, or a
-    shape or layout the model cannot take. Anything else is the model's own error
-    and is left to propagate unchanged (its type intact).
+    shape, layout or number of channels the model cannot take. Anything else is
+    the model's own error and is left to propagate unchanged (its type intact).
     """
     shape = B.shape(x)
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = _error_line(err)
     have, want = B.dtype_name(x), _dtype_label(B.model_dtype(model))
     if have != want:
         raise InputError(
@@ -340,7 +379,15 @@ def _explain_first_forward(B: Backend, model: Any, x: Any, err: Exception) -> No
             f"Cast x to {want} (NumPy input is converted to the model's dtype)."
         ) from err
     hint = layout_hint(B, shape)
-    if hint or _looks_like_shape_error(err, first):
+    channels = channel_mismatch(B, shape, first)
+    if channels is not None and not hint:
+        axis = 1 if B.image_layout == "NCHW" else -1
+        raise InputError(
+            f"x of shape {shape} has {channels[1]} channel(s) on axis {axis} but the model takes "
+            f"{channels[0]} ({type(err).__name__}: {first}). Pass images with {channels[0]} "
+            f"channel(s), batch-first in the model's layout ({B.image_layout})."
+        ) from err
+    if hint or channels is not None or _looks_like_shape_error(err, first):
         raise InputError(
             f"x of shape {shape} does not fit the model ({type(err).__name__}: {first}). "
             f"x must be batch-first in the model's layout ({B.image_layout} for images).{hint}"

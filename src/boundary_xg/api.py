@@ -35,6 +35,7 @@ from ._entry import (
 )
 from .backends import _ALIASES, _installed, get_backend
 from .backends import import_frameworks as _import_frameworks
+from .backends import native_stderr_silenced  # noqa: F401  (re-exported for the command line)
 from .errors import InputError
 from .methods.registry import COMMON_OPTIONS, METHODS, MethodSpec, check_options, lookup
 from .ops import default_batch_size, with_objective

@@ -32,6 +32,16 @@ from typing import List, Optional, Sequence
 
 EXIT_ERROR = 1
 
+#: ``explain --help``'s description: what a method costs, so a long run is expected
+EXPLAIN_TIME_GUIDE = (
+    "Time: a method costs about its passes per image (forward+backward): SM, IxG, XG, GradCAM 1; "
+    "DeepLIFT 2; IG --option steps (50); SG and EG --option num_samples (50); BSM/BIG/BSG/BDT "
+    "the boundary search (at most ~100 passes) plus their base method's, so the default BIG "
+    "about 150. Measured: resnet18 at 224 px, BIG on one image took 35 s of CPU time on one "
+    "core (113 s wall on a loaded, shared 2-core machine); the 8x8 digits take milliseconds. "
+    "On a terminal a progress bar shows the passes done and the time left."
+)
+
 
 def _size(text: str):
     parts = text.replace("x", ",").split(",")
@@ -57,10 +67,6 @@ def _option(text: str):
     return key, parsed
 
 
-#: method options that take arrays; ``explain`` reads them from ``.npy`` files
-ARRAY_OPTIONS = ("background", "references", "boundary_points", "baseline")
-
-
 def method_help() -> str:
     """``--method``'s help: every registered method's short name, from the registry."""
     from .api import method_names
@@ -80,12 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="explain embedded test digits with every method; write a page")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    d.add_argument("--backend", default="torch", choices=["torch", "tensorflow"],
-                   help="framework to run on (default: torch)")
+    d.add_argument("--backend", default=None, choices=["torch", "tensorflow"],
+                   help="framework to run on (default: torch when installed, else tensorflow)")
     d.add_argument("-n", "--examples", type=int, default=6, help="number of digits (default 6)")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    e = sub.add_parser("explain", help="explain your own model on your images")
+    e = sub.add_parser("explain", help="explain your own model on your images",
+                       description=EXPLAIN_TIME_GUIDE)
     e.add_argument("--model", required=True,
                    help="a .keras file, a TorchScript file, or module:callable returning a model")
     e.add_argument("--weights", help="with module:callable: a torch state dict or Keras weights file")
@@ -103,11 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=_size, help="resize image files to H,W (or H for square)")
     e.add_argument("--grayscale", action="store_true", help="read image files as one channel")
     e.add_argument("--option", action="append", type=_option, default=[], metavar="NAME=VALUE",
-                   help="a method option, e.g. --option steps=64 (repeatable)")
+                   help="a method option, e.g. --option steps=64 (repeatable). Boundary search: "
+                        "bounds=[lo,hi], attacks=PGD,CW or 'attacks=PGD(eps=[0.5,1],steps=20),CW' "
+                        "(or a preset: default, reference), eps=0.5 (PGD's radius), refine=12; "
+                        "EG: background=bg.npy; IG: baseline=0.5 or baseline=b.npy")
     e.add_argument("--blur", type=float, default=0.0, help="heatmap Gaussian blur sigma in pixels")
     e.add_argument("--metrics", metavar="NAMES",
                    help="comma-separated evaluation metrics of boundary_xg.metrics, e.g. diffid,insertion,deletion "
                         "(printed per image, written to metrics.json and index.html)")
+    e.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per op (default: OMP_NUM_THREADS if set, else the cores not busy "
+                        "by the load average, at least 1: threads waiting for busy cores made "
+                        "boundary methods 2-16x slower on a loaded machine)")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     add_evaluate_parser(sub)
@@ -132,6 +146,9 @@ def _check_out(path: str) -> None:
         if parent == existing:
             break
         existing = parent
+    if existing == target and not os.path.isdir(existing):
+        raise CLIError(f"--out {path!r} is a file, not a folder; pass a folder for the results "
+                       f"(made if missing), e.g. --out {os.path.splitext(path)[0]}_out.")
     if not os.path.isdir(existing):
         why = f"{existing!r} is not a folder"
     elif not os.access(existing, os.W_OK | os.X_OK):
@@ -140,11 +157,6 @@ def _check_out(path: str) -> None:
         return
     raise CLIError(f"--out {path!r} cannot be written ({why}); pass a folder you can write to "
                    "with --out DIR.")
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """One line per warning, without Python's source line (the CLI's users did not write it)."""
-    print(f"boundary-xg: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def add_evaluate_parser(sub) -> None:
@@ -197,6 +209,10 @@ def cmd_evaluate(args) -> int:
     from .api import method_info
     from .runs import explain_dataset
 
+    from . import cli_checks
+
+    _check_out(args.out)  # before any work, as explain and demo
+    cli_checks.check_model_spec(args.model, args.weights)
     methods = {method_info(m.strip()).short: {} for m in args.methods.split(",") if m.strip()}
     shared, bounds = {}, None
     for key, value in args.option:
@@ -276,7 +292,10 @@ def _torch_device(device: str) -> str:
 
 def cmd_demo(args) -> int:
     """``boundary-xg demo``."""
+    from . import cli_checks
+
     _check_out(args.out)
+    backend = cli_checks.demo_backend(args.backend)  # one framework is enough: the installed one
     from .demo import format_table, run_demo
 
     # the demo's models are tiny: one thread per op beats several threads that
@@ -286,8 +305,8 @@ def cmd_demo(args) -> int:
         os.environ.setdefault(var, "1")
     from .model_io import import_quietly
 
-    import_quietly([args.backend])
-    summary = run_demo(args.out, backend=args.backend, n=args.examples)
+    import_quietly([backend])
+    summary = run_demo(args.out, backend=backend, n=args.examples)
     print(format_table(summary))
     return 0
 
@@ -297,28 +316,31 @@ def cmd_explain(args) -> int:
     import numpy as np
 
     from .api import attribute, method_info
-    from .model_io import CLIError, load_images, load_model, pixel_bounds
+    from . import cli_checks as checks
+    from .model_io import import_quietly, load_images, load_model, pixel_bounds
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
+    # everything that needs no model first (names, option values, files), then the
+    # API's input checks on one example, then the predictions and the method
     spec = method_info(args.method)  # a bad name fails before a framework is imported
     metric_funcs = _metric_funcs(args.metrics)
+    options = checks.method_options(spec, args.option, args.layer)
+    checks.set_cpu_threads(checks.cpu_threads(args.threads))
     _check_out(args.out)
+    known_fw = checks.check_model_spec(args.model, args.weights)
+    from_files, _ = checks.check_images(args.images, args.size, args.grayscale, args.labels,
+                                        args.mean, args.std)
+    if known_fw:
+        import_quietly([known_fw])
     model, fw = load_model(args.model, args.weights)
     x, shown, names = load_images(args.images, fw, args.size, args.grayscale, args.mean, args.std)
-    from_files = not (len(args.images) == 1 and args.images[0].lower().endswith(".npy"))
+    checks.check_inputs(model, x, fw, args, from_files)
+    checks.bounds_for_layout(options, fw)
+    checks.check_bounds(model, x, options)
     preds = predicted_labels(model, x)
     labels = preds if args.labels is None else np.asarray(args.labels, dtype=np.int64)
     if args.labels is not None and len(labels) == 1 and len(x) > 1:
         labels = np.full(len(x), labels[0], dtype=np.int64)
-    options = dict(args.option)
-    if args.layer is not None:
-        options["layer"] = args.layer
-    for key in ARRAY_OPTIONS:  # arrays come from .npy files: --option background=bg.npy
-        value = options.get(key)
-        if isinstance(value, str) and value.lower().endswith(".npy"):
-            if not os.path.exists(value):
-                raise CLIError(f"--option {key}={value}: file not found.")
-            options[key] = np.load(value, allow_pickle=False)
     boundary = is_boundary_method(spec)
     if boundary:
         options["return_dis"] = True
@@ -521,7 +543,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handlers = {"demo": cmd_demo, "explain": cmd_explain, "backends": cmd_backends, "evaluate": cmd_evaluate}
     with warnings.catch_warnings():
         if not args.debug:
-            warnings.showwarning = _show_warning
+            from .cli_checks import WarningPrinter
+
+            warnings.showwarning = WarningPrinter()  # one line each, once per run
         return _run(handlers[args.command], args)
 
 
@@ -540,8 +564,10 @@ def _run(handler, args) -> int:
     except ImportError as err:
         if args.debug:
             raise
+        from .model_io import install_hint
+
         print(f"boundary-xg: error: {_one_line(err)}; install the missing package "
-              "(pip install 'boundary_xg[all]').", file=sys.stderr)
+              f"({install_hint(getattr(err, 'name', None))}).", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("boundary-xg: interrupted", file=sys.stderr)

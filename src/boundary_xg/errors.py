@@ -9,6 +9,13 @@ keep working.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
+import sys
+import warnings
+from typing import Iterator, Optional
+
 
 class BoundaryXGError(Exception):
     """Base class of every error raised by boundary_xg."""
@@ -32,3 +39,55 @@ class UnsupportedModelError(BoundaryXGError, TypeError):
 
 class BackendNotAvailableError(BoundaryXGError, ImportError):
     """The framework a model or an explicit ``backend=`` needs is not installed."""
+
+
+# --- warnings: once per call, attributed to the caller's line ------------------------------
+#: files whose frames are skipped when a warning is attributed to a line: this package's own
+#: and contextlib's (a session entered with ``with`` runs inside contextlib)
+_INTERNAL = (os.path.dirname(os.path.abspath(__file__)) + os.sep, contextlib.__file__)
+
+#: the warnings already given during the current outermost call (None: outside any call)
+_GIVEN: "contextvars.ContextVar[Optional[set]]" = contextvars.ContextVar("boundary_xg_warned", default=None)
+
+
+def _internal(filename: str) -> bool:
+    return filename.startswith(_INTERNAL[0]) or filename == _INTERNAL[1]
+
+
+def warn(message: str, category: type = UserWarning) -> None:
+    """Warn about what the caller passed, once per call, at the caller's own line.
+
+    The warning is attributed (``stacklevel``) to the first frame outside
+    boundary_xg, so Python shows the user's line, not ours, and the default
+    filter's once-per-location rule applies to the user's call site. Inside
+    :func:`one_call` (every entry point opens one) the same category and message
+    are given once, however many passes or sessions of the call meet the cause.
+    """
+    given = _GIVEN.get()
+    if given is not None:
+        key = (category, message)
+        if key in given:
+            return
+        given.add(key)
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and _internal(frame.f_code.co_filename):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+@contextlib.contextmanager
+def one_call() -> Iterator[None]:
+    """Scope of one public call: inside it :func:`warn` gives each warning once.
+
+    Nested scopes (an entry point calling another, ``compare`` calling
+    ``attribute`` per method) share the outermost one.
+    """
+    if _GIVEN.get() is not None:
+        yield
+        return
+    token = _GIVEN.set(set())
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)

@@ -22,6 +22,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .api import import_frameworks
+from .api import native_stderr_silenced as _native_stderr_silenced
 
 TORCHSCRIPT_EXT = (".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -35,25 +36,6 @@ QUIET_IMPORTS = False
 
 class CLIError(Exception):
     """A user-facing error of the command line: one line, with the fix."""
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the block (Python exceptions still propagate)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. some notebook kernels)
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def import_quietly(names: Sequence[str]) -> None:
@@ -71,6 +53,20 @@ def import_quietly(names: Sequence[str]) -> None:
                 # a process that will hold both gets it first
                 importlib.import_module("torchvision")
             import_frameworks(["tensorflow"])
+
+
+# --- the pip extra that provides a missing module -------------------------------------------
+_EXTRAS = {"torch": "torch", "torchvision": "torch", "tensorflow": "tensorflow", "keras": "tensorflow",
+           "matplotlib": "viz", "scipy": "viz", "PIL": "viz", "tqdm": "all"}
+
+
+def install_hint(module: Optional[str]) -> str:
+    """``pip install ...`` for the package that provides ``module`` (e.g. "torch" -> the [torch] extra)."""
+    root = (module or "").split(".")[0]
+    extra = _EXTRAS.get(root)
+    if extra is not None:
+        return f"pip install 'boundary_xg[{extra}]'"
+    return f"pip install {root}" if root else "pip install 'boundary_xg[all]'"
 
 
 def _need(framework: str) -> Any:
@@ -140,6 +136,9 @@ def load_model(spec: str, weights: Optional[str] = None) -> Tuple[Any, str]:
         )
     if ":" in spec and not os.path.exists(spec):
         return _from_callable(spec, weights)
+    if os.path.isdir(spec):
+        raise CLIError(f"--model {spec!r} is a folder; pass a model file (model.keras, a TorchScript "
+                       "model.pt) or module:callable.")
     raise CLIError(f"model file {spec!r} not found; pass a .keras file, a TorchScript file or module:callable.")
 
 
@@ -162,6 +161,11 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as err:
+        missing = getattr(err, "name", None)
+        if missing and missing != mod_name and not mod_name.startswith(missing + "."):
+            # the module was found; something it imports is missing
+            raise CLIError(f"module {mod_name!r} imports {missing!r}, which is not installed; "
+                           f"install it with: {install_hint(missing)}") from err
         raise CLIError(f"could not import module {mod_name!r} ({_reason(err)}); check the name and that it is on the path.") from err
     fn = mod
     for part in attr.split("."):
@@ -178,6 +182,13 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
     if weights:
         if not os.path.isfile(weights):
             raise CLIError(f"weights file {weights!r} not found.")
+        keras_file = weights.lower().endswith((".h5", ".hdf5"))
+        if fw == "torch" and keras_file:
+            raise CLIError(f"--weights {weights!r} is a Keras weights file but {spec!r} is a PyTorch "
+                           "module; pass a state dict saved with torch.save(model.state_dict(), FILE).")
+        if fw != "torch" and not keras_file:
+            raise CLIError(f"--weights {weights!r} is not a Keras weights file but {spec!r} is a Keras "
+                           "model; pass weights saved with model.save_weights('model.weights.h5').")
         if fw == "torch":
             torch = sys.modules["torch"]
             try:
@@ -198,8 +209,9 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
                 model.load_state_dict(state)
             except Exception as err:
                 raise CLIError(
-                    f"the state dict {weights!r} does not fit the model of {spec!r} ({_reason(err)}); "
-                    "check that the callable builds the same architecture."
+                    f"the state dict {weights!r} does not fit the model of {spec!r} "
+                    f"({_state_dict_mismatch(model, state) or _reason(err)}); check that the "
+                    "callable builds the same architecture."
                 ) from err
             model.eval()
         else:
@@ -210,15 +222,56 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
     return model, fw
 
 
+def _state_dict_mismatch(model: Any, state: Any) -> str:
+    """The keys that differ between ``model``'s state dict and ``state``, in one short line."""
+    if not isinstance(state, dict):
+        return f"it is a {type(state).__name__}, not a dict of tensors"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+
+    def some(keys: List[str]) -> str:
+        more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+        return ", ".join(keys[:4]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {some(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {some(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape: {some(shapes)}")
+    return "; ".join(parts)
+
+
 def _mentions_keras(mod_name: str) -> bool:
-    """Whether the module's source names TensorFlow or Keras (then it is imported first, quietly)."""
+    """Whether the module imports TensorFlow or Keras (then it is imported first, quietly).
+
+    Read from the module's import statements, not its text: a comment or a string
+    that says "keras" must not cost a PyTorch model TensorFlow's import (seconds).
+    A module that imports them only indirectly still works; its import is just not
+    silenced.
+    """
+    import ast
+
     try:
         origin = importlib.util.find_spec(mod_name).origin
         with open(origin, encoding="utf-8", errors="ignore") as fh:
-            text = fh.read(200_000)
-    except (ImportError, ValueError, AttributeError, TypeError, OSError):
+            tree = ast.parse(fh.read())
+    except (ImportError, ValueError, AttributeError, TypeError, OSError, SyntaxError):
         return False
-    return "tensorflow" in text or "keras" in text
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(n.split(".")[0] in ("tensorflow", "keras", "tf_keras") for n in names):
+            return True
+    return False
 
 
 def _is_model(obj: Any) -> bool:
@@ -283,11 +336,15 @@ def load_images(
     if not paths:
         raise CLIError("no images given; pass --images FILE.png ... or --images batch.npy.")
     for p in paths:
+        if os.path.isdir(p):
+            raise CLIError(f"{p!r} is a folder; pass its image files or one .npy batch.")
         if not os.path.isfile(p):
             raise CLIError(f"image file {p!r} not found.")
     channels_first = framework == "torch"
     if any(p.lower().endswith(".npy") for p in paths) and len(paths) > 1:
-        raise CLIError("pass either one .npy batch or image files, not several .npy files; stack them with np.stack.")
+        if all(p.lower().endswith(".npy") for p in paths):
+            raise CLIError("pass one .npy batch, not several .npy files; stack them with np.concatenate.")
+        raise CLIError("pass either one .npy batch or image files, not both.")
     if len(paths) == 1 and paths[0].lower().endswith(".npy"):
         if size is not None or grayscale:
             raise CLIError("--size and --grayscale apply to image files; a .npy batch is used as it is (in the model's layout).")

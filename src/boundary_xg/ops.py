@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
+from . import _progress
 from .backends import Backend
 
 #: rows (model inputs) per forward/backward when the user gives no batch_size
@@ -27,10 +28,24 @@ DEFAULT_BATCH_ROWS = 256
 CPU_CHUNK_ELEMENTS_LARGE = 2 ** 22
 
 
-def row_chunks(total: int, batch_size: int) -> Iterator[Tuple[int, int]]:
-    """Yield ``(start, stop)`` covering ``range(total)`` in pieces of ``batch_size``."""
-    for start in range(0, total, batch_size):
-        yield start, min(total, start + batch_size)
+def row_chunks(total: int, batch_size: int, progress: Optional[str] = None) -> Iterator[Tuple[int, int]]:
+    """Yield ``(start, stop)`` covering ``range(total)`` in pieces of ``batch_size``.
+
+    With ``progress`` (a description, e.g. ``"IG"``), each finished piece counts
+    ``stop - start`` rows on a progress bar, drawn on a terminal once the loop has
+    run a second (:mod:`boundary_xg._progress`); counting reads nothing back from
+    the device.
+    """
+    bar = _progress.bar(total, progress) if progress else None
+    try:
+        for start in range(0, total, batch_size):
+            stop = min(total, start + batch_size)
+            yield start, stop
+            if bar is not None:
+                bar.update(stop - start)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def resolve_batch_size(batch_size: Optional[int]) -> int:
@@ -241,7 +256,7 @@ def path_gradients(
     w = B.constant(weights, like=start)
     step = compiled_label_grad(B, f)
     acc = B.zeros_like(start)
-    for lo, hi in row_chunks(n * s, bs):
+    for lo, hi in row_chunks(n * s, bs, progress="path gradients"):
         rows = B.arange(lo, hi, like=start)
         ex, st = rows // s, rows % s
         pts = B.gather(start, ex) + expand_rows(B, B.gather(a, st), len(shape)) * B.gather(delta, ex)

@@ -10,10 +10,12 @@ framework has been imported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from ..errors import BackendNotAvailableError, UnsupportedModelError
 from ._protocol import Backend, as_written
@@ -52,9 +54,53 @@ def import_frameworks(names=("torch", "tensorflow")) -> None:
     for n in order:
         if not _installed(n):
             continue
-        if n == "tensorflow" and "tensorflow" not in sys.modules and "torch" in sys.modules:
-            _import_torch_lazy_parts()
+        if n == "tensorflow" and "tensorflow" not in sys.modules:
+            if "torch" in sys.modules:
+                _import_torch_lazy_parts()
+            with tensorflow_logs_quiet():
+                importlib.import_module(n)
+            continue
         importlib.import_module(n)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (Python exceptions still propagate)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. some notebook kernels)
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+@contextlib.contextmanager
+def tensorflow_logs_quiet() -> Iterator[None]:
+    """TensorFlow's start-up log lines silenced while boundary_xg imports it.
+
+    Importing TensorFlow prints C++ log lines ("oneDNN custom operations are on",
+    CPU feature notes) straight to file descriptor 2, some of them before its
+    logging reads ``TF_CPP_MIN_LOG_LEVEL``. When the user has not set that
+    variable, boundary_xg sets it to 2 for the import and silences descriptor 2
+    meanwhile; a user who set it (to 0, say, to debug an install) sees everything.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    try:
+        with native_stderr_silenced():
+            yield
+    finally:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
 def _import_torch_lazy_parts() -> None:
@@ -93,6 +139,8 @@ def get_backend(name: str) -> Backend:
                 f"backend {key!r} needs {framework}, which is not installed; "
                 f"install it with: pip install '{extra}'"
             )
+        if framework not in sys.modules:
+            import_frameworks([framework])  # the safe order, and TensorFlow's start-up logs quiet
         _instances[key] = importlib.import_module(module).BACKEND
     return _instances[key]
 

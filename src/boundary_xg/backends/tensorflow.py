@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 import weakref
 from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._protocol import Backend
+from ..errors import warn
 
 try:  # Keras 3 is its own package; TF >= 2.16 ships it as tf.keras
     import keras
@@ -152,11 +152,10 @@ class TensorFlowBackend(Backend):
                 return lambda: None
         if _is_softmax(getattr(last, "activation", None)):
             original = last.activation
-            warnings.warn(
+            warn(
                 f"the model's last layer {last.name!r} applies a softmax; boundary_xg "
                 "explains the pre-softmax logit (the softmax is switched off during the call).",
-                SoftmaxOutputWarning,
-                stacklevel=4,
+                SoftmaxOutputWarning
             )
             last.activation = keras.activations.linear
 
@@ -165,11 +164,10 @@ class TensorFlowBackend(Backend):
 
             return restore
         if isinstance(last, keras.layers.Softmax):
-            warnings.warn(
+            warn(
                 f"the model ends in a Softmax layer {last.name!r}; boundary_xg explains the "
                 "pre-softmax logit (the layer passes its input through during the call).",
-                SoftmaxOutputWarning,
-                stacklevel=4,
+                SoftmaxOutputWarning
             )
             had_own = "call" in last.__dict__
             own = last.__dict__.get("call")
@@ -399,10 +397,9 @@ class TensorFlowBackend(Backend):
     def default_layer(self, model: Any, x: Any) -> Any:
         from ._tf_layers import default_layer
 
-        with warnings.catch_warnings():  # the call that follows warns about a softmax once
-            warnings.simplefilter("ignore", SoftmaxOutputWarning)
-            with self.session(model, mode="eval") as f:
-                return default_layer(model, f, x)
+        # a softmax warning here is the call's one (errors.warn gives it once per call)
+        with self.session(model, mode="eval") as f:
+            return default_layer(model, f, x)
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._protocol import Backend
+from ..errors import warn
 
 _SOFTMAX_LAYERS = (torch.nn.Softmax, torch.nn.LogSoftmax)
 
@@ -144,11 +145,10 @@ class TorchBackend(Backend):
         if isinstance(model, torch.nn.Sequential) and len(model) > 1 and isinstance(
             model[-1], _SOFTMAX_LAYERS
         ):
-            warnings.warn(
+            warn(
                 f"the model ends in {type(model[-1]).__name__}; boundary_xg explains the "
                 "pre-softmax logit (the Sequential without its last layer).",
-                SoftmaxOutputWarning,
-                stacklevel=4,
+                SoftmaxOutputWarning
             )
             return model[:-1]  # a new Sequential sharing the same modules
         return model
@@ -363,10 +363,9 @@ class TorchBackend(Backend):
     def default_layer(self, model: Any, x: Any) -> Any:
         from ._torch_layers import default_layer
 
-        with warnings.catch_warnings():  # the call that follows warns about a softmax once
-            warnings.simplefilter("ignore", SoftmaxOutputWarning)
-            with self.session(model, mode="eval") as f:
-                return default_layer(model, f, x)
+        # a softmax warning here is the call's one (errors.warn gives it once per call)
+        with self.session(model, mode="eval") as f:
+            return default_layer(model, f, x)
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,

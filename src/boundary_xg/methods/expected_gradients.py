@@ -88,7 +88,7 @@ def expected_gradients(
     acc = B.zeros_like(x)
     cnt = B.zeros_like(x) if recalibrate is not None else None
     ref_scores = B.zeros_like(B.sum(x, axis=tuple(range(1, nd)))) if return_gap else None
-    for lo, hi in row_chunks(total, bs):
+    for lo, hi in row_chunks(total, bs, progress="expected gradients"):
         rows = rows_all[lo:hi]
         ex = rows // s
         refs = B.gather(background, B.gather(ref_index, rows))

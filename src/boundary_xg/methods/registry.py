@@ -126,8 +126,27 @@ def lookup(method: Any) -> MethodSpec:
     """
     spec = _LOOKUP.get(_key(method)) if isinstance(method, str) else None
     if spec is None:
-        raise MethodError(f"method={method!r} is not a known method; valid names: {valid_names()}.")
+        raise MethodError(f"method={method!r} is not a known method;{_did_you_mean(method)} valid "
+                          f"names (each method's short name, then its other names): {_all_names()}.")
     return spec
+
+
+def _all_names() -> str:
+    """"SM (saliency, saliency_map, ...); IxG (...); ...": every name ``lookup`` accepts."""
+    parts = []
+    for s in sorted(METHODS.values(), key=lambda s: s.short.lower()):
+        others = [n for n in dict.fromkeys((s.name,) + tuple(s.aliases)) if n != s.short]
+        parts.append(f"{s.short} ({', '.join(others)})" if others else s.short)
+    return "; ".join(parts)
+
+
+def _did_you_mean(method: Any) -> str:
+    import difflib
+
+    if not isinstance(method, str):
+        return ""
+    close = difflib.get_close_matches(_key(method), list(_LOOKUP), n=1, cutoff=0.6)
+    return f" did you mean {_LOOKUP[close[0]].short!r}?" if close else ""
 
 
 # --- option checks (shared; a method's own go in its MethodSpec.checks) ----------------

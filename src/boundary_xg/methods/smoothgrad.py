@@ -60,7 +60,7 @@ def smoothgrad(
     squares = variant != "smoothgrad"
     acc = B.zeros_like(x)
     acc_sq = B.zeros_like(x) if squares else None
-    for lo, hi in row_chunks(n * s, bs):
+    for lo, hi in row_chunks(n * s, bs, progress="noisy gradients"):
         ex = B.arange(lo, hi, like=x) // s
         noise = B.normal(rng, (hi - lo,) + shape[1:], like=x) * expand_rows(B, B.gather(std, ex), nd)
         _, g = step(B.gather(x, ex) + noise, B.gather(labels, ex))

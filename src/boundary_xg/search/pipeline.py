@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numbers
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -25,6 +24,7 @@ import numpy as np
 from .. import _entry
 from ..backends import Backend
 from ..errors import InputError
+from ..errors import warn as _warn
 from ..ops import default_batch_size, predict
 from ._ops import NORMS, Cost, l2_distance, margin, misclassified, put_rows, where_rows, widened
 from .base import FAR, SearchContext, is_attack, run_attack
@@ -267,17 +267,17 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
     if warn:
         missing = int(np.sum(~B.to_numpy(found).astype(bool)))
         if already_count:
-            warnings.warn(
+            _warn(
                 f"{already_count} of {n} examples are already misclassified by the model (its "
                 "prediction differs from labels); their boundary point is x itself (distance 0). "
                 "Pass the model's predictions as labels to explain what it predicts.",
-                AlreadyMisclassifiedWarning, stacklevel=3,
+                AlreadyMisclassifiedWarning
             )
         if missing:
-            warnings.warn(
+            _warn(
                 f"no boundary point found for {missing} of {n} examples (found=False, distance "
                 "inf, point left at x); try more steps, other attacks, or wider bounds.",
-                BoundaryNotFoundWarning, stacklevel=3,
+                BoundaryNotFoundWarning
             )
     return BoundaryResult(points_t, dist_t, found, cost.passes / n, cost.forwards / n)
 

@@ -18,12 +18,13 @@ Inputs may be NCHW or NHWC, NumPy or torch / TensorFlow tensors.
 
 from ._arrays import NORMALIZATIONS, normalize, tile
 from .grid import Column, Comparison, compare, is_boundary_method, plot_grid, predicted_labels
-from .heatmap import HeatmapVisualizer, heatmap
+from .heatmap import HeatmapVisualizer, heatmap, legend
 from .metrics import plot_kpm_family, plot_metric_curves, plot_randomization
 
 __all__ = [
     "HeatmapVisualizer",
     "heatmap",
+    "legend",
     "compare",
     "plot_grid",
     "Column",

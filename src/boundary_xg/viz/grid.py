@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, one_call
 from ._arrays import as_nhwc, minmax_image, to_numpy
-from .heatmap import HeatmapVisualizer
+from .heatmap import HeatmapVisualizer, legend as draw_legend
 
 
 @dataclass
@@ -82,6 +82,7 @@ def plot_grid(
     layout: Optional[str] = None,
     cell_inches: float = 1.7,
     dpi: int = 100,
+    legend: bool = True,
 ) -> Any:
     """Draw a grid: one row per example, the image then one heatmap column per entry of ``columns``.
 
@@ -97,6 +98,8 @@ def plot_grid(
         normalization_type, blur, overlay_opacity, cmap, layout: as in
             :class:`HeatmapVisualizer`.
         cell_inches, dpi: the size of a new figure's panels.
+        legend: draw the key of the colours under the grid (red: for the label,
+            blue: against it, untinted image: zero; see :func:`~boundary_xg.viz.heatmap.legend`).
 
     Returns:
         The figure.
@@ -119,7 +122,8 @@ def plot_grid(
     if row_titles is not None and len(row_titles) != n:
         raise InputError(f"row_titles has {len(row_titles)} entries for {n} examples.")
     ncols = 1 + len(cols)
-    size = (cell_inches * ncols, cell_inches * n + 0.4)
+    key_inches = 0.65 if legend and cols else 0.0  # room for the colour key under the grid
+    size = (cell_inches * ncols, cell_inches * n + 0.4 + key_inches)
     if fig is None:
         if output_file is not None:
             from matplotlib.figure import Figure
@@ -148,12 +152,20 @@ def plot_grid(
                 ax.set_title(c.title, fontsize=9)
             if c.notes is not None and c.notes[i]:
                 ax.set_xlabel(c.notes[i], fontsize=8)
-    fig.tight_layout()
+    if key_inches:
+        height = fig.get_figheight()
+        fig.tight_layout(rect=(0, key_inches / height, 1, 1))
+        width = min(0.8, max(0.45, 3.6 / fig.get_figwidth()))
+        draw_legend(fig, normalization_type, cmap,
+                    rect=[(1 - width) / 2, 0.3 / height, width, 0.1 / height])
+    else:
+        fig.tight_layout()
     if output_file is not None:
         fig.savefig(output_file, dpi=dpi)
     return fig
 
 
+@one_call()  # each warning once per compare, not once per method
 def compare(
     model: Any,
     x: Any,
@@ -169,6 +181,7 @@ def compare(
     overlay_opacity: float = 0.5,
     cmap: Any = None,
     backend: Optional[str] = None,
+    legend: bool = True,
 ) -> Comparison:
     """Explain ``x`` with several methods and draw them side by side.
 
@@ -186,7 +199,7 @@ def compare(
             default ``x`` itself.
         options: per-method options, e.g. ``{"IG": {"steps": 32}}``.
         class_names: names to show instead of class indices.
-        fig, output_file, normalization_type, blur, overlay_opacity, cmap: as in
+        fig, output_file, normalization_type, blur, overlay_opacity, cmap, legend: as in
             :func:`plot_grid`.
         backend: force the backend ("torch" / "tensorflow").
 
@@ -234,7 +247,7 @@ def compare(
     shown = x if images is None else images
     res.fig = plot_grid(shown, columns, rows, fig=fig, output_file=output_file,
                         normalization_type=normalization_type, blur=blur,
-                        overlay_opacity=overlay_opacity, cmap=cmap)
+                        overlay_opacity=overlay_opacity, cmap=cmap, legend=legend)
     return res
 
 

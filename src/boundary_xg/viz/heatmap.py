@@ -7,6 +7,9 @@ Colours: a fixed colour range, so that zero is the same colour in every panel
 and every call (TruLens rescaled the colour map to each image's data range, so
 zero drifted). Signed normalisations use a diverging map (``bwr``: negative
 blue, zero white, positive red); magnitudes a sequential map starting at white.
+Over an image, a colour's opacity grows with the attribution's magnitude, so a
+zero attribution leaves the image untinted in every panel, on dark and light
+pixels alike; :func:`legend` draws the key (red, blue, untinted) under a figure.
 """
 
 from __future__ import annotations
@@ -58,6 +61,33 @@ def _coarser(maps: np.ndarray, img: np.ndarray) -> bool:
             and maps.shape[1] <= img.shape[1] and maps.shape[2] <= img.shape[2])
 
 
+def strength(maps: np.ndarray, vmin: float, vmax: float, kind: str) -> np.ndarray:
+    """How far each value lies from the scale's neutral point, in [0, 1] (``(N, H, W)``).
+
+    Signed scales: ``|a| / max(|vmin|, |vmax|)``; centred ones (zero at 0.5):
+    ``|a - 0.5| * 2``; magnitudes: ``a / vmax``. ``01`` has no neutral point: 1.
+    """
+    if kind == "signed":
+        return np.clip(np.abs(maps) / max(abs(vmin), abs(vmax)), 0.0, 1.0)
+    if kind == "centered":
+        return np.clip(np.abs(maps - 0.5) * 2.0, 0.0, 1.0)
+    if kind == "magnitude":
+        return np.clip(maps / vmax, 0.0, 1.0)
+    return np.ones_like(maps)
+
+
+def blend(img: np.ndarray, heat: np.ndarray, weight: np.ndarray, opacity: float) -> np.ndarray:
+    """The heatmap over the image, its opacity growing with the attribution's strength.
+
+    ``out = (1 - w) * image + w * colour`` with ``w = opacity * weight`` per pixel:
+    a zero attribution leaves the image as it is (on black and white pixels alike),
+    the strongest shows its colour at ``opacity``. (A uniform blend, TruLens', turns
+    zero grey on black pixels and white on white ones.)
+    """
+    w = opacity * weight[..., None]
+    return (1.0 - w) * img + w * heat
+
+
 def colorize(maps: np.ndarray, vmin: float, vmax: float, cmap: Any) -> np.ndarray:
     """RGB ``(..., 3)`` in [0, 1] of ``maps`` through ``cmap`` over the fixed range ``[vmin, vmax]``."""
     scaled = np.clip((maps - vmin) / (vmax - vmin), 0.0, 1.0)
@@ -79,10 +109,13 @@ class HeatmapVisualizer:
     total), Gaussian blur with std ``blur`` pixels, normalisation (see
     :func:`boundary_xg.viz._arrays.normalize` for the nine types), colours over
     a fixed range (zero always the same colour), the image min-max scaled to
-    [0, 1] and blended: ``(1 - opacity) * image + opacity * heatmap``.
+    [0, 1] and the colours laid over it with an opacity that grows with the
+    attribution's magnitude, up to ``overlay_opacity``: a zero attribution leaves
+    the image as it is in every panel (:func:`blend`).
 
     Args:
-        overlay_opacity: weight of the heatmap in the blend, in [0, 1] (0.5).
+        overlay_opacity: weight of the strongest attribution's colour over the
+            image, in [0, 1] (0.5); weaker ones are laid on more thinly, zero not at all.
         normalization_type: one of ``unsigned_max``, ``unsigned_max_positive_centered``,
             ``magnitude_max``, ``magnitude_sum``, ``signed_max`` (default),
             ``signed_max_positive_centered``, ``signed_sum``, ``01``, ``unnormalized``.
@@ -181,7 +214,7 @@ class HeatmapVisualizer:
                     f"attributions {heat.shape[0]} maps of {heat.shape[1]}x{heat.shape[2]}; "
                     "pass the images that were explained, in the same layout."
                 )
-            out = (1.0 - opacity) * img + opacity * heat
+            out = blend(img, heat, strength(maps, vmin, vmax, kind), opacity)
         else:
             out = heat
         if fig is not None or output_file is not None or imshow:
@@ -290,7 +323,7 @@ def heatmap(
                 "one image that was explained."
             )
         opacity = _check_opacity(overlay_opacity)
-        rgb = (1.0 - opacity) * img[0] + opacity * rgb
+        rgb = blend(img[0], rgb, np.abs(scaled), opacity)
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -306,3 +339,45 @@ def heatmap(
         sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(lo, 1.0), _cmap(cm))
         ax.figure.colorbar(sm, ax=ax, fraction=0.046, pad=0.04)
     return scaled
+
+
+#: per colour-scale kind: (ticks, their labels) of the legend
+_LEGEND_TICKS = {
+    "signed": ((-1.0, 0.0, 1.0), ("against the label", "0: image untinted", "for the label")),
+    "centered": ((0.0, 0.5, 1.0), ("against the label", "0: image untinted", "for the label")),
+    "magnitude": ((0.0, 1.0), ("0: image untinted", "largest |attribution|")),
+    "01": ((0.0, 1.0), ("smallest", "largest")),
+}
+
+
+def legend(fig: Any, normalization_type: str = "signed_max", cmap: Any = None, rect: Any = None) -> Any:
+    """Draw the key of the heatmaps' colours as a horizontal colour bar in ``fig``.
+
+    Signed scales read "against the label" (blue), "0: image untinted" and "for the
+    label" (red); each panel is scaled to its own largest magnitude, so the key
+    gives meanings, not values.
+
+    Args:
+        fig: the matplotlib figure.
+        normalization_type: the heatmaps' normalisation (picks the scale and map).
+        cmap: the colour map used (None: the default for the normalisation).
+        rect: ``[left, bottom, width, height]`` of the bar in figure coordinates
+            (default: centred along the bottom edge).
+
+    Returns:
+        The colour bar's axes.
+    """
+    import matplotlib.cm
+    import matplotlib.colors
+
+    if normalization_type not in NORMALIZATIONS:
+        raise InputError(f"normalization_type={normalization_type!r}: expected one of {list(NORMALIZATIONS)}.")
+    kind = NORMALIZATIONS[normalization_type]
+    ticks, labels = _LEGEND_TICKS[kind]
+    lo, hi = (-1.0, 1.0) if kind == "signed" else (0.0, 1.0)
+    cax = fig.add_axes(rect or [0.25, 0.035, 0.5, 0.03])
+    sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(lo, hi), _cmap(cmap or DEFAULT_CMAPS[kind]))
+    bar = fig.colorbar(sm, cax=cax, orientation="horizontal", ticks=list(ticks))
+    bar.ax.set_xticklabels(list(labels), fontsize=7)
+    bar.outline.set_linewidth(0.5)
+    return cax

@@ -39,11 +39,13 @@ def _build(arch: str, bias: bool, num_classes: int, framework: str, width: float
         raise InputError(f"framework={framework!r}: expected 'torch' or 'keras'.")
     if not (isinstance(width, (int, float)) and width > 0):
         raise InputError(f"width={width!r}: expected a number > 0.")
+    from ..backends import get_backend, import_frameworks
+
+    # a missing framework is a BackendNotAvailableError naming the extra to install
+    get_backend("torch" if fw == "torch" else "tensorflow")
     if fw == "torch":
         from . import _torch as impl
     else:
-        from ..backends import import_frameworks
-
         import_frameworks(("tensorflow",))
         from . import _keras as impl
     return impl.build(arch, int(num_classes), bias, float(width), int(in_channels), int(input_size), seed)

@@ -13,13 +13,13 @@ framework is checked.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from typing import Any, List, Optional, Sequence, Tuple
 
 
 from .. import _entry
 from ..backends import Backend, backend_for
+from ..errors import warn
 from ..ops import predict
 from .report import HomogeneityReport, NonHomogeneousWarning, Offender
 
@@ -78,12 +78,11 @@ def warn_once_if_not_homogeneous(B: Backend, model: Any) -> None:
         _WARNED.add(model)
     except TypeError:
         pass
-    warnings.warn(
+    warn(
         "XG on a model that is not nonnegatively homogeneous: the result is Input x Gradient, "
         f"not Integrated Gradients. Offending layers: {report.offender_summary()}. See "
         "boundary_xg.xdnn.check_homogeneous(model) and boundary_xg.xdnn.strip_bias(model).",
-        NonHomogeneousWarning,
-        stacklevel=5,
+        NonHomogeneousWarning
     )
 
 
@@ -200,11 +199,10 @@ def strip_bias(model: Any, *, backend: Optional[str] = None) -> Any:
     B = backend_for(model, None, backend)
     copy, unfixable = _impl(B).strip_bias(model)
     if unfixable:
-        warnings.warn(
+        warn(
             "strip_bias removed the biases, but these layers still break homogeneity: "
             + ", ".join(f"{o.layer} ({o.kind})" for o in unfixable)
             + ". Replace them (e.g. ReLU for smooth activations, no normalisation) to get an X-DNN.",
-            NonHomogeneousWarning,
-            stacklevel=2,
+            NonHomogeneousWarning
         )
     return copy

@@ -24,8 +24,21 @@ from ..backends import Backend, backend_for
 from ..errors import InputError
 
 
-def _backend(t: Any) -> Backend:
-    return backend_for(t)  # a tensor's class names its framework
+def _backend(t: Any, name: str = "attr") -> Backend:
+    """The backend of tensor ``t`` (its class names its framework).
+
+    Raises:
+        InputError: ``t`` is not a torch or TensorFlow tensor (NumPy cannot carry
+            the graph the training step differentiates through).
+    """
+    root = (type(t).__module__ or "").split(".")[0]
+    if root not in ("torch", "tensorflow", "keras"):
+        raise InputError(
+            f"{name} is a {type(t).__module__}.{type(t).__qualname__}; attribution priors need a "
+            "torch or TensorFlow tensor that keeps its graph, such as the output of "
+            "xdnn.xgradient_for_training(model, x, labels) (which returns one for NumPy x too)."
+        )
+    return backend_for(t)
 
 
 def gini(values: Any) -> Any:
@@ -35,7 +48,7 @@ def gini(values: Any) -> Any:
     ``O(F log F)`` from the sorted values: ``sum_i (2 i - F - 1) v_(i) / (F sum v)``.
     0 for equal values, ``1 - 1/F`` when one value holds everything.
     """
-    B = _backend(values)
+    B = _backend(values, "values")
     v = B.sort(B.reshape(values, (-1,)))
     n = B.shape(v)[0]
     # the ranks are made on the device: no host list of F floats uploaded per training step
@@ -109,15 +122,17 @@ def xgradient_for_training(model: Any, x: Any, labels: Any, *, batch_size: Optio
 
     Args:
         model: the model being trained (an X-DNN, for the attribution to be IG).
-        x: a batch of native tensors ``(N, ...)``; labels: class indices ``(N,)``
-            (or one-hot ``(N, C)``).
+        x: a batch ``(N, ...)``, a native tensor or NumPy; labels: class indices
+            ``(N,)`` (or one-hot ``(N, C)``).
         batch_size: model inputs per pass (default: all of ``x`` at once up to
             :func:`~boundary_xg.ops.default_batch_size`).
         output: for a model with several outputs, the index, key or callable that
             picks the ``(N, C)`` logits.
 
     Returns:
-        Attributions shaped like ``x``, differentiable with respect to the weights.
+        Attributions shaped like ``x``, differentiable with respect to the weights:
+        a tensor of the model's framework, on the model's device, also for NumPy
+        ``x`` (a NumPy array cannot carry the graph; the loss needs it).
     """
     from .. import _entry
     from ..methods.xgradient import warn_if_not_homogeneous, xgradient
@@ -136,4 +151,5 @@ def xgradient_for_training(model: Any, x: Any, labels: Any, *, batch_size: Optio
         with B.session(model, mode="as_is") as f:
             out = xgradient(B, _entry.select_output(f, output), xt, y, create_graph=True,
                             batch_size=batch_size)
-        return _entry.to_caller(B, out, kind, np_dtype, keep_graph=True)
+        # NumPy in still gives a tensor: the result exists to be differentiated
+        return _entry.to_caller(B, out, "tensor", np_dtype, keep_graph=True)
