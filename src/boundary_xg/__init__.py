@@ -10,13 +10,20 @@ Importing this package imports neither framework nor matplotlib; the backend of
 a model is loaded when the model is first explained.
 """
 
-from .api import BA, attribute, predict
+from .api import BA, attribute, predict, to_numpy
 from .errors import (
+    AlreadyMisclassifiedWarning,
     BackendNotAvailableError,
+    BoundaryNotFoundWarning,
     BoundaryXGError,
+    CapabilityError,
     InputError,
     LabelError,
     MethodError,
+    ModelError,
+    NonHomogeneousWarning,
+    ProbabilityOutputWarning,
+    SoftmaxOutputWarning,
     UnsupportedModelError,
 )
 from .methods.quadrature import quadrature
@@ -31,6 +38,7 @@ __all__ = [
     "BA",
     "attribute",
     "predict",
+    "to_numpy",
     "quadrature",
     "find_boundary",
     "get_boundary_points",
@@ -53,5 +61,12 @@ __all__ = [
     "MethodError",
     "UnsupportedModelError",
     "BackendNotAvailableError",
+    "ModelError",
+    "CapabilityError",
+    "SoftmaxOutputWarning",
+    "ProbabilityOutputWarning",
+    "NonHomogeneousWarning",
+    "BoundaryNotFoundWarning",
+    "AlreadyMisclassifiedWarning",
     "__version__",
 ]

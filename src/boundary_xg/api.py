@@ -27,6 +27,7 @@ from ._entry import (
     to_caller,
 )
 from .methods.registry import COMMON_OPTIONS, MethodSpec, check_options, lookup
+from .backends import to_numpy as _backend_to_numpy
 from .ops import default_batch_size
 from .ops import predict as _predict
 
@@ -185,3 +186,14 @@ def predict(model: Any, x: Any, *, batch_size: Optional[int] = None, backend: Op
             probe(B, model, f, xt)
             out = _predict(B, f, xt, batch_size or default_batch_size(B, xt))
         return to_caller(B, out, kind, np_dtype)
+
+
+def to_numpy(a: Any) -> Any:
+    """``a`` as a NumPy array: a tensor of any supported framework (on any device) or array-like.
+
+    Imports no framework: a tensor exists only once its framework is imported.
+
+    Example:
+        >>> heat = to_numpy(bxg.attribute(model, x_tensor, labels)).sum(axis=1)
+    """
+    return _backend_to_numpy(a)

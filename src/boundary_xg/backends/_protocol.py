@@ -17,9 +17,24 @@ Conventions
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Sequence, Tuple
+
+from ..errors import CapabilityError
+
+#: named capabilities beyond the core primitives: what a backend may provide, and
+#: the primitives each one stands for. Methods name the ones they need in the
+#: registry (``MethodSpec.needs``); the front end checks them before running.
+CAPABILITIES: Dict[str, str] = {
+    "deeplift": "DeepLIFT's Rescale kernel, deeplift_grad",
+    "layers": "running the model while capturing layers: resolve_layer, layer_names, layer_name, "
+              "default_layer, capture_layers, bias_terms, resize",
+    "xdnn": "the X-DNN toolkit's scan, bias stripping and architecture builders, xdnn_kernels()",
+    "state_dict_checkpoints": "PyTorch state-dict checkpoints: xdnn_kernels().read_checkpoint, "
+                              "state_keys, load_state",
+}
 
 
 class Backend:
@@ -27,6 +42,8 @@ class Backend:
 
     #: short name used by ``backend=`` and in messages ("torch", "tensorflow")
     name: str = "abstract"
+    #: the capabilities of :data:`CAPABILITIES` this backend provides
+    capabilities: FrozenSet[str] = frozenset()
     #: the layout of image batches the framework's models usually take
     image_layout: str = "NCHW"
     #: input elements per chunk by default on a CPU (see ops.default_batch_size):
@@ -280,7 +297,7 @@ class Backend:
             MethodError: the model calls a nonlinearity the rule does not cover
                 (softmax inside the network), naming it.
         """
-        raise NotImplementedError
+        raise self._missing('deeplift')
 
     # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
     def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
@@ -315,15 +332,15 @@ class Backend:
         Raises:
             InputError: the model has no such layer; the message lists the names.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def layer_names(self, model: Any) -> list:
         """The names of every layer of ``model`` (what ``layer=`` accepts as a string)."""
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def layer_name(self, model: Any, layer: Any) -> str:
         """The name of the handle ``layer`` in ``model`` (for messages)."""
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def default_layer(self, model: Any, x: Any) -> Any:
         """GradCAM's default layer: the output of the last block with spatial extent.
@@ -331,7 +348,7 @@ class Backend:
         Runs the model once on ``x`` (one example) in inference mode to see which
         layers have spatial outputs.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
@@ -361,7 +378,7 @@ class Backend:
         Raises:
             InputError: a layer that did not run or that the logits do not depend on.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def bias_terms(self, model: Any) -> list:
         """``(layer, bias (C,), channel axis)`` for every layer of ``model`` that adds a bias.
@@ -369,8 +386,23 @@ class Backend:
         Convolutions and dense layers with a bias, batch norm with its effective
         bias ``beta - mean * gamma / sqrt(var + eps)`` from its running statistics.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
         """Bilinear resize of a batch of maps in :attr:`image_layout` to spatial ``size``."""
-        raise NotImplementedError
+        raise self._missing('layers')
+
+    # --- capability: the X-DNN toolkit ---------------------------------------------
+    def xdnn_kernels(self) -> Any:
+        """The module of X-DNN kernels: ``scan(model)``, ``strip_bias(model)``, ``build(...)``.
+
+        Capability ``"xdnn"``; with ``"state_dict_checkpoints"`` also
+        ``read_checkpoint(path)``, ``state_keys(model)``, ``load_state(model, state, strict)``.
+        """
+        raise self._missing("xdnn")
+
+    def _missing(self, capability: str) -> CapabilityError:
+        """The error for a capability this backend does not provide."""
+        return CapabilityError(
+            f"the {self.name!r} backend does not provide the capability {capability!r} "
+            f"({CAPABILITIES.get(capability, '')}).")

@@ -1,0 +1,68 @@
+"""The TensorFlow 2 / Keras 3 backend: Keras models (and TF callables), NHWC images.
+
+This file imports no framework: it declares the backend's identity for detection.
+The primitives live in ``backend.py``, DeepLIFT's Rescale kernel in ``rescale.py``,
+layer capture in ``layers.py``, the X-DNN scans and builders in ``xdnn.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any
+
+from ...errors import UnsupportedModelError
+from .._identity import BackendIdentity, register_backend
+
+
+def _torch_lazy_parts_first() -> None:
+    """Import what torch would import lazily later, before TensorFlow is imported.
+
+    torch imports ``torch._dynamo`` on first need (an error message on a meta
+    tensor, ``torch.compile``); done after TensorFlow that import crashes the
+    interpreter on some machines. torchvision imports it too, so it goes first
+    when installed.
+    """
+    if "tensorflow" in sys.modules or "torch" not in sys.modules:
+        return
+    for name in ("torchvision", "torch._dynamo"):
+        if name in sys.modules:
+            return
+        try:
+            found = importlib.util.find_spec(name.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            importlib.import_module(name)
+            return
+
+
+def _keras_on_tensorflow(model: Any) -> None:
+    """Refuse a Keras 3 model on another Keras backend (JAX, torch): it has no TF graph."""
+    keras = sys.modules.get("keras")
+    if keras is None or not any((k.__module__ or "").split(".")[0] in ("keras", "tf_keras")
+                                for k in type(model).__mro__):
+        return
+    kb = keras.config.backend() if hasattr(keras, "config") and hasattr(keras.config, "backend") else None
+    if kb not in (None, "tensorflow"):
+        raise UnsupportedModelError(
+            f"model is a Keras model on the {kb!r} Keras backend; boundary_xg supports "
+            "Keras on the 'tensorflow' backend (and PyTorch models). Set the environment "
+            "variable KERAS_BACKEND=tensorflow before importing keras."
+        )
+
+
+IDENTITY = register_backend(BackendIdentity(
+    name="tensorflow",
+    framework="tensorflow",
+    roots=("tensorflow", "keras", "tf_keras"),
+    aliases=("tf", "tf.keras", "keras", "tf2"),
+    extra="boundary_xg[tensorflow]",
+    image_layout="NHWC",
+    module="boundary_xg.backends.tensorflow.backend",
+    capabilities=frozenset({"deeplift", "layers", "xdnn"}),
+    import_order=10,
+    before_import=_torch_lazy_parts_first,
+    check_model=_keras_on_tensorflow,
+))
