@@ -33,7 +33,7 @@ from . import tensorflow as _tensorflow_identity  # noqa: F401  (likewise, no Te
 __all__ = [
     "Backend", "BackendIdentity", "CAPABILITIES", "get_backend", "backend_for", "available_backends",
     "import_frameworks", "framework_of", "names", "identity", "register_backend", "unregister_backend",
-    "installed", "backends_with", "require", "foreign_tensor", "to_numpy", "forget_backend", "lookup_identity",
+    "installed", "backends_with", "require", "foreign_tensor", "to_numpy", "forget_backend", "lookup_identity", "data_plan",
 ]
 
 _instances: Dict[str, Backend] = {}
@@ -143,6 +143,18 @@ def to_numpy(obj: Any) -> Any:
         if B.is_tensor(obj):
             return np.asarray(B.to_numpy(obj))
     return np.asarray(obj)
+
+
+def data_plan(data: Any) -> Any:
+    """How a dataset run reads ``data``: the owning backend's :class:`~._data.DataPlan`, or None.
+
+    None for data of no registered backend (arrays, paths) and for backends without
+    the ``"datasets"`` capability. Imports no framework that is not loaded.
+    """
+    owner = framework_of(data)
+    if owner is None or "datasets" not in identity(owner).capabilities:
+        return None
+    return get_backend(owner).data_plan(data)
 
 
 def backend_for(model: Any, x: Any = None, backend: Optional[str] = None) -> Backend:

@@ -34,6 +34,8 @@ CAPABILITIES: Dict[str, str] = {
     "xdnn": "the X-DNN toolkit's scan, bias stripping and architecture builders, xdnn_kernels()",
     "state_dict_checkpoints": "PyTorch state-dict checkpoints: xdnn_kernels().read_checkpoint, "
                               "state_keys, load_state",
+    "datasets": "reading the framework's dataset objects in a dataset run, data_plan(data)",
+    "distributed": "agreeing on work and waiting for each other across processes, process_group()",
 }
 
 
@@ -86,6 +88,11 @@ class Backend:
     def fingerprint(self, model: Any) -> Tuple:
         """A cheap key that changes when the model's weights are replaced or reshaped."""
         return (id(model),)
+
+    def named_weights(self, model: Any) -> list:
+        """``(name, tensor)`` for every weight and buffer of ``model``, in a stable order
+        (what identifies a model's numbers in a run's ``run.json``); empty for a plain callable."""
+        raise NotImplementedError
 
     def device_of(self, t: Any) -> Any:
         """The device of tensor ``t``, where it must match the model's (None: not checked)."""
@@ -400,6 +407,18 @@ class Backend:
         ``read_checkpoint(path)``, ``state_keys(model)``, ``load_state(model, state, strict)``.
         """
         raise self._missing("xdnn")
+
+    # --- capability: dataset objects -------------------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        """How a dataset run reads ``data`` (a :class:`~boundary_xg.backends._data.DataPlan`),
+        or None when ``data`` is no dataset object of this framework. Capability ``"datasets"``."""
+        raise self._missing("datasets")
+
+    # --- capability: several processes ------------------------------------------------
+    def process_group(self, local_rank: int, timeout_s: float) -> Any:
+        """Join (or start) the launcher's process group: an object with ``rank``, ``world``,
+        ``broadcast(obj)``, ``gather(obj)`` and ``close()``. Capability ``"distributed"``."""
+        raise self._missing("distributed")
 
     def _missing(self, capability: str) -> CapabilityError:
         """The error for a capability this backend does not provide."""

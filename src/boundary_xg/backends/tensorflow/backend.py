@@ -123,6 +123,9 @@ class TensorFlowBackend(Backend):
             return (id(model),)
         return tuple((id(v), tuple(v.shape)) for v in weights)
 
+    def named_weights(self, model: Any) -> list:
+        return [(str(getattr(w, "path", getattr(w, "name", ""))), w) for w in getattr(model, "weights", None) or []]
+
     # --- the model ----------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
@@ -424,6 +427,12 @@ class TensorFlowBackend(Backend):
         from .layers import resize
 
         return resize(t, size, align_corners)
+
+    # --- capability "datasets": see data.py ---------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        from .data import plan
+
+        return plan(data)
 
     # --- capability "xdnn" (and "state_dict_checkpoints" for torch): see xdnn.py ----
     def xdnn_kernels(self) -> Any:

@@ -17,6 +17,6 @@ IDENTITY = register_backend(BackendIdentity(
     extra="boundary_xg[torch]",
     image_layout="NCHW",
     module="boundary_xg.backends.torch.backend",
-    capabilities=frozenset({"deeplift", "layers", "xdnn", "state_dict_checkpoints"}),
+    capabilities=frozenset({"deeplift", "layers", "xdnn", "state_dict_checkpoints", "datasets", "distributed"}),
     import_order=0,
 ))

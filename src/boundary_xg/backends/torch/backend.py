@@ -108,6 +108,11 @@ class TorchBackend(Backend):
             return (id(model),)
         return tuple((id(p), tuple(p.shape)) for p in model.parameters())
 
+    def named_weights(self, model: Any) -> list:
+        if not isinstance(model, torch.nn.Module):
+            return []
+        return list(model.state_dict().items())
+
     def device_of(self, t: Any) -> Any:
         return t.device
 
@@ -366,6 +371,18 @@ class TorchBackend(Backend):
         from .layers import resize
 
         return resize(t, size, align_corners)
+
+    # --- capability "distributed": see distributed.py -------------------------------
+    def process_group(self, local_rank: int, timeout_s: float) -> Any:
+        from .distributed import ProcessGroup
+
+        return ProcessGroup(local_rank, timeout_s)
+
+    # --- capability "datasets": see data.py ---------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        from .data import plan
+
+        return plan(data)
 
     # --- capability "xdnn" (and "state_dict_checkpoints" for torch): see xdnn.py ----
     def xdnn_kernels(self) -> Any:
