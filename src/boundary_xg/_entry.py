@@ -61,10 +61,11 @@ def resolve_backend(model: Any, x: Any, backend: Optional[str]) -> Backend:
         # checked before the named framework is imported (a needless import, and
         # TensorFlow imported after torch's lazy parts are due can crash)
         ident = lookup_identity(backend)
-        wanted = ident.name if ident is not None else None
         own = framework_of(model)
-        # a framework that is not installed is reported as such by backend_for
-        if own is not None and wanted is not None and own != wanted and installed(ident.framework):
+        # another backend over the same framework fits; a framework that is not
+        # installed is reported as such by backend_for
+        if own is not None and ident is not None and lookup_identity(own).framework != ident.framework \
+                and installed(ident.framework):
             raise InputError(
                 f"backend={backend!r} does not fit the model, a {type(model).__module__}."
                 f"{type(model).__qualname__} (a {own} model); drop backend= to detect it, or "

@@ -27,6 +27,7 @@ from ._entry import (
     to_caller,
 )
 from .methods.registry import COMMON_OPTIONS, MethodSpec, check_options, lookup
+from .backends import require
 from .backends import to_numpy as _backend_to_numpy
 from .ops import default_batch_size
 from .ops import predict as _predict
@@ -43,6 +44,7 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
     output = opts.pop("output", None)
     check_output_option(output)
     B = resolve_backend(model, x, opts.pop("backend"))
+    require(B, spec.needs, spec.short)  # before any work: names the backends that can run it
     mode = opts.pop("model_mode")
     return_gap = bool(opts.pop("return_gap", False))
     with entry(B, model):

@@ -57,11 +57,12 @@ class Backend:
         """True when ``obj`` is a native tensor of this framework."""
         raise NotImplementedError
 
-    def asarray(self, data: Any, like: Any = None, dtype: Any = None) -> Any:
+    def asarray(self, data: Any, like: Any = None, dtype: Any = None, device: Any = None) -> Any:
         """Convert ``data`` (NumPy, list, scalar or tensor) to a tensor on ``like``'s device.
 
         ``dtype`` may be a NumPy dtype, a framework dtype or "int64"; when None the
         dtype of ``like`` (if given and ``data`` is floating) or of ``data`` is kept.
+        ``device`` (a value of :meth:`model_device`) places it when there is no ``like``.
         """
         raise NotImplementedError
 
@@ -240,7 +241,8 @@ class Backend:
 
     def tanh_backward(self, y: Any, dy: Any) -> Any:
         """``dy * (1 - y^2)``: the chain rule through ``y = tanh(z)``, in one kernel."""
-        raise NotImplementedError
+        # fallback written once; a backend may fuse it into one kernel
+        return dy * (1 - y * y)
 
     def logsumexp(self, t: Any, axis: int = -1) -> Any:
         """Numerically stable ``log(sum(exp(t)))`` along ``axis``."""
@@ -318,7 +320,10 @@ class Backend:
         shape, ``lr`` and ``eps`` broadcast to it (one value per row). May update
         ``d``, ``m`` and ``v`` in place: pass tensors nothing else reads.
         """
-        raise NotImplementedError
+        # fallback written once over the core primitives (out of place)
+        m = m * beta1 + g
+        v = v * beta2 + g * g
+        return d - lr * m / (self.sqrt(v) + eps), m, v
 
     # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
     def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
@@ -327,7 +332,9 @@ class Backend:
         Exact, unlike ``index_add(acc, index, rows - gather(acc, index))``, which
         cancels to 0 in float32 when ``acc`` holds a sentinel such as 1e10.
         """
-        raise NotImplementedError
+        # fallback written once: clear the rows at ``index``, then add the new ones
+        hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
+        return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
 
     # --- layer methods (issue 14): layers and their outputs, used by GradCAM and FullGrad ---
     def resolve_layer(self, model: Any, layer: Any) -> Any:

@@ -137,7 +137,7 @@ def register_variants() -> None:
         defaults.update(SEARCH_OPTIONS)
         register(MethodSpec(
             name=name, short=short, func=_variant_func(short), defaults=defaults, aliases=aliases,
-            uses_baseline=False, supports_gap=(role == "baseline"),
+            uses_baseline=False, supports_gap=(role == "baseline"), needs=lookup(base_name).needs,
             paper="Wang, Fredrikson, Datta, Boundary Attributions Provide Normal (Vector) Explanations, 2021",
         ))
 

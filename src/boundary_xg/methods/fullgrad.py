@@ -112,7 +112,7 @@ def prepare_fullgrad(B: Backend, model: Any, x: Any, options: Dict[str, Any]) ->
 register(MethodSpec(
     name="full_grad", short="FullGrad", func=fullgrad, defaults={},
     aliases=("fullgrad", "full_gradient", "fullgradient"), supports_gap=True,
-    prepare=prepare_fullgrad, output="map", needs=("capture_layers", "resize", "bias_terms"),
+    prepare=prepare_fullgrad, output="map", needs=("layers",),
     summary="input gradient plus every layer's bias gradient, |.|, min-max, upsampled, summed",
     paper="Srinivas & Fleuret, Full-Gradient Representation for Neural Network Visualization, "
           "NeurIPS 2019",

@@ -43,8 +43,9 @@ class MethodSpec:
         takes_layer: the method explains a layer and takes ``layer=``.
         output: ``"like_x"`` (attributions shaped like ``x``) or ``"map"`` (one
             map per example: ``(N, 1, H, W)`` for NCHW, ``(N, H, W, 1)`` for NHWC).
-        needs: the backend capabilities the method calls beyond the core
-            primitives (e.g. ``("capture_layers", "resize")``).
+        needs: the backend capabilities (:data:`boundary_xg.backends.CAPABILITIES`)
+            the method calls beyond the core primitives, e.g. ``("layers",)``; the
+            front end checks them before any work and names the backends that have them.
         checks: option name -> validator raising :class:`InputError`, for the
             method's own options (consulted before the shared :data:`CHECKS`).
         summary: one line saying what the method computes (README's table).
@@ -232,7 +233,7 @@ from .deeplift import deeplift  # noqa: E402
 
 register(MethodSpec(
     name="deeplift", short="DeepLIFT", func=deeplift, defaults={"baseline": None},
-    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
+    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True, needs=("deeplift",),
     # at most: a baseline forward and an input forward+backward cost less than the
     # doubled batch's two rows (a shared baseline costs one row)
     passes=lambda o: 2,
