@@ -29,9 +29,13 @@ if HAS_TF:
 
     tf.config.threading.set_inter_op_parallelism_threads(2)
 
+from boundary_xg import backends as _backends  # noqa: E402  (after the frameworks, in their safe order)
+
+#: every registered backend, skipped where its framework is not installed
 BACKENDS = [
-    pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")),
-    pytest.param("tensorflow", marks=pytest.mark.skipif(not HAS_TF, reason="tensorflow not installed")),
+    pytest.param(name, marks=pytest.mark.skipif(not _backends.identity(name).installed(),
+                                                reason=f"{_backends.identity(name).framework} not installed"))
+    for name in _backends.names()
 ]
 
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")

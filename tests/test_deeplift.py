@@ -500,7 +500,7 @@ def test_torch_two_passes_equal_the_doubled_batch_on_resnet_blocks():
     import torch
     import torchvision
 
-    from boundary_xg.backends import _torch_rescale as R
+    from boundary_xg.backends.torch import rescale as R
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
@@ -518,7 +518,7 @@ def test_torch_falls_back_when_the_passes_differ():
     import torch
     from torch import nn
 
-    from boundary_xg.backends import _torch_rescale as R
+    from boundary_xg.backends.torch import rescale as R
 
     class InPlaceAfter(nn.Module):
         """Modifies a ReLU's output in place afterwards: the record would be stale."""
@@ -603,7 +603,7 @@ def test_torch_shared_baseline_pass_has_one_row():
 def test_keras_tiled_max_pool_route_equals_the_general_route():
     import tensorflow as tf
 
-    from boundary_xg.backends import _tf_rescale as R
+    from boundary_xg.backends.tensorflow import rescale as R
 
     rng = np.random.default_rng(5)
     # ReLU outputs: many ties at 0, where the first maximum in row-major order wins
@@ -647,7 +647,7 @@ def test_keras_falls_back_when_the_passes_differ():
     import keras
     import tensorflow as tf
 
-    from boundary_xg.backends import _tf_rescale as R
+    from boundary_xg.backends.tensorflow import rescale as R
     from boundary_xg.backends import get_backend
 
     class BatchDependent(keras.Model):
@@ -687,7 +687,7 @@ def test_keras_plain_relu_fast_path_only_for_the_library_relu():
     import keras
     import tensorflow as tf
 
-    from boundary_xg.backends import _tf_rescale as R
+    from boundary_xg.backends.tensorflow import rescale as R
 
     def relu(x):  # capped: not a plain ReLU despite its name
         return keras.activations.relu(x, max_value=0.5)
@@ -749,7 +749,7 @@ def test_keras_traced_fallback_when_the_passes_differ():
     counter) gets the doubled-batch graph instead, with the same attributions."""
     import keras
 
-    from boundary_xg.backends import _tf_rescale as R
+    from boundary_xg.backends.tensorflow import rescale as R
 
     class Alternating(keras.Model):
         def __init__(self, alternate):

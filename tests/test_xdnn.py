@@ -178,7 +178,7 @@ def test_scan_flags_each_kind_torch():
 @needs_tf
 def test_scan_flags_each_kind_keras():
     import keras
-    from boundary_xg.xdnn._keras import ScalarBias
+    from boundary_xg.backends.tensorflow.xdnn import ScalarBias
 
     L = keras.layers
 
@@ -533,7 +533,9 @@ def test_torch_fixup_resnet50_layout():
     for model in (reg, xm):
         convs = {n: repr(m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
         assert convs == ref_convs
-        assert not any(isinstance(m, X._torch._NORMS) for m in model.modules())
+        from boundary_xg.backends.torch import xdnn as torch_xdnn
+
+        assert not any(isinstance(m, torch_xdnn._NORMS) for m in model.modules())
         assert repr(model.maxpool) == repr(ref.maxpool)
     scalars = {n for n, p in reg.named_parameters() if p.dim() == 1 and p.numel() == 1}
     expected = {"bias1", "bias2"} | {

@@ -21,14 +21,22 @@ from .api import (
     method_names,
     methods_table,
     predict,
+    to_numpy,
     use_framework,
 )
 from .errors import (
+    AlreadyMisclassifiedWarning,
     BackendNotAvailableError,
+    BoundaryNotFoundWarning,
     BoundaryXGError,
+    CapabilityError,
     InputError,
     LabelError,
     MethodError,
+    ModelError,
+    NonHomogeneousWarning,
+    ProbabilityOutputWarning,
+    SoftmaxOutputWarning,
     UnsupportedModelError,
 )
 from .methods.quadrature import quadrature
@@ -44,6 +52,7 @@ __all__ = [
     "BA",
     "attribute",
     "predict",
+    "to_numpy",
     "quadrature",
     "find_boundary",
     "get_boundary_points",
@@ -74,5 +83,12 @@ __all__ = [
     "MethodError",
     "UnsupportedModelError",
     "BackendNotAvailableError",
+    "ModelError",
+    "CapabilityError",
+    "SoftmaxOutputWarning",
+    "ProbabilityOutputWarning",
+    "NonHomogeneousWarning",
+    "BoundaryNotFoundWarning",
+    "AlreadyMisclassifiedWarning",
     "__version__",
 ]

@@ -30,9 +30,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from .backends import Backend, backend_for
-from .backends import _ALIASES, _BACKENDS, _installed
-from .backends import _framework_of_class as _framework_of
-from .errors import InputError, LabelError
+from .backends import foreign_tensor, framework_of, installed, lookup_identity
+from .errors import InputError, LabelError, ProbabilityOutputWarning  # noqa: F401  (re-exported)
 from .errors import one_call, warn
 from .ops import predict
 
@@ -42,12 +41,8 @@ __all__ = [
     "to_caller", "layout_hint",
 ]
 
-#: frameworks whose tensors are recognised at the entry (and refused on another backend)
-_TENSOR_ROOTS = ("torch", "tensorflow", "keras", "jax", "jaxlib")
 
 
-class ProbabilityOutputWarning(UserWarning):
-    """The model's outputs look like probabilities, which are explained as given."""
 
 
 def framework_root(obj: Any) -> str:
@@ -66,11 +61,12 @@ def resolve_backend(model: Any, x: Any, backend: Optional[str]) -> Backend:
     if backend is not None:
         # checked before the named framework is imported (a needless import, and
         # TensorFlow imported after torch's lazy parts are due can crash)
-        wanted = _ALIASES.get(str(backend).lower())
-        kind = _framework_of(type(model))
-        own = {"torch": "torch", "keras": "tensorflow", "tensorflow": "tensorflow"}.get(kind or "")
-        # a framework that is not installed is reported as such by backend_for
-        if own is not None and wanted is not None and own != wanted and _installed(_BACKENDS[wanted][1]):
+        ident = lookup_identity(backend)
+        own = framework_of(model)
+        # another backend over the same framework fits; a framework that is not
+        # installed is reported as such by backend_for
+        if own is not None and ident is not None and lookup_identity(own).framework != ident.framework \
+                and installed(ident.framework):
             raise InputError(
                 f"backend={backend!r} does not fit the model, a {type(model).__module__}."
                 f"{type(model).__qualname__} (a {own} model); drop backend= to detect it, or "
@@ -131,8 +127,8 @@ def prepare_x(B: Backend, model: Any, x: Any) -> Tuple[Any, str, Any]:
         if not B.is_floating(xt):
             xt = B.asarray(xt, dtype=B.model_dtype(model))
     else:
-        root = framework_root(x)
-        if root in _TENSOR_ROOTS:
+        root = foreign_tensor(x, B)
+        if root is not None:
             raise InputError(
                 f"x is a {root} tensor but the model runs on the {B.name} backend; pass NumPy "
                 f"or a {B.name} tensor."
@@ -460,8 +456,8 @@ def prepare_baseline(B: Backend, baseline: Any, x: Any) -> Any:
         if not np.isfinite(baseline):
             raise InputError("baseline is NaN or infinite; expected finite values.")
         return B.zeros_like(x) + float(baseline)
-    root = framework_root(baseline)
-    if not B.is_tensor(baseline) and root in _TENSOR_ROOTS:
+    root = foreign_tensor(baseline, B)
+    if root is not None:
         raise InputError(f"baseline is a {root} tensor but the model runs on the {B.name} backend.")
     bt = B.asarray(baseline if B.is_tensor(baseline) else np.asarray(baseline), like=x)
     bt = B.cast(bt, x)

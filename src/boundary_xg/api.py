@@ -33,9 +33,11 @@ from ._entry import (
     select_output,
     to_caller,
 )
-from .backends import _ALIASES, _installed, get_backend
+from .backends import get_backend, installed, lookup_identity, require
 from .backends import import_frameworks as _import_frameworks
+from .backends import names as _backend_names
 from .backends import native_stderr_silenced  # noqa: F401  (re-exported for the command line)
+from .backends import to_numpy as _backend_to_numpy
 from .errors import InputError
 from .methods.registry import COMMON_OPTIONS, METHODS, MethodSpec, check_options, lookup
 from .ops import default_batch_size, with_objective
@@ -57,6 +59,7 @@ def run_method(spec: MethodSpec, model: Any, x: Any, labels: Any, options: Dict[
     output = opts.pop("output", None)
     check_output_option(output)
     B = resolve_backend(model, x, opts.pop("backend"))
+    require(B, spec.needs, spec.short)  # before any work: names the backends that can run it
     mode = opts.pop("model_mode")
     objective = opts.pop("objective")
     return_gap = bool(opts.pop("return_gap", False))
@@ -335,8 +338,9 @@ def methods_table() -> str:
 
 # --- what the package offers: frameworks --------------------------------------------------
 def available_frameworks() -> Dict[str, bool]:
-    """``{"torch": installed, "tensorflow": installed}``, without importing either."""
-    return {name: _installed(name) for name in ("torch", "tensorflow")}
+    """``{backend name: installed}`` for every registered backend (``{"torch": True,
+    "tensorflow": True}``), without importing any framework."""
+    return {name: lookup_identity(name).installed() for name in _backend_names()}
 
 
 def use_framework(name: str) -> str:
@@ -355,19 +359,31 @@ def use_framework(name: str) -> str:
         BackendNotAvailableError: the framework is not installed (the message
             names the extra to install).
     """
-    key = _ALIASES.get(str(name).lower())
-    if key is None or not _installed(key):
+    ident = lookup_identity(name)
+    if ident is None or not ident.installed():
         get_backend(name)  # raises the error that names the fix
-    _import_frameworks([key])
-    get_backend(key)
-    return key
+    _import_frameworks([ident.name])
+    get_backend(ident.name)
+    return ident.name
 
 
-def import_frameworks(names=("torch", "tensorflow")) -> None:
-    """Import the named installed frameworks in the order that is safe in one process.
+def import_frameworks(names=None) -> None:
+    """Import the named installed frameworks (default: every registered one) in the order
+    that is safe in one process.
 
     torch (with torchvision and the parts torch imports lazily) before
     TensorFlow: importing them after TensorFlow crashes the interpreter on some
     machines. Frameworks that are not installed are skipped.
     """
     _import_frameworks(names)
+
+
+def to_numpy(a: Any) -> Any:
+    """``a`` as a NumPy array: a tensor of any supported framework (on any device) or array-like.
+
+    Imports no framework: a tensor exists only once its framework is imported.
+
+    Example:
+        >>> heat = to_numpy(bxg.attribute(model, x_tensor, labels)).sum(axis=1)
+    """
+    return _backend_to_numpy(a)

@@ -41,6 +41,39 @@ class BackendNotAvailableError(BoundaryXGError, ImportError):
     """The framework a model or an explicit ``backend=`` needs is not installed."""
 
 
+class ModelError(MethodError, InputError):
+    """The model's structure rules the method out (TorchScript or a softmax layer for DeepLIFT).
+
+    A :class:`MethodError` (the method cannot run on this model) and an
+    :class:`InputError` (the fault is in the ``model`` argument), so either
+    ``except`` catches it."""
+
+
+class CapabilityError(BoundaryXGError, TypeError):
+    """The backend lacks a capability the method needs (named in the message, with the backends that have it)."""
+
+
+# --- warnings: all here so that users can filter them without importing a framework ---
+class SoftmaxOutputWarning(UserWarning):
+    """The model ends in a softmax; the pre-softmax logit is explained instead."""
+
+
+class ProbabilityOutputWarning(UserWarning):
+    """The model's outputs look like probabilities, which are explained as given."""
+
+
+class NonHomogeneousWarning(UserWarning):
+    """The model is not nonnegatively homogeneous: X-Gradient is Input x Gradient, not IG."""
+
+
+class BoundaryNotFoundWarning(UserWarning):
+    """Some examples could not be moved across the decision boundary."""
+
+
+class AlreadyMisclassifiedWarning(UserWarning):
+    """Some examples are already classified differently from their labels."""
+
+
 # --- warnings: once per call, attributed to the caller's line ------------------------------
 #: files whose frames are skipped when a warning is attributed to a line: this package's own
 #: and contextlib's (a session entered with ``with`` runs inside contextlib)

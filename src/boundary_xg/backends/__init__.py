@@ -1,198 +1,208 @@
 """Backend discovery and selection. Imports no framework.
 
-Selection order (DESIGN.md): an explicit ``backend=`` wins; else the framework is
-read from the module names in the model's class hierarchy (a Keras 3 model
-resolves through ``keras.config.backend()``); else from the input's type; else a
-clear error naming the extra to install. Detection never imports a framework that
-is not already imported: a model of a framework is only possible once that
-framework has been imported.
+Every framework is one folder, ``backends/<framework>/``, whose ``__init__`` declares
+a :class:`BackendIdentity` (name, module roots, aliases, extra, image layout,
+capabilities) and registers it. Selection: an explicit ``backend=`` wins; else the
+first registered backend whose roots own the model's class (a Keras 3 model must
+run on Keras' TensorFlow backend); else the one that owns the input's type; else
+a clear error naming the extras to install. Detection never imports a framework
+that is not already imported: a model of a framework can only exist once that
+framework has been imported. Callers ask this module (``framework_of``,
+``B.name``, ``B.image_layout``) and never compare framework names themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
-import os
 import sys
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
-from ..errors import BackendNotAvailableError, UnsupportedModelError
-from ._protocol import Backend, as_written
+from ..errors import BackendNotAvailableError, CapabilityError, UnsupportedModelError
+from ._identity import (
+    BackendIdentity,
+    identities,
+    installed,
+    lookup_identity,
+    register_backend,
+    unregister_backend,
+)
+from ._protocol import CAPABILITIES, Backend, as_written
+from ._quiet import native_stderr_silenced
+from . import torch as _torch_identity  # noqa: F401  (registers the backend; imports no torch)
+from . import tensorflow as _tensorflow_identity  # noqa: F401  (likewise, no TensorFlow)
 
-__all__ = ["Backend", "as_written", "get_backend", "backend_for", "available_backends", "import_frameworks"]
+__all__ = [
+    "Backend", "as_written", "native_stderr_silenced", "BackendIdentity", "CAPABILITIES", "get_backend", "backend_for", "available_backends",
+    "import_frameworks", "framework_of", "names", "identity", "register_backend", "unregister_backend",
+    "installed", "backends_with", "require", "foreign_tensor", "to_numpy", "forget_backend", "lookup_identity", "data_plan",
+]
 
-# canonical name -> (module holding the backend, the framework's import name, pip extra)
-_BACKENDS = {
-    "torch": ("boundary_xg.backends.torch", "torch", "boundary_xg[torch]"),
-    "tensorflow": ("boundary_xg.backends.tensorflow", "tensorflow", "boundary_xg[tensorflow]"),
-}
-_ALIASES = {
-    "torch": "torch", "pytorch": "torch", "pt": "torch",
-    "tensorflow": "tensorflow", "tf": "tensorflow", "tf.keras": "tensorflow",
-    "keras": "tensorflow", "tf2": "tensorflow",
-}
 _instances: Dict[str, Backend] = {}
 
 
-def _installed(name: str) -> bool:
-    """True when ``name`` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+def names() -> List[str]:
+    """The canonical names of the registered backends, in import order."""
+    return [i.name for i in identities()]
 
 
-def import_frameworks(names=("torch", "tensorflow")) -> None:
-    """Import the named frameworks in the order that is safe in one process.
+def identity(name: Any) -> BackendIdentity:
+    """The registered backend spelled ``name`` (name or alias, case-insensitive).
 
-    torch (and torchvision) must be imported before tensorflow: importing
-    torchvision after TensorFlow crashes the interpreter on some machines.
-    Missing frameworks are skipped.
+    Raises:
+        UnsupportedModelError: no registered backend has that spelling.
     """
-    order = [n for n in ("torch", "tensorflow") if n in names]
-    for n in order:
-        if not _installed(n):
+    ident = lookup_identity(name)
+    if ident is None:
+        spellings = sorted({s for i in identities() for s in i.spellings()})
+        raise UnsupportedModelError(f"backend={name!r} is not a known backend; use one of {spellings}.")
+    return ident
+
+
+def backends_with(capability: str) -> List[str]:
+    """The registered backends that declare ``capability``."""
+    return [i.name for i in identities() if capability in i.capabilities]
+
+
+def import_frameworks(names_: Optional[Iterable[str]] = None) -> None:
+    """Import the named frameworks (default: every registered one) in the order that is safe.
+
+    torch (and torchvision) must be imported before TensorFlow: importing
+    torchvision after TensorFlow crashes the interpreter on some machines. Missing
+    frameworks are skipped.
+    """
+    wanted = None if names_ is None else {identity(n).name for n in names_}
+    for ident in identities():
+        if wanted is not None and ident.name not in wanted:
             continue
-        if n == "tensorflow" and "tensorflow" not in sys.modules:
-            if "torch" in sys.modules:
-                _import_torch_lazy_parts()
-            with tensorflow_logs_quiet():
-                importlib.import_module(n)
+        if not ident.installed():
             continue
-        importlib.import_module(n)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the block (Python exceptions still propagate)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. some notebook kernels)
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-@contextlib.contextmanager
-def tensorflow_logs_quiet() -> Iterator[None]:
-    """TensorFlow's start-up log lines silenced while boundary_xg imports it.
-
-    Importing TensorFlow prints C++ log lines ("oneDNN custom operations are on",
-    CPU feature notes) straight to file descriptor 2, some of them before its
-    logging reads ``TF_CPP_MIN_LOG_LEVEL``. When the user has not set that
-    variable, boundary_xg sets it to 2 for the import and silences descriptor 2
-    meanwhile; a user who set it (to 0, say, to debug an install) sees everything.
-    """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        yield
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    try:
-        with native_stderr_silenced():
-            yield
-    finally:
-        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
-
-
-def _import_torch_lazy_parts() -> None:
-    """Import what torch would import lazily later, before TensorFlow is imported.
-
-    torch imports ``torch._dynamo`` on first need (an error message on a meta
-    tensor, ``torch.compile``); done after TensorFlow that import crashes the
-    interpreter on some machines. torchvision imports it too, so it goes first
-    when installed.
-    """
-    for name in ("torchvision", "torch._dynamo"):
-        if name in sys.modules:
-            return
-        if _installed(name.split(".")[0]):
-            importlib.import_module(name)
-            return
+        if ident.framework not in sys.modules:
+            if ident.before_import is not None:
+                ident.before_import()
+            quiet = ident.import_context() if ident.import_context is not None else contextlib.nullcontext()
+            with quiet:
+                importlib.import_module(ident.framework)
 
 
 def get_backend(name: str) -> Backend:
-    """Return the backend called ``name`` ("torch", "pytorch", "tensorflow", "tf", "tf.keras").
+    """The backend called ``name`` (e.g. "torch", "pytorch", "tensorflow", "tf", "tf.keras").
 
     Raises:
-        UnsupportedModelError: the name is not a known backend.
-        BackendNotAvailableError: the framework is not installed.
+        UnsupportedModelError: the name is not a registered backend.
+        BackendNotAvailableError: its framework is not installed.
     """
-    key = _ALIASES.get(str(name).lower())
-    if key is None:
-        raise UnsupportedModelError(
-            f"backend={name!r} is not a known backend; use one of "
-            f"{sorted(set(_ALIASES))}."
-        )
-    if key not in _instances:
-        module, framework, extra = _BACKENDS[key]
-        if not _installed(framework):
+    ident = identity(name)
+    if ident.name not in _instances:
+        if not ident.installed():
             raise BackendNotAvailableError(
-                f"backend {key!r} needs {framework}, which is not installed; "
-                f"install it with: pip install '{extra}'"
+                f"backend {ident.name!r} needs {ident.framework}, which is not installed; "
+                f"install it with: pip install '{ident.extra}'"
             )
-        if framework not in sys.modules:
-            import_frameworks([framework])  # the safe order, and TensorFlow's start-up logs quiet
-        _instances[key] = importlib.import_module(module).BACKEND
-    return _instances[key]
+        import_frameworks([ident.name])
+        if ident.factory is not None:
+            inst = ident.factory()
+        else:
+            inst = importlib.import_module(ident.module).BACKEND
+        _instances[ident.name] = inst
+    return _instances[ident.name]
 
 
-def _framework_of_class(cls: type) -> Optional[str]:
+def forget_backend(name: str) -> None:
+    """Drop the cached backend object of ``name`` (tests that register temporary backends)."""
+    _instances.pop(name, None)
+
+
+def framework_of(obj: Any) -> Optional[str]:
+    """The name of the first registered backend whose module roots own ``obj``'s class, or None.
+
+    Works for models and tensors alike and imports nothing.
+    """
+    cls = obj if isinstance(obj, type) else type(obj)
+    # the most derived class decides: a Keras 3 layer on Keras' torch backend is
+    # also a torch.nn.Module, but it is a Keras model first
     for klass in cls.__mro__:
         root = (klass.__module__ or "").split(".")[0]
-        if root == "torch":
-            return "torch"
-        if root in ("keras", "tf_keras", "tensorflow"):
-            return "keras" if root in ("keras", "tf_keras") else "tensorflow"
+        for ident in identities():
+            if root in ident.roots:
+                return ident.name
     return None
+
+
+def foreign_tensor(obj: Any, B: Backend) -> Optional[str]:
+    """The backend owning ``obj`` when it is a tensor of another registered backend than ``B``, else None."""
+    owner = framework_of(obj)
+    return owner if owner is not None and owner != B.name and not B.is_tensor(obj) else None
+
+
+def to_numpy(obj: Any) -> Any:
+    """``obj`` as a NumPy array: a tensor of any registered backend through that backend, else ``np.asarray``.
+
+    Imports no framework that is not loaded (a tensor exists only once its framework is).
+    """
+    import numpy as np
+
+    owner = framework_of(obj)
+    if owner is not None:
+        B = get_backend(owner)
+        if B.is_tensor(obj):
+            return np.asarray(B.to_numpy(obj))
+    return np.asarray(obj)
+
+
+def data_plan(data: Any) -> Any:
+    """How a dataset run reads ``data``: the owning backend's :class:`~._data.DataPlan`, or None.
+
+    None for data of no registered backend (arrays, paths) and for backends without
+    the ``"datasets"`` capability. Imports no framework that is not loaded.
+    """
+    owner = framework_of(data)
+    if owner is None or "datasets" not in identity(owner).capabilities:
+        return None
+    return get_backend(owner).data_plan(data)
 
 
 def backend_for(model: Any, x: Any = None, backend: Optional[str] = None) -> Backend:
     """Pick the backend for ``model`` (and ``x``), per the selection order above.
 
     Raises:
-        UnsupportedModelError: the model belongs to no supported framework, or is
+        UnsupportedModelError: the model belongs to no registered backend, or is
             a Keras 3 model on a Keras backend other than TensorFlow.
     """
     if backend is not None:
         return get_backend(backend)
-    kind = _framework_of_class(type(model))
-    if kind == "torch":
-        return get_backend("torch")
-    if kind == "keras":
-        keras = sys.modules.get("keras")
-        kb = None
-        if keras is not None and hasattr(keras, "config") and hasattr(keras.config, "backend"):
-            kb = keras.config.backend()
-        if kb not in (None, "tensorflow"):
-            raise UnsupportedModelError(
-                f"model is a Keras model on the {kb!r} Keras backend; boundary_xg supports "
-                "Keras on the 'tensorflow' backend (and PyTorch models). Set the environment "
-                "variable KERAS_BACKEND=tensorflow before importing keras."
-            )
-        return get_backend("tensorflow")
-    if kind == "tensorflow":
-        return get_backend("tensorflow")
-    if x is not None:
-        xkind = _framework_of_class(type(x))
-        if xkind == "torch" and callable(model):
-            return get_backend("torch")
-        if xkind in ("tensorflow", "keras") and callable(model):
-            return get_backend("tensorflow")
+    owner = framework_of(model)
+    if owner is not None:
+        ident = identity(owner)
+        if ident.check_model is not None:
+            ident.check_model(model)
+        return get_backend(owner)
+    if x is not None and callable(model):
+        owner = framework_of(x)
+        if owner is not None:
+            return get_backend(owner)
+    extras = " or ".join(f"pip install '{i.extra}'" for i in identities())
     raise UnsupportedModelError(
-        f"model of type {type(model).__module__}.{type(model).__qualname__} is neither a "
-        "torch.nn.Module nor a Keras model. Install the framework you use with "
-        "pip install 'boundary_xg[torch]' or pip install 'boundary_xg[tensorflow]', or pass "
-        "backend='torch'/'tensorflow' for a plain callable."
+        f"model of type {type(model).__module__}.{type(model).__qualname__} belongs to no "
+        f"supported framework ({', '.join(names())}). Install the framework you use with "
+        f"{extras}, or pass backend=NAME for a plain callable on that framework's tensors."
     )
+
+
+def require(B: Backend, capabilities: Iterable[str], method: str) -> None:
+    """Raise a clear error when ``B`` lacks one of ``capabilities`` that ``method`` needs.
+
+    Raises:
+        CapabilityError: names the method, the missing capability and the registered
+            backends that have it.
+    """
+    for cap in capabilities:
+        if cap not in B.capabilities:
+            having = backends_with(cap)
+            raise CapabilityError(
+                f"{method} needs the backend capability {cap!r} ({CAPABILITIES.get(cap, '')}), "
+                f"which the {B.name!r} backend does not provide; backends that do: {having or 'none'}."
+            )
 
 
 def available_backends() -> Dict[str, Optional[str]]:
@@ -201,9 +211,9 @@ def available_backends() -> Dict[str, Optional[str]]:
     Importing the framework is needed to read the version, so call this only when
     the answer is wanted (the ``boundary-xg backends`` command).
     """
+    import_frameworks()
     out: Dict[str, Optional[str]] = {}
-    import_frameworks([n for n in ("torch", "tensorflow")])
-    for key, (_, framework, _) in _BACKENDS.items():
-        mod = sys.modules.get(framework)
-        out[key] = getattr(mod, "__version__", None) if mod is not None else None
+    for ident in identities():
+        mod = sys.modules.get(ident.framework)
+        out[ident.name] = getattr(mod, "__version__", None) if mod is not None else None
     return out

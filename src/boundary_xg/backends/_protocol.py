@@ -17,9 +17,26 @@ Conventions
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Sequence, Tuple
+
+from ..errors import CapabilityError
+
+#: named capabilities beyond the core primitives: what a backend may provide, and
+#: the primitives each one stands for. Methods name the ones they need in the
+#: registry (``MethodSpec.needs``); the front end checks them before running.
+CAPABILITIES: Dict[str, str] = {
+    "deeplift": "DeepLIFT's Rescale kernel, deeplift_grad",
+    "layers": "running the model while capturing layers: resolve_layer, layer_names, layer_name, "
+              "default_layer, capture_layers, bias_terms, resize",
+    "xdnn": "the X-DNN toolkit's scan, bias stripping and architecture builders, xdnn_kernels()",
+    "state_dict_checkpoints": "PyTorch state-dict checkpoints: xdnn_kernels().read_checkpoint, "
+                              "state_keys, load_state",
+    "datasets": "reading the framework's dataset objects in a dataset run, data_plan(data)",
+    "distributed": "agreeing on work and waiting for each other across processes, process_group()",
+}
 
 
 def as_written(fn: Callable) -> Callable:
@@ -38,6 +55,8 @@ class Backend:
 
     #: short name used by ``backend=`` and in messages ("torch", "tensorflow")
     name: str = "abstract"
+    #: the capabilities of :data:`CAPABILITIES` this backend provides
+    capabilities: FrozenSet[str] = frozenset()
     #: the layout of image batches the framework's models usually take
     image_layout: str = "NCHW"
     #: input elements per chunk by default on a CPU (see ops.default_batch_size):
@@ -49,11 +68,12 @@ class Backend:
         """True when ``obj`` is a native tensor of this framework."""
         raise NotImplementedError
 
-    def asarray(self, data: Any, like: Any = None, dtype: Any = None) -> Any:
+    def asarray(self, data: Any, like: Any = None, dtype: Any = None, device: Any = None) -> Any:
         """Convert ``data`` (NumPy, list, scalar or tensor) to a tensor on ``like``'s device.
 
         ``dtype`` may be a NumPy dtype, a framework dtype or "int64"; when None the
         dtype of ``like`` (if given and ``data`` is floating) or of ``data`` is kept.
+        ``device`` (a value of :meth:`model_device`) places it when there is no ``like``.
         """
         raise NotImplementedError
 
@@ -80,6 +100,11 @@ class Backend:
     def fingerprint(self, model: Any) -> Tuple:
         """A cheap key that changes when the model's weights are replaced or reshaped."""
         return (id(model),)
+
+    def named_weights(self, model: Any) -> list:
+        """``(name, tensor)`` for every weight and buffer of ``model``, in a stable order
+        (what identifies a model's numbers in a run's ``run.json``); empty for a plain callable."""
+        raise NotImplementedError
 
     def device_of(self, t: Any) -> Any:
         """The device of tensor ``t``, where it must match the model's (None: not checked)."""
@@ -241,7 +266,8 @@ class Backend:
 
     def tanh_backward(self, y: Any, dy: Any) -> Any:
         """``dy * (1 - y^2)``: the chain rule through ``y = tanh(z)``, in one kernel."""
-        raise NotImplementedError
+        # fallback written once; a backend may fuse it into one kernel
+        return dy * (1 - y * y)
 
     def logsumexp(self, t: Any, axis: int = -1) -> Any:
         """Numerically stable ``log(sum(exp(t)))`` along ``axis``."""
@@ -317,7 +343,7 @@ class Backend:
             MethodError: the model calls a nonlinearity the rule does not cover
                 (softmax inside the network), naming it.
         """
-        raise NotImplementedError
+        raise self._missing('deeplift')
 
     # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
     def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
@@ -331,7 +357,10 @@ class Backend:
         shape, ``lr`` and ``eps`` broadcast to it (one value per row). May update
         ``d``, ``m`` and ``v`` in place: pass tensors nothing else reads.
         """
-        raise NotImplementedError
+        # fallback written once over the core primitives (out of place)
+        m = m * beta1 + g
+        v = v * beta2 + g * g
+        return d - lr * m / (self.sqrt(v) + eps), m, v
 
     # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
     def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
@@ -340,7 +369,9 @@ class Backend:
         Exact, unlike ``index_add(acc, index, rows - gather(acc, index))``, which
         cancels to 0 in float32 when ``acc`` holds a sentinel such as 1e10.
         """
-        raise NotImplementedError
+        # fallback written once: clear the rows at ``index``, then add the new ones
+        hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
+        return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
 
     # --- layer methods (issue 14): layers and their outputs, used by GradCAM and FullGrad ---
     def resolve_layer(self, model: Any, layer: Any) -> Any:
@@ -352,15 +383,15 @@ class Backend:
         Raises:
             InputError: the model has no such layer; the message lists the names.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def layer_names(self, model: Any) -> list:
         """The names of every layer of ``model`` (what ``layer=`` accepts as a string)."""
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def layer_name(self, model: Any, layer: Any) -> str:
         """The name of the handle ``layer`` in ``model`` (for messages)."""
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def default_layer(self, model: Any, x: Any) -> Any:
         """GradCAM's default layer: the output of the last block with spatial extent.
@@ -368,7 +399,7 @@ class Backend:
         Runs the model once on ``x`` (one example) in inference mode to see which
         layers have spatial outputs.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
@@ -398,7 +429,7 @@ class Backend:
         Raises:
             InputError: a layer that did not run or that the logits do not depend on.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def bias_terms(self, model: Any) -> list:
         """``(layer, bias (C,), channel axis)`` for every layer of ``model`` that adds a bias.
@@ -406,11 +437,11 @@ class Backend:
         Convolutions and dense layers with a bias, batch norm with its effective
         bias ``beta - mean * gamma / sqrt(var + eps)`` from its running statistics.
         """
-        raise NotImplementedError
+        raise self._missing('layers')
 
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
         """Bilinear resize of a batch of maps in :attr:`image_layout` to spatial ``size``."""
-        raise NotImplementedError
+        raise self._missing('layers')
 
     # --- evaluation metrics (issue 16): primitives used by metrics/ -----------------------
     def argsort(self, t: Any, axis: int = -1) -> Any:
@@ -450,3 +481,30 @@ class Backend:
         same weights in both frameworks are randomised to the same weights.
         """
         raise NotImplementedError
+
+    # --- capability: the X-DNN toolkit ---------------------------------------------
+    def xdnn_kernels(self) -> Any:
+        """The module of X-DNN kernels: ``scan(model)``, ``strip_bias(model)``, ``build(...)``.
+
+        Capability ``"xdnn"``; with ``"state_dict_checkpoints"`` also
+        ``read_checkpoint(path)``, ``state_keys(model)``, ``load_state(model, state, strict)``.
+        """
+        raise self._missing("xdnn")
+
+    # --- capability: dataset objects -------------------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        """How a dataset run reads ``data`` (a :class:`~boundary_xg.backends._data.DataPlan`),
+        or None when ``data`` is no dataset object of this framework. Capability ``"datasets"``."""
+        raise self._missing("datasets")
+
+    # --- capability: several processes ------------------------------------------------
+    def process_group(self, local_rank: int, timeout_s: float) -> Any:
+        """Join (or start) the launcher's process group: an object with ``rank``, ``world``,
+        ``broadcast(obj)``, ``gather(obj)`` and ``close()``. Capability ``"distributed"``."""
+        raise self._missing("distributed")
+
+    def _missing(self, capability: str) -> CapabilityError:
+        """The error for a capability this backend does not provide."""
+        return CapabilityError(
+            f"the {self.name!r} backend does not provide the capability {capability!r} "
+            f"({CAPABILITIES.get(capability, '')}).")

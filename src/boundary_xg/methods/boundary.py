@@ -160,6 +160,7 @@ def register_variants() -> None:
         register(MethodSpec(
             name=name, short=short, func=_variant_func(short), defaults=defaults, aliases=aliases,
             uses_baseline=False, supports_gap=(role == "baseline"),
+            needs=base.needs if base is not None else (),
             prepare=base.prepare if base is not None else None,
             checks=dict(base.checks) if base is not None else {},
             summary=summary, cost=cost, base=base_name, in_demo=True, paper=PAPER,

@@ -127,7 +127,7 @@ def check_model(B: Backend, model: Any, x: Any, options: Dict[str, Any]) -> None
 
 register(MethodSpec(
     name="deeplift", short="DeepLIFT", func=deeplift, defaults={"baseline": None},
-    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True,
+    aliases=("deep_lift", "dl", "rescale"), uses_baseline=True, supports_gap=True, needs=("deeplift",),
     # at most: a baseline forward and an input forward+backward cost less than the
     # doubled batch's two rows (a shared baseline costs one row)
     passes=lambda o: 2, prepare=check_model, objectives=("logit",),

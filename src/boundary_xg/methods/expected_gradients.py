@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
 
-from ..backends import Backend
+from ..backends import Backend, foreign_tensor
 from ..errors import InputError
 from ..ops import (
     compiled_label_grad, expand_rows, forward_scores, objective_of, objective_scores,
@@ -142,8 +142,8 @@ def convert_background(B: Backend, bg: Any, x: Any, method: str) -> Any:
             f"{method} needs background=: reference inputs (M, ...) with x's example shape, e.g. a "
             "random sample of training inputs (NumPy or a tensor of the model's framework)."
         )
-    root = (type(bg).__module__ or "").split(".")[0]
-    if not B.is_tensor(bg) and root in ("torch", "tensorflow", "jax", "jaxlib"):
+    root = foreign_tensor(bg, B)
+    if root is not None:
         raise InputError(f"background is a {root} tensor but the model runs on the {B.name} backend.")
     if B.is_tensor(bg):
         bt = B.asarray(bg, like=x)

@@ -196,7 +196,7 @@ def prepare_fullgrad(B: Backend, model: Any, x: Any, options: Dict[str, Any]) ->
 register(MethodSpec(
     name="full_grad", short="FullGrad", func=fullgrad, defaults={},
     aliases=("fullgrad", "full_gradient", "fullgradient"), supports_gap=True,
-    prepare=prepare_fullgrad, output="map", needs=("capture_layers", "resize", "bias_terms"),
+    prepare=prepare_fullgrad, output="map", needs=("layers",),
     summary="FullGrad: input gradient plus every layer's bias gradient (batch norm's effective bias), "
             "post-processed as in the paper; one map per example; `return_gap=True` gives the "
             "residual of the full-gradient decomposition",

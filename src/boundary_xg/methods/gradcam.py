@@ -127,7 +127,7 @@ def _register(name: str, short: str, func: Callable, aliases: tuple, summary: st
     register(MethodSpec(
         name=name, short=short, func=func, defaults={"layer": None, "relu": True, "upsample": True},
         aliases=aliases, prepare=prepare_layer, takes_layer=True, output="map",
-        needs=("capture_layers", "resize", "default_layer"),
+        needs=("layers",),
         checks={"relu": boolean_option("relu"), "upsample": boolean_option("upsample")},
         summary=summary, cost="1", paper=paper, in_demo=in_demo,
     ))

@@ -52,8 +52,9 @@ class MethodSpec:
         takes_layer: the method explains a layer and takes ``layer=``.
         output: ``"like_x"`` (attributions shaped like ``x``) or ``"map"`` (one
             map per example: ``(N, 1, H, W)`` for NCHW, ``(N, H, W, 1)`` for NHWC).
-        needs: the backend capabilities the method calls beyond the core
-            primitives (e.g. ``("capture_layers", "resize")``).
+        needs: the backend capabilities (:data:`boundary_xg.backends.CAPABILITIES`)
+            the method calls beyond the core primitives, e.g. ``("layers",)``; the
+            front end checks them before any work and names the backends that have them.
         checks: option name -> validator raising :class:`InputError`, for the
             method's own options (consulted before the shared :data:`CHECKS`).
         summary: what the method computes and its main options (README's table,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from .. import backends  # noqa: F401  (re-exported for the runs package)
 from ..api import BA, attribute  # noqa: F401  (re-exported for the runs package)
 from ..api import method_info as _method_info
 from ..errors import BoundaryXGError, InputError, MethodError  # noqa: F401

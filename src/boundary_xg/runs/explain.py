@@ -25,6 +25,7 @@ import numpy as np
 from . import folder as fs
 from . import metrics_adapter
 from ._lib import (
+    backends,
     AlreadyMisclassifiedWarning, BoundaryNotFoundWarning, InputError, MethodError, attribute,
     find_boundary, method_info, package_version, predicted_labels,
 )
@@ -105,16 +106,11 @@ def _model_fingerprint(model: Any) -> Dict[str, Any]:
     """The model's class, framework and a SHA-256 of its weights (names and values)."""
     sha = hashlib.sha256()
     root = (type(model).__module__ or "").split(".")[0]
-    framework = "torch" if any((k.__module__ or "").startswith("torch") for k in type(model).__mro__) \
-        else "tensorflow"
-    if hasattr(model, "state_dict") and framework == "torch":
-        for k, v in model.state_dict().items():
+    framework = backends.framework_of(model)
+    if framework is not None:
+        for k, v in backends.get_backend(framework).named_weights(model):
             sha.update(k.encode())
             sha.update(np.ascontiguousarray(to_numpy(v)).tobytes())
-    elif hasattr(model, "weights"):
-        for w in model.weights:
-            sha.update(str(getattr(w, "path", getattr(w, "name", ""))).encode())
-            sha.update(np.ascontiguousarray(to_numpy(w)).tobytes())
     return {"class": f"{root}.{type(model).__name__}", "framework": framework, "weights_sha256": sha.hexdigest()}
 
 
@@ -122,7 +118,8 @@ def _versions(framework: str) -> Dict[str, str]:
     """The versions that made the numbers: the package, NumPy, Python and the model's framework."""
     v = {"boundary_xg": package_version(), "numpy": np.__version__,
          "python": ".".join(map(str, sys.version_info[:3]))}
-    for name in (("torch",) if framework == "torch" else ("tensorflow", "keras")):
+    roots = backends.identity(framework).roots if framework in backends.names() else ()
+    for name in roots:
         mod = sys.modules.get(name)
         if mod is not None:
             v[name] = str(getattr(mod, "__version__", "?"))

@@ -7,8 +7,10 @@ read only the shards asked for; the others (iterable torch datasets, tf.data
 pipelines) are read through in order and the shards not asked for are dropped
 unconverted. Only one shard is held in memory at a time.
 
-No framework is imported here: torch and TensorFlow objects are recognised by
-their class's module, and converted with their own ``.numpy()`` methods.
+No framework is imported here: a framework's dataset objects are recognised and
+described by its backend (capability ``"datasets"``, a
+:class:`~boundary_xg.backends._data.DataPlan`), its tensors converted by
+:func:`boundary_xg.backends.to_numpy`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ._lib import InputError
+from ._lib import InputError, backends
 
 log = logging.getLogger("boundary_xg.runs")
 
@@ -47,23 +49,17 @@ class Shard:
     skipped: Dict[int, str] = field(default_factory=dict)
 
 
-def _root(obj: Any) -> str:
-    return (type(obj).__module__ or "").split(".")[0]
-
-
-def _mro_roots(obj: Any) -> set:
-    return {(k.__module__ or "").split(".")[0] for k in type(obj).__mro__}
-
-
 def to_numpy(v: Any) -> np.ndarray:
-    """A torch / TensorFlow tensor or array-like as a NumPy array (on the host)."""
+    """A tensor of any registered backend, or an array-like, as a NumPy array (on the host)."""
     if isinstance(v, np.ndarray):
         return v
-    if _root(v) == "torch":
-        return v.detach().cpu().numpy()
-    if hasattr(v, "numpy") and _root(v) in ("tensorflow", "keras"):
-        return v.numpy()
-    return np.asarray(v)
+    return backends.to_numpy(v)
+
+
+def _is_tensor(v: Any) -> bool:
+    """A tensor (or array) of a registered backend: kept as it is, converted per shard."""
+    owner = backends.framework_of(v)
+    return owner is not None and backends.get_backend(owner).is_tensor(v)
 
 
 def _split_item(item: Any) -> Tuple[Any, Any]:
@@ -196,15 +192,11 @@ class ArrayReader(SeekableReader):
 
 
 class MapDatasetReader(SeekableReader):
-    """A map-style torch ``Dataset`` (``len`` and ``dataset[i]``), optionally through a DataLoader's workers."""
+    """A map-style dataset (``len`` and ``dataset[i]``), optionally through the user's loader."""
 
-    kind = "torch_dataset"
-
-    def __init__(self, dataset: Any, loader: Any = None):
-        self.dataset, self.loader = dataset, loader
-        self.length = len(dataset)
-        if loader is not None:
-            self.kind = "torch_dataloader"
+    def __init__(self, plan: Any):
+        self.dataset, self.read_range, self.kind = plan.dataset, plan.read_range, plan.name
+        self.length = int(plan.length)
 
     def describe(self) -> Dict[str, Any]:
         d = super().describe()
@@ -212,8 +204,8 @@ class MapDatasetReader(SeekableReader):
         return d
 
     def read(self, start: int, stop: int) -> Shard:
-        if self.loader is not None and getattr(self.loader, "num_workers", 0):
-            return self._read_with_workers(start, stop)
+        if self.read_range is not None:
+            return self._read_batches(start, stop)
         items = [_split_item(self.dataset[i]) for i in range(start, stop)]
         return self._collate(items, start)
 
@@ -228,16 +220,10 @@ class MapDatasetReader(SeekableReader):
                                    f"dataset[{start}:{start + len(items)}]")
         return Shard(0, start, _stack(xs, start), labels)
 
-    def _read_with_workers(self, start: int, stop: int) -> Shard:
+    def _read_batches(self, start: int, stop: int) -> Shard:
         # the user's loader settings (workers, collate) over this shard's indices only
-        torch_data = __import__("torch.utils.data", fromlist=["DataLoader", "Subset"])
-        sub = torch_data.Subset(self.dataset, range(start, stop))
-        ld = self.loader
-        loader = torch_data.DataLoader(sub, batch_size=ld.batch_size or 1, shuffle=False,
-                                       num_workers=ld.num_workers, collate_fn=ld.collate_fn,
-                                       pin_memory=False)
         xs, ys = [], []
-        for batch in loader:
+        for batch in self.read_range(start, stop):
             x, y = _split_item(batch)
             xs.append(_as_inputs(x, f"dataset[{start}:{stop}]"))
             ys.append(y)
@@ -402,19 +388,6 @@ class ImageFolderReader(SeekableReader):
         return Shard(0, start, x, labels, names, skipped)
 
 
-def _is_torch(obj: Any, cls: str) -> bool:
-    mod = __import__("sys").modules.get("torch.utils.data")
-    return mod is not None and isinstance(obj, getattr(mod, cls))
-
-
-def _tf_batched(ds: Any) -> bool:
-    spec = ds.element_spec
-    first = spec[0] if isinstance(spec, (tuple, list)) else (
-        next(iter(spec.values())) if isinstance(spec, dict) else spec)
-    shape = getattr(first, "shape", None)
-    return shape is not None and len(shape) > 0 and shape[0] is None
-
-
 def make_reader(data: Any, framework: str, *, size=None, grayscale: bool = False, mean=None, std=None,
                 on_error: str = "skip") -> Reader:
     """The reader for ``data`` (see :func:`boundary_xg.explain_dataset` for the kinds accepted).
@@ -439,34 +412,17 @@ def make_reader(data: Any, framework: str, *, size=None, grayscale: bool = False
                 raise InputError(f"data={path!r} could not be read as a NumPy array ({err}).") from err
             return ArrayReader(arr, labels, source=path)
         raise InputError(f"data={path!r}: expected a folder of images or a .npy file, and it is neither.")
-    if isinstance(data, tuple) and len(data) == 2 and not _is_torch(data, "Dataset"):
+    if isinstance(data, tuple) and len(data) == 2:
         x, y = data
-        return ArrayReader(x if _root(x) == "torch" or isinstance(x, np.ndarray) else np.asarray(x),
-                           y if y is None or _root(y) == "torch" or isinstance(y, np.ndarray) else np.asarray(y))
-    if isinstance(data, np.ndarray) or (_root(data) == "torch" and hasattr(data, "shape")):
+        return ArrayReader(x if _is_tensor(x) or isinstance(x, np.ndarray) else np.asarray(x),
+                           y if y is None or _is_tensor(y) or isinstance(y, np.ndarray) else np.asarray(y))
+    if isinstance(data, np.ndarray) or _is_tensor(data):
         return ArrayReader(data)
-    if _is_torch(data, "DataLoader"):
-        sampler = type(getattr(data, "sampler", None)).__name__
-        if sampler == "RandomSampler":
-            raise InputError("data is a DataLoader with shuffle=True; a run keeps the dataset order, "
-                             "so pass shuffle=False (or the Dataset itself).")
-        if _is_torch(data.dataset, "IterableDataset") or data.batch_size is None \
-                or sampler not in ("SequentialSampler", "NoneType"):
-            return StreamReader(lambda: iter(data), "torch_dataloader", None, data.batch_size is not None,
-                                {"class": type(data.dataset).__name__})
-        return MapDatasetReader(data.dataset, loader=data)
-    if _is_torch(data, "IterableDataset"):
-        return StreamReader(lambda: iter(data), "torch_iterable_dataset", None, False,
-                            {"class": type(data).__name__})
-    if _is_torch(data, "Dataset") or (hasattr(data, "__getitem__") and hasattr(data, "__len__")
-                                      and "torch" in _mro_roots(data)):
-        return MapDatasetReader(data)
-    if "tensorflow" in _mro_roots(data) and hasattr(data, "as_numpy_iterator"):
-        n = int(data.cardinality())
-        batched = _tf_batched(data)
-        length = n if (n >= 0 and not batched) else None
-        return StreamReader(lambda: data.as_numpy_iterator(), "tf_data", length, batched,
-                            {"element_spec": str(data.element_spec)})
+    plan = backends.data_plan(data)
+    if plan is not None:
+        if plan.kind == "map":
+            return MapDatasetReader(plan)
+        return StreamReader(plan.iterate, plan.name, plan.length, plan.batched, plan.info)
     if hasattr(data, "__array__"):
         return ArrayReader(np.asarray(data))
     raise InputError(

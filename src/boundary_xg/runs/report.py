@@ -16,6 +16,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from . import folder as fs
+from ._lib import backends
 
 log = logging.getLogger("boundary_xg.runs")
 EXAMPLES_SHOWN = 8
@@ -97,7 +98,8 @@ def write_report(out: str, reader: Any, batch_size: int, methods: List[str], col
         d = np.asarray(cols["boundary_distance"], np.float64)
         facts += [["boundary point found", f"{int(found.sum())} of {n}"],
                   ["median boundary distance (found)", _fmt(float(np.median(d[found])) if found.any() else np.nan)]]
-    layout = "NCHW" if config.get("model", {}).get("framework") == "torch" else "NHWC"
+    fw = config.get("model", {}).get("framework")
+    layout = backends.identity(fw).image_layout if fw in backends.names() else "NHWC"
     table = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in facts)
     mrows = summary_rows(cols, methods)
     mtable = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _entry
 from ..backends import Backend
-from ..errors import InputError
+from ..errors import AlreadyMisclassifiedWarning, BoundaryNotFoundWarning, InputError  # noqa: F401
 from ..errors import warn as _warn
 from ..ops import default_batch_size, predict
 from ._ops import NORMS, Cost, l2_distance, margin, misclassified, put_rows, where_rows, widened
@@ -33,12 +33,6 @@ from .refine import DEFAULT_REFINE_STEPS
 from .refine import refine as refine_points
 
 
-class BoundaryNotFoundWarning(UserWarning):
-    """Some examples could not be moved across the decision boundary."""
-
-
-class AlreadyMisclassifiedWarning(UserWarning):
-    """Some examples are already classified differently from their labels."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ..api import to_numpy as backend_to_numpy
 from ..errors import InputError
 
 #: normalisation type -> colour scale kind: "signed" (zero at the centre of a
@@ -38,12 +39,7 @@ def to_numpy(a: Any, name: str = "attributions") -> np.ndarray:
     Raises:
         InputError: ``a`` is not numeric or holds NaN / infinity.
     """
-    root = (type(a).__module__ or "").split(".")[0]
-    if root == "torch":
-        a = a.detach().cpu().numpy()
-    elif root in ("tensorflow", "keras") and hasattr(a, "numpy"):
-        a = a.numpy()
-    arr = np.asarray(a)
+    arr = backend_to_numpy(a)
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{name} has dtype {arr.dtype}; expected a numeric array or tensor.")
     arr = arr.astype(np.float64)

@@ -24,30 +24,21 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..backends import get_backend, lookup_identity, names, require
 from ..errors import InputError
 
-from ._configs import VGG16_CONFIG  # noqa: F401 - re-exported where it used to live
-
-_FRAMEWORKS = {"torch": "torch", "pytorch": "torch", "keras": "keras", "tensorflow": "keras",
-               "tf": "keras", "tf.keras": "keras"}
-
+from ..backends._xdnn_common import VGG16_CONFIG  # noqa: F401 - re-exported where it used to live
 
 def _build(arch: str, bias: bool, num_classes: int, framework: str, width: float,
            in_channels: int, input_size: int, seed: Optional[int]) -> Any:
-    fw = _FRAMEWORKS.get(str(framework).lower())
-    if fw is None:
-        raise InputError(f"framework={framework!r}: expected 'torch' or 'keras'.")
+    ident = lookup_identity(framework)
+    if ident is None:
+        raise InputError(f"framework={framework!r}: expected one of {names()} (or an alias such as 'keras').")
     if not (isinstance(width, (int, float)) and width > 0):
         raise InputError(f"width={width!r}: expected a number > 0.")
-    from ..backends import get_backend, import_frameworks
-
-    # a missing framework is a BackendNotAvailableError naming the extra to install
-    get_backend("torch" if fw == "torch" else "tensorflow")
-    if fw == "torch":
-        from . import _torch as impl
-    else:
-        import_frameworks(("tensorflow",))
-        from . import _keras as impl
+    B = get_backend(ident.name)  # names the extra to install when the framework is missing
+    require(B, ("xdnn",), "the X-DNN architectures")
+    impl = B.xdnn_kernels()
     return impl.build(arch, int(num_classes), bias, float(width), int(in_channels), int(input_size), seed)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, Mapping, Optional
 
-from ..backends import backend_for
+from ..backends import backend_for, backends_with
 from ..errors import InputError, UnsupportedModelError
 
 #: the dict keys under which training scripts nest the weights
@@ -84,17 +84,18 @@ def load_checkpoint(model: Any, checkpoint: Any, *, strict: bool = True, drop_bi
             lists the first missing and unexpected keys).
     """
     B = backend_for(model)
-    if B.name != "torch":
+    if "state_dict_checkpoints" not in B.capabilities:
         raise UnsupportedModelError(
-            "load_checkpoint loads PyTorch checkpoints into PyTorch models; for Keras use "
-            "model.load_weights().")
-    from . import _torch
+            f"load_checkpoint loads PyTorch state-dict checkpoints (backends: "
+            f"{backends_with('state_dict_checkpoints')}); for a {B.name} model use the "
+            "framework's own loader (Keras: model.load_weights()).")
+    kernels = B.xdnn_kernels()
 
     if isinstance(checkpoint, (str, os.PathLike)):
         if not os.path.exists(checkpoint):
             raise InputError(f"checkpoint file {os.fspath(checkpoint)!r} does not exist.")
-        checkpoint = _torch.read_checkpoint(checkpoint)
-    model_keys = _torch.state_keys(model)
+        checkpoint = kernels.read_checkpoint(checkpoint)
+    model_keys = kernels.state_keys(model)
     state = map_checkpoint_keys(unwrap_state_dict(checkpoint), model_keys, drop_bias)
     missing = [k for k in model_keys if k not in state]
     unexpected = [k for k in state if k not in set(model_keys)]
@@ -108,5 +109,5 @@ def load_checkpoint(model: Any, checkpoint: Any, *, strict: bool = True, drop_bi
             f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{' ...' if len(unexpected) > 5 else ''}.{hint}"
         )
-    _torch.load_state(model, state, strict=strict)
+    kernels.load_state(model, state, strict=strict)
     return model

@@ -7,8 +7,8 @@ static scan lists the layers that break this (biases, normalisation layers,
 non-homogeneous activations, additive scalars); the numerical check measures
 ``F(a x) = a F(x)`` on given inputs, which also catches what no scan can see
 (activations applied functionally inside ``forward``). The per-framework scans
-live in ``_torch.py`` and ``_keras.py``, imported only when a model of that
-framework is checked.
+are the backends' ``xdnn`` capability (``backends/<framework>/xdnn.py``), imported
+only when a model of that framework is checked.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 
 from .. import _entry
-from ..backends import Backend, backend_for
+from ..backends import Backend, backend_for, require
 from ..errors import warn
 from ..ops import predict
 from .report import HomogeneityReport, NonHomogeneousWarning, Offender
@@ -33,11 +33,9 @@ _WARNED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _impl(B: Backend):
-    if B.name == "torch":
-        from . import _torch as impl
-    else:
-        from . import _keras as impl
-    return impl
+    """The backend's X-DNN kernels (scan, bias stripping); a clear error when it has none."""
+    require(B, ("xdnn",), "the X-DNN toolkit")
+    return B.xdnn_kernels()
 
 
 def scan_layers(model: Any, backend: Optional[str] = None) -> List[Offender]:

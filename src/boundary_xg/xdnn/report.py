@@ -5,33 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-#: the kinds of offence a layer can commit
-KINDS = ("bias", "normalization", "activation", "offset")
+from ..backends._xdnn_common import KINDS, Offender  # noqa: F401  (part of the report API)
+from ..errors import NonHomogeneousWarning  # noqa: F401  (re-exported)
 
 
-class NonHomogeneousWarning(UserWarning):
-    """The model is not nonnegatively homogeneous: X-Gradient is Input x Gradient, not IG."""
-
-
-@dataclass(frozen=True)
-class Offender:
-    """One layer (or parameter) that breaks ``F(a x) = a F(x)``.
-
-    Attributes:
-        layer: the layer's (or parameter's) name in the model, e.g. ``"features.0"``.
-        kind: one of :data:`KINDS`: ``"bias"`` (an additive parameter),
-            ``"normalization"`` (batch/layer/group norm, input normalisation),
-            ``"activation"`` (not of the form ``a1 z`` for ``z > 0``, ``a2 z`` below),
-            ``"offset"`` (another additive constant, e.g. a non-zero buffer).
-        reason: one readable sentence.
-    """
-
-    layer: str
-    kind: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.layer} [{self.kind}]: {self.reason}"
 
 
 @dataclass

@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..errors import MethodError
+from ...errors import ModelError
 
 #: piecewise-linear kinds: the ratio is exact wherever ``u != u'``
 PIECEWISE_LINEAR = ("relu", "leaky", "pwl")
@@ -343,7 +343,7 @@ class RescaleMode(TorchFunctionMode):
         if not isinstance(u, torch.Tensor) or not u.requires_grad:
             return False
         if u.dim() == 0 or u.shape[0] != self.rows:
-            raise MethodError(
+            raise ModelError(
                 f"DeepLIFT: {_name(func)} received a tensor of shape {tuple(u.shape)} whose first "
                 f"axis is not the batch ({self.rows} rows); DeepLIFT needs models that keep "
                 "the batch axis first and examples independent."
@@ -436,7 +436,7 @@ class RescaleMode(TorchFunctionMode):
                 return out, idx
             return out
         if func in _REJECTED and args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-            raise MethodError(
+            raise ModelError(
                 f"DeepLIFT: {_REJECTED[func]} is called inside the model; the Rescale rule is "
                 "defined for element-wise nonlinearities and max pooling only. Explain the "
                 "logits before the softmax (remove it from forward), or use Integrated Gradients."

@@ -54,7 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from ..errors import MethodError
+from ...errors import ModelError
 
 try:
     import keras
@@ -445,7 +445,7 @@ def _check_rows(name: str, u: Any, rows: Optional[int]) -> None:
     first = getattr(u, "shape", None)
     first = first[0] if first is not None and len(first) else None
     if first is not None and first != rows:
-        raise MethodError(
+        raise ModelError(
             f"DeepLIFT: {name} received a tensor of shape {tuple(u.shape)} whose first axis is "
             f"not the batch ({rows or 'batch'} rows); DeepLIFT needs models that keep the batch "
             "axis first and examples independent."
@@ -502,7 +502,7 @@ def _wrap_rejected(orig: Callable, name: str, owner: int) -> Callable:
     def rejected(x, *args, **kwargs):
         if _depth() or threading.get_ident() != owner:
             return orig(x, *args, **kwargs)
-        raise MethodError(
+        raise ModelError(
             f"DeepLIFT: {name} is called inside the model; the Rescale rule is defined for "
             "element-wise nonlinearities and max pooling only. Explain the logits before the "
             "softmax, or use Integrated Gradients."
@@ -526,7 +526,7 @@ class RescalePatches:
             batch size); ``calls.start`` sets the phase and rows of each pass.
 
     Raises:
-        MethodError: a layer of ``model`` is a softmax (or has a softmax activation).
+        ModelError: a layer of ``model`` is a softmax (or has a softmax activation).
     """
 
     def __init__(self, model: Any, rows: Optional[int]):
@@ -569,7 +569,7 @@ class RescalePatches:
             return
         for layer in model._flatten_layers(include_self=True, recursive=True):
             if isinstance(layer, keras.layers.Softmax) and "call" not in layer.__dict__:
-                raise MethodError(
+                raise ModelError(
                     f"DeepLIFT: layer {layer.name!r} is a Softmax inside the network; the Rescale "
                     "rule is defined for element-wise nonlinearities and max pooling only."
                 )
@@ -578,7 +578,7 @@ class RescalePatches:
                 continue
             name = _activation_name(act)
             if name in _REJECTED:
-                raise MethodError(
+                raise ModelError(
                     f"DeepLIFT: layer {layer.name!r} applies a {name} activation inside the "
                     "network; the Rescale rule is defined for element-wise nonlinearities only."
                 )

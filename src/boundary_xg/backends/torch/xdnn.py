@@ -17,7 +17,7 @@ from typing import Any, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from .report import Offender
+from .._xdnn_common import Offender
 
 # --- the layer scan -------------------------------------------------------------------
 _NORMS = tuple(
@@ -92,7 +92,7 @@ def scan(model: Any) -> List[Offender]:
 def strip_bias(model: Any) -> Tuple[Any, Tuple[Offender, ...]]:
     """A deep copy of ``model`` without biases, and the offenders that remain."""
     if not isinstance(model, nn.Module):
-        from ..errors import UnsupportedModelError
+        from ...errors import UnsupportedModelError
 
         raise UnsupportedModelError(
             f"strip_bias needs a torch.nn.Module; got {type(model).__qualname__}.")
@@ -149,7 +149,7 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-from ._configs import VGG16_CONFIG  # noqa: E402
+from .._xdnn_common import VGG16_CONFIG  # noqa: E402
 
 
 class VGG16(nn.Module):

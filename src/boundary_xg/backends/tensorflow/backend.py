@@ -21,8 +21,10 @@ from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from ._protocol import Backend
-from ..errors import warn
+from ...errors import SoftmaxOutputWarning
+from .._protocol import Backend
+from . import IDENTITY
+from ...errors import warn
 
 try:  # Keras 3 is its own package; TF >= 2.16 ships it as tf.keras
     import keras
@@ -30,8 +32,6 @@ except ImportError:  # pragma: no cover - TF without Keras 3
     keras = tf.keras
 
 
-class SoftmaxOutputWarning(UserWarning):
-    """The model ends in a softmax; the pre-softmax logit is explained instead."""
 
 
 def _is_softmax(fn: Any) -> bool:
@@ -62,8 +62,9 @@ class _KerasLogits:
 class TensorFlowBackend(Backend):
     """Backend for Keras 3 models on the TensorFlow backend (and TF callables)."""
 
-    name = "tensorflow"
-    image_layout = "NHWC"
+    name = IDENTITY.name
+    image_layout = IDENTITY.image_layout
+    capabilities = IDENTITY.capabilities
     # TensorFlow's per-call cost is larger and its CPU kernels keep gaining up to
     # larger batches (small CNN at 32x32x3: 0.073 ms per row at 170 rows, 0.052-0.067 at 256)
     cpu_chunk_elements = 2 ** 20
@@ -121,6 +122,9 @@ class TensorFlowBackend(Backend):
         if weights is None:
             return (id(model),)
         return tuple((id(v), tuple(v.shape)) for v in weights)
+
+    def named_weights(self, model: Any) -> list:
+        return [(str(getattr(w, "path", getattr(w, "name", ""))), w) for w in getattr(model, "weights", None) or []]
 
     # --- the model ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -361,7 +365,7 @@ class TensorFlowBackend(Backend):
         return None
 
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
-        from ._tf_rescale import deeplift_grad
+        from .rescale import deeplift_grad
 
         model = f._model() if isinstance(f, _KerasLogits) else None
         return deeplift_grad(f, x, baseline, labels, model=model, compile=self.use_tf_function,
@@ -382,12 +386,12 @@ class TensorFlowBackend(Backend):
 
     # --- layer methods (issue 14): patched layer calls for one call, see _tf_layers.py ----
     def resolve_layer(self, model: Any, layer: Any) -> Any:
-        from ._tf_layers import resolve_layer
+        from .layers import resolve_layer
 
         return resolve_layer(model, layer)
 
     def layer_names(self, model: Any) -> list:
-        from ._tf_layers import layer_names
+        from .layers import layer_names
 
         return layer_names(model)
 
@@ -395,7 +399,7 @@ class TensorFlowBackend(Backend):
         return str(getattr(layer, "name", type(layer).__name__))
 
     def default_layer(self, model: Any, x: Any) -> Any:
-        from ._tf_layers import default_layer
+        from .layers import default_layer
 
         # a softmax warning here is the call's one (errors.warn gives it once per call)
         with self.session(model, mode="eval") as f:
@@ -404,7 +408,7 @@ class TensorFlowBackend(Backend):
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
                        strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
-        from ._tf_layers import capture_layers
+        from .layers import capture_layers
 
         # values: TensorFlow has no in-place ops, so the captured outputs cost nothing
 
@@ -427,12 +431,12 @@ class TensorFlowBackend(Backend):
         return cache[key](x, labels)
 
     def bias_terms(self, model: Any) -> list:
-        from ._tf_layers import bias_terms
+        from .layers import bias_terms
 
         return bias_terms(model)
 
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
-        from ._tf_layers import resize
+        from .layers import resize
 
         return resize(t, size, align_corners)
 
@@ -447,7 +451,7 @@ class TensorFlowBackend(Backend):
         return tf.einsum(spec, *operands)
 
     def copy_model(self, model: Any) -> Any:
-        from ..errors import InputError
+        from ...errors import InputError
 
         if not isinstance(model, keras.Model):
             raise InputError(f"the model, a {type(model).__name__}, cannot be copied; the randomisation "
@@ -497,6 +501,18 @@ class TensorFlowBackend(Backend):
 def _own_weights(layer: Any) -> list:
     """The weights of ``layer`` the randomisation test re-draws: not batch-norm running statistics."""
     return [v for v in layer.weights if "moving_" not in (getattr(v, "path", None) or v.name)]
+
+    # --- capability "datasets": see data.py ---------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        from .data import plan
+
+        return plan(data)
+
+    # --- capability "xdnn" (and "state_dict_checkpoints" for torch): see xdnn.py ----
+    def xdnn_kernels(self) -> Any:
+        from . import xdnn
+
+        return xdnn
 
 
 BACKEND = TensorFlowBackend()

@@ -20,8 +20,8 @@ try:  # Keras 3 is its own package; TF >= 2.16 ships it as tf.keras
 except ImportError:  # pragma: no cover - TF without Keras 3
     keras = tf.keras
 
-from ..errors import InputError, UnsupportedModelError
-from ._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
+from ...errors import InputError, UnsupportedModelError
+from .._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
 
 _L = keras.layers
 _POOLING = tuple(

@@ -17,8 +17,8 @@ import numpy as np
 import keras
 from keras import layers as L
 
-from ..errors import UnsupportedModelError
-from .report import Offender
+from ...errors import UnsupportedModelError
+from .._xdnn_common import Offender
 
 _PKG = "boundary_xg"
 
@@ -206,7 +206,7 @@ def _alexnet(x: Any, num_classes: int, bias: bool, width: float) -> Any:
 
 
 def _vgg16(x: Any, num_classes: int, bias: bool, width: float) -> Any:
-    from ._configs import VGG16_CONFIG
+    from .._xdnn_common import VGG16_CONFIG
 
     k = 0
     for v in VGG16_CONFIG:

@@ -18,14 +18,14 @@ from typing import Any, Callable, Iterator, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._protocol import Backend
-from ..errors import warn
+from ...errors import SoftmaxOutputWarning
+from .._protocol import Backend
+from . import IDENTITY
+from ...errors import warn
 
 _SOFTMAX_LAYERS = (torch.nn.Softmax, torch.nn.LogSoftmax)
 
 
-class SoftmaxOutputWarning(UserWarning):
-    """The model ends in a softmax; the pre-softmax logit is explained instead."""
 
 
 def _torch_dtype(dtype: Any) -> Any:
@@ -41,9 +41,9 @@ def _refuse_torchscript(f: Any) -> None:
         isinstance(f, torch.nn.Module) and any(isinstance(m, scripted) for m in f.modules())
     )
     if found:
-        from ..errors import MethodError
+        from ...errors import ModelError
 
-        raise MethodError(
+        raise ModelError(
             "DeepLIFT: the model is (or contains) a TorchScript module (torch.jit.script, "
             "torch.jit.trace or torch.jit.load); its nonlinearities run inside the TorchScript "
             "interpreter, where the Rescale rule cannot replace them, and the result would "
@@ -55,8 +55,9 @@ def _refuse_torchscript(f: Any) -> None:
 class TorchBackend(Backend):
     """Backend for ``torch.nn.Module`` models (and plain callables on torch tensors)."""
 
-    name = "torch"
-    image_layout = "NCHW"
+    name = IDENTITY.name
+    image_layout = IDENTITY.image_layout
+    capabilities = IDENTITY.capabilities
 
     # --- detection and conversion -------------------------------------------------
     def is_tensor(self, obj: Any) -> bool:
@@ -108,6 +109,11 @@ class TorchBackend(Backend):
         if not isinstance(model, torch.nn.Module):
             return (id(model),)
         return tuple((id(p), tuple(p.shape)) for p in model.parameters())
+
+    def named_weights(self, model: Any) -> list:
+        if not isinstance(model, torch.nn.Module):
+            return []
+        return list(model.state_dict().items())
 
     def device_of(self, t: Any) -> Any:
         return t.device
@@ -322,7 +328,7 @@ class TorchBackend(Backend):
         _refuse_torchscript(model)
 
     def deeplift_grad(self, f: Callable, x: Any, baseline: Any, labels: Any, times_delta: bool = False) -> Any:
-        from ._torch_rescale import deeplift_grad
+        from .rescale import deeplift_grad
 
         _refuse_torchscript(f)
 
@@ -346,22 +352,22 @@ class TorchBackend(Backend):
 
     # --- layer methods (issue 14): forward hooks for one call, see _torch_layers.py ----
     def resolve_layer(self, model: Any, layer: Any) -> Any:
-        from ._torch_layers import resolve_layer
+        from .layers import resolve_layer
 
         return resolve_layer(model, layer)
 
     def layer_names(self, model: Any) -> list:
-        from ._torch_layers import layer_names
+        from .layers import layer_names
 
         return layer_names(model)
 
     def layer_name(self, model: Any, layer: Any) -> str:
-        from ._torch_layers import layer_name
+        from .layers import layer_name
 
         return layer_name(model, layer)
 
     def default_layer(self, model: Any, x: Any) -> Any:
-        from ._torch_layers import default_layer
+        from .layers import default_layer
 
         # a softmax warning here is the call's one (errors.warn gives it once per call)
         with self.session(model, mode="eval") as f:
@@ -370,17 +376,17 @@ class TorchBackend(Backend):
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
                        strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
-        from ._torch_layers import capture_layers
+        from .layers import capture_layers
 
         return capture_layers(f, layers, x, labels, wrt_input, strict, values)
 
     def bias_terms(self, model: Any) -> list:
-        from ._torch_layers import bias_terms
+        from .layers import bias_terms
 
         return bias_terms(model)
 
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
-        from ._torch_layers import resize
+        from .layers import resize
 
         return resize(t, size, align_corners)
 
@@ -400,7 +406,7 @@ class TorchBackend(Backend):
         try:
             return copy.deepcopy(model)
         except Exception as err:  # a module holding something that cannot be copied
-            from ..errors import InputError
+            from ...errors import InputError
 
             raise InputError(f"the model could not be copied (copy.deepcopy: {type(err).__name__}: "
                              f"{err}); the randomisation check works on a copy.") from err
@@ -418,6 +424,24 @@ class TorchBackend(Backend):
                 rng = np.random.default_rng(list(seed) + [k])
                 new = rng.standard_normal(w.shape) * w.std() + w.mean()
                 p.copy_(torch.as_tensor(new, dtype=p.dtype, device=p.device))
+
+    # --- capability "distributed": see distributed.py -------------------------------
+    def process_group(self, local_rank: int, timeout_s: float) -> Any:
+        from .distributed import ProcessGroup
+
+        return ProcessGroup(local_rank, timeout_s)
+
+    # --- capability "datasets": see data.py ---------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        from .data import plan
+
+        return plan(data)
+
+    # --- capability "xdnn" (and "state_dict_checkpoints" for torch): see xdnn.py ----
+    def xdnn_kernels(self) -> Any:
+        from . import xdnn
+
+        return xdnn
 
 
 BACKEND = TorchBackend()

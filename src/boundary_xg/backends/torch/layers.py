@@ -14,8 +14,8 @@ from typing import Any, Callable, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..errors import InputError, UnsupportedModelError
-from ._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
+from ...errors import InputError, UnsupportedModelError
+from .._layers_common import check_ran, last_spatial_block, listed_names, per_layer_grads
 
 _POOLING = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,

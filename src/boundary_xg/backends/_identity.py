@@ -1,0 +1,120 @@
+"""What a backend is, before its framework is imported: name, module roots, aliases, extra.
+
+Each backend folder (``backends/<framework>/__init__.py``) declares one
+:class:`BackendIdentity` and registers it; detection walks the registered
+identities in order and compares the module names of an object's classes with
+their ``roots``. Nothing here imports a framework: a model of a framework can
+only exist once that framework is imported, so reading ``type(obj).__mro__``
+is enough.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+
+from ..errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class BackendIdentity:
+    """One backend as detection and messages see it.
+
+    Attributes:
+        name: canonical name, the value of ``backend=`` and of ``B.name`` ("torch").
+        framework: the import name whose presence makes the backend available.
+        roots: top-level module names whose classes this backend owns (a model or
+            tensor whose class, or a base class, lives under one of them).
+        aliases: further accepted spellings of ``backend=`` ("pytorch", "tf.keras").
+        extra: what to ``pip install`` when the framework is missing.
+        image_layout: the layout of image batches its models usually take.
+        module: the module holding ``BACKEND`` (imported on first use), or None
+            when ``factory`` builds it.
+        factory: builds the backend object (used instead of ``module``).
+        capabilities: the named capabilities beyond the core protocol
+            (see :data:`boundary_xg.backends.CAPABILITIES`).
+        import_order: frameworks are imported in increasing order when several are
+            needed in one process (torch before TensorFlow).
+        before_import: called before the framework is first imported.
+        import_context: a context manager entered around the framework's first import
+            (TensorFlow: its start-up log lines silenced).
+        check_model: called with a model this backend owns; raises
+            :class:`~boundary_xg.errors.UnsupportedModelError` for owned but
+            unsupported models (a Keras 3 model on a JAX backend).
+    """
+
+    name: str
+    framework: str
+    roots: Tuple[str, ...]
+    aliases: Tuple[str, ...] = ()
+    extra: str = ""
+    image_layout: str = "NCHW"
+    module: Optional[str] = None
+    factory: Optional[Callable[[], Any]] = None
+    capabilities: FrozenSet[str] = field(default_factory=frozenset)
+    import_order: int = 100
+    before_import: Optional[Callable[[], None]] = None
+    import_context: Optional[Callable[[], Any]] = None
+    check_model: Optional[Callable[[Any], None]] = None
+
+    def owns(self, obj: Any) -> bool:
+        """True when ``obj``'s class (or a base class) comes from one of :attr:`roots`."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        return any((k.__module__ or "").split(".")[0] in self.roots for k in cls.__mro__)
+
+    def installed(self) -> bool:
+        """True when the framework can be imported (checked without importing it)."""
+        return installed(self.framework)
+
+    def spellings(self) -> Tuple[str, ...]:
+        """The name and every alias, lower-case."""
+        return (self.name.lower(),) + tuple(a.lower() for a in self.aliases)
+
+
+_REGISTRY: Dict[str, BackendIdentity] = {}
+
+
+def register_backend(identity: BackendIdentity) -> BackendIdentity:
+    """Add (or replace) a backend; its name and aliases become valid ``backend=`` values.
+
+    Raises:
+        UnsupportedModelError: an alias is already another backend's spelling.
+    """
+    for other in _REGISTRY.values():
+        if other.name != identity.name:
+            clash = set(other.spellings()) & set(identity.spellings())
+            if clash:
+                raise UnsupportedModelError(
+                    f"backend {identity.name!r}: the spellings {sorted(clash)} already name "
+                    f"backend {other.name!r}.")
+    _REGISTRY[identity.name] = identity
+    return identity
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a registered backend (tests register temporary ones)."""
+    _REGISTRY.pop(name, None)
+
+
+def identities() -> List[BackendIdentity]:
+    """Every registered backend, in import order."""
+    return sorted(_REGISTRY.values(), key=lambda i: (i.import_order, i.name))
+
+
+def lookup_identity(name: Any) -> Optional[BackendIdentity]:
+    """The backend spelled ``name`` (case-insensitive), or None."""
+    key = str(name).lower()
+    for ident in identities():
+        if key in ident.spellings():
+            return ident
+    return None
+
+
+def installed(module: str) -> bool:
+    """True when ``module`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
