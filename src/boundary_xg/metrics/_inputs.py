@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from .._entry import (
-    _TENSOR_ROOTS, check_device, check_output_option, entry, framework_root, prepare_labels, prepare_x,
-    probe, resolve_backend, select_output,
+    check_device, check_output_option, entry, prepare_labels, prepare_x, probe, resolve_backend,
+    select_output,
 )
-from ..backends import Backend
+from ..backends import Backend, foreign_tensor
 from ..errors import InputError
 from ..ops import default_batch_size
 
@@ -152,8 +152,8 @@ def prepare_attributions(B: Backend, model: Any, attributions: Any, x: Any, lay:
         if not B.is_floating(at):
             at = B.cast(at, x)
     else:
-        root = framework_root(attributions)
-        if root in _TENSOR_ROOTS:
+        root = foreign_tensor(attributions, B)
+        if root is not None:
             raise InputError(f"{name} is a {root} tensor but the model runs on the {B.name} backend; "
                              f"pass NumPy or a {B.name} tensor.")
         arr = np.asarray(attributions)

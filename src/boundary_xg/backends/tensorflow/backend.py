@@ -498,10 +498,6 @@ class TensorFlowBackend(Backend):
             v.assign((new * w.std() + w.mean()).astype(v.dtype))
 
 
-def _own_weights(layer: Any) -> list:
-    """The weights of ``layer`` the randomisation test re-draws: not batch-norm running statistics."""
-    return [v for v in layer.weights if "moving_" not in (getattr(v, "path", None) or v.name)]
-
     # --- capability "datasets": see data.py ---------------------------------------
     def data_plan(self, data: Any) -> Any:
         from .data import plan
@@ -513,6 +509,11 @@ def _own_weights(layer: Any) -> list:
         from . import xdnn
 
         return xdnn
+
+
+def _own_weights(layer: Any) -> list:
+    """The weights of ``layer`` the randomisation test re-draws: not batch-norm running statistics."""
+    return [v for v in layer.weights if "moving_" not in (getattr(v, "path", None) or v.name)]
 
 
 BACKEND = TensorFlowBackend()
