@@ -244,7 +244,8 @@ def _noise_source(B: Backend, x: Any, references: Any, num_references: Optional[
 
 
 # --- registration -------------------------------------------------------------------------
-_PAPER_REC = "Yang, Akhtar, Wen, Shah, Mian, Re-calibrating Feature Attributions for Model Interpretation, ICLR 2023"
+_PAPER_REC = ("Yang, Akhtar, Wen, Shah, Mian, Re-calibrating Feature Attributions for Model "
+              "Interpretation, ICLR 2023")
 _COMMON = {"references": None, "num_references": None, "steps": 5, "rule": "gausslegendre",
            "bounds": None, "seed": None, "pairing": "full"}
 
