@@ -378,6 +378,9 @@ def legend(fig: Any, normalization_type: str = "signed_max", cmap: Any = None, r
     cax = fig.add_axes(rect or [0.25, 0.035, 0.5, 0.03])
     sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(lo, hi), _cmap(cmap or DEFAULT_CMAPS[kind]))
     bar = fig.colorbar(sm, cax=cax, orientation="horizontal", ticks=list(ticks))
-    bar.ax.set_xticklabels(list(labels), fontsize=7)
+    texts = bar.ax.set_xticklabels(list(labels), fontsize=7)
+    # the end labels sit inside the bar's extent, so a narrow figure does not cut them off
+    texts[0].set_horizontalalignment("left")
+    texts[-1].set_horizontalalignment("right")
     bar.outline.set_linewidth(0.5)
     return cax
