@@ -67,11 +67,11 @@ def ranks(B: Backend, key: Any, descending: bool) -> Any:
     """Rank of each pixel of each row of ``key`` ``(N, P)``: 0 is the first in the order.
 
     Stable: equal keys keep the pixel order (row-major over the spatial axes), the
-    same in every framework and layout. Two sorts on the device: the order, then
-    the order's inverse permutation.
+    same in every framework and layout. One sort and one scatter on the device: the
+    order, then its inverse permutation.
     """
     k = (key * -1.0 if descending else key) + 0.0  # + 0.0: -0.0 and 0.0 form one tie class
-    return B.argsort(B.argsort(k, axis=1), axis=1)
+    return B.invert_permutation(B.argsort(k, axis=1))
 
 
 def below(B: Backend, r: Any, count: Any, tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]]) -> Any:
