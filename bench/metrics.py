@@ -29,7 +29,6 @@ import numpy as np
 import torch  # torch before tensorflow (see README)
 import torchvision
 
-import boundary_xg as bxg
 from _timing import best_time, best_times  # noqa: E402  (bench/ is on sys.path)
 from boundary_xg import metrics
 from boundary_xg.testing import models as tm

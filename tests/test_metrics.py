@@ -456,7 +456,8 @@ def test_plotting_helpers_draw_curves_families_and_grids(digits, tmp_path):
     model = load("torch")
     x, y = x[:3], y[:3]
     a = bxg.attribute(model, x, y, method="IG", steps=8)
-    curves = {"IG": metrics.insertion(model, x, y, a, steps=8), "random": metrics.insertion(model, x, y, a[::-1].copy(), steps=8)}
+    curves = {"IG": metrics.insertion(model, x, y, a, steps=8),
+              "random": metrics.insertion(model, x, y, a[::-1].copy(), steps=8)}
     fig = viz.plot_metric_curves(curves, output_file=str(tmp_path / "c.png"))
     assert os.path.getsize(tmp_path / "c.png") > 1000 and "area" in fig.axes[0].get_legend().texts[0].get_text()
     viz.plot_kpm_family({"IG": metrics.kpm_family(model, x, y, a)}, output_file=str(tmp_path / "k.png"))

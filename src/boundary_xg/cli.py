@@ -376,8 +376,8 @@ def cmd_explain(args) -> int:
             extra += f"  {mname} {float(res.per_example[i]):.4g}"
         print(f"{name}: label {labels[i]}, predicted {preds[i]}{extra}")
     for mname, res in results.items():
-        print(f"{mname}: {float(res.value):.4g} (mean over {len(res.per_example)} images"
-              f"{'' if res.higher_is_better is None else ', higher is better' if res.higher_is_better else ', lower is better'})")
+        better = {True: ", higher is better", False: ", lower is better"}.get(res.higher_is_better, "")
+        print(f"{mname}: {float(res.value):.4g} (mean over {len(res.per_example)} images{better})")
     written = [os.path.join(args.out, "attributions.npy"), png]
     if results:
         written.append(_write_metrics(args.out, results))

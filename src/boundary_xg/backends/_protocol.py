@@ -449,6 +449,12 @@ class Backend:
         their order), so rankings are the same in every framework."""
         raise NotImplementedError
 
+    def invert_permutation(self, order: Any) -> Any:
+        """Per row of ``order`` ``(N, P)`` (each row a permutation of ``0..P-1``, int64) its
+        inverse: ``out[n, order[n, j]] = j`` (one scatter; with :meth:`argsort`, each
+        element's rank)."""
+        raise NotImplementedError
+
     def no_grad(self) -> contextlib.AbstractContextManager:
         """Context in which model calls record nothing for gradients (forward-only loops that
         make their own inputs, so need no copy as :meth:`forward` makes)."""

@@ -67,29 +67,35 @@ def ranks(B: Backend, key: Any, descending: bool) -> Any:
     """Rank of each pixel of each row of ``key`` ``(N, P)``: 0 is the first in the order.
 
     Stable: equal keys keep the pixel order (row-major over the spatial axes), the
-    same in every framework and layout. Two sorts on the device: the order, then
-    the order's inverse permutation.
+    same in every framework and layout. One sort and one scatter on the device: the
+    order, then its inverse permutation.
     """
     k = (key * -1.0 if descending else key) + 0.0  # + 0.0: -0.0 and 0.0 form one tie class
-    return B.argsort(B.argsort(k, axis=1), axis=1)
+    return B.invert_permutation(B.argsort(k, axis=1))
 
 
-def element_rank_rows(B: Backend, r: Any, ctail: Optional[Tuple[int, ...]]) -> Any:
-    """Element ranks ``rank * C + c`` from pixel ranks ``r`` shaped to broadcast over the
-    channels; ``ctail``: one row's shape of the channel index (``(C, 1, 1)`` NCHW,
-    ``(1, 1, C)`` NHWC), None for pixel-level ranks (returned as they are).
+def below(B: Backend, r: Any, count: Any, tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]]) -> Any:
+    """Boolean mask of the elements whose rank is below each row's ``count``.
 
-    A pixel's channels sit next to each other in the element order, in channel
-    order, so a cut at any element count splits at most one pixel.
+    ``r``: pixel ranks shaped to broadcast over the channels (one row's shape
+    ``tail``); ``count``: ``(R,)``. With ``ctail`` (one row's shape of the channel
+    index: ``(C, 1, 1)`` NCHW, ``(1, 1, C)`` NHWC) the ranks are of **elements**,
+    ``rank * C + c``: a pixel's channels sit next to each other in channel order,
+    so a cut at any element count takes whole pixels below ``count // C`` and the
+    first ``count % C`` channels of the pixel at ``count // C``. The test runs on
+    pixels and channels apart (no element-sized integer tensor is made).
     """
     if ctail is None:
-        return r
+        return r < _rows(B, count, tail)
     channels = math.prod(ctail)
-    return r * channels + B.reshape(B.arange(0, channels, like=r), (1,) + ctail)
+    q = _rows(B, count // channels, tail)
+    c = B.reshape(B.arange(0, channels, like=r), (1,) + ctail)
+    split = B.logical_and(B.logical_not(B.not_equal(r, q)), c < _rows(B, count % channels, ctail))
+    return B.logical_or(r < q, split)
 
 
 def channel_tail(lay: Layout) -> Optional[Tuple[int, ...]]:
-    """One row's shape of the channel index of :func:`element_rank_rows` (None: one channel)."""
+    """One row's shape of the channel index of :func:`below` (None: one channel)."""
     if lay.channel_axis is None or lay.channels == 1:
         return None
     return tuple(lay.channel_shape()[1:])
@@ -98,8 +104,8 @@ def channel_tail(lay: Layout) -> Optional[Tuple[int, ...]]:
 # --- the rankings, each one compiled function where the backend compiles --------------------
 def diffid_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
     """``(2N, P)`` pixel ranks: ascending importance (rows ``0..N-1``: what insertion replaces
-    first) then descending (what deletion replaces first); the chunks turn them into
-    element ranks (:func:`element_rank_rows`)."""
+    first) then descending (what deletion replaces first); the chunks cut them at
+    element counts (:func:`below`)."""
     key = pixel_values(B, Layout(*lay_key), a, how)
     if negate:
         key = key * -1.0
@@ -238,15 +244,15 @@ def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any,
     ``idx`` ``(3, R)``: each row's example, rank row and count; with ``limit_src`` the
     count is at most ``limit_src[rank row]`` (the KPM family's ``n+``). ``tail``: one
     row's shape of the pixel ranks (broadcast over the channels); ``ctail``: element
-    ranks (see :func:`element_rank_rows`) or None (pixels).
+    ranks cut by :func:`below`) or None (pixels).
     """
     ex, rr, count = idx[0], idx[1], idx[2]
     if limit_src is not None:
         count = B.minimum(count, B.gather(limit_src, rr))
     a = B.gather(a_src, ex)
     b = B.gather(b_src, ex)
-    r = element_rank_rows(B, B.reshape(B.gather(rank_src, rr), (-1,) + tail), ctail)
-    z = B.where(r < _rows(B, count, tail), a, b)
+    r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
+    z = B.where(below(B, r, count, tail, ctail), a, b)
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
@@ -257,12 +263,11 @@ def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, labels_s
     Arguments as for :func:`masked_chunk`."""
     ex, rr, count = idx[0], idx[1], idx[2]
     x = B.gather(x_src, ex)
-    r = element_rank_rows(B, B.reshape(B.gather(rank_src, rr), (-1,) + tail), ctail)
-    drop = r < _rows(B, count, tail)
-    kept = B.sum(B.where(drop, x * 0.0, x), axis=tuple(range(1, len(tail) + 1)))
-    total = math.prod(tail) * (math.prod(ctail) if ctail is not None else 1)
-    fill = kept / B.cast(count * -1 + total, kept)
-    z = B.where(drop, _rows(B, fill, tail), x)
+    drop = below(B, B.reshape(B.gather(rank_src, rr), (-1,) + tail), count, tail, ctail)
+    left = B.cast(count * -1 + math.prod(tail) * (math.prod(ctail) if ctail is not None else 1), x)
+    zero = _rows(B, left * 0.0, tail)  # broadcast by where: no element-sized zeros
+    kept = B.sum(B.where(drop, zero, x), axis=tuple(range(1, len(tail) + 1)))
+    z = B.where(drop, _rows(B, kept / left, tail), x)
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 

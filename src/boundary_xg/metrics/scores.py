@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError
-from ._inputs import metric_call, prepare_attributions
+from ._inputs import check_progress, metric_call, prepare_attributions
 from .results import MetricResult
 
 #: the X-DNN code's epsilon in the denominator of the relative difference
@@ -16,7 +16,7 @@ MARD_EPS = 1e-7
 
 
 def completeness(model: Any, x: Any, labels: Any = None, attributions: Any = None, *, baseline: Any = None,
-                 batch_size: Optional[int] = None, backend: Optional[str] = None,
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None, backend: Optional[str] = None,
                  output: Any = None) -> MetricResult:
     """Completeness gap of path attributions: ``sum(A) - (F_y(x) - F_y(baseline))`` per example.
 
@@ -29,7 +29,8 @@ def completeness(model: Any, x: Any, labels: Any = None, attributions: Any = Non
             (attributions shaped like ``x``).
         baseline: the path's start: None (zeros), a number, or an array
             broadcastable to ``x`` (BIG: the boundary points).
-        batch_size, backend, output: as for :func:`~boundary_xg.metrics.diffid`.
+        batch_size, backend, output: as for :func:`~boundary_xg.metrics.diffid`;
+        progress: accepted for a uniform signature (two forwards need no bar).
 
     Returns:
         :class:`MetricResult`: ``per_example`` the absolute gap ``|gap|``, ``value``
@@ -40,6 +41,7 @@ def completeness(model: Any, x: Any, labels: Any = None, attributions: Any = Non
     from .._entry import prepare_baseline
     from ..ops import predict
 
+    check_progress(progress)
     with metric_call(model, x, labels, attributions, backend=backend, output=output,
                      batch_size=batch_size) as c:
         B = c.B
@@ -63,18 +65,19 @@ def completeness(model: Any, x: Any, labels: Any = None, attributions: Any = Non
 
 
 def sparseness(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
-               backend: Optional[str] = None, output: Any = None) -> MetricResult:
+               progress: Optional[bool] = None, backend: Optional[str] = None, output: Any = None) -> MetricResult:
     """Sparseness: the Gini index of ``|A|`` per example (Chalasani et al., ICML 2020).
 
     ``G = sum_k (2k - n - 1) a_(k) / (n sum_k a_(k))`` over the ``n`` elements
     sorted ascending: 0 when all elements are equal, ``1 - 1/n`` when one holds
-    everything (higher is sparser). No model call; the model and labels are
-    checked as for every metric.
+    everything (higher is sparser). No model call beyond the checks of every metric
+    (``progress`` is accepted for a uniform signature).
 
     Returns:
         :class:`MetricResult`: ``per_example`` the Gini index (NaN for an all-zero
         attribution), ``value`` their mean over the others.
     """
+    check_progress(progress)
     with metric_call(model, x, labels, attributions, backend=backend, output=output) as c:
         B = c.B
         n = c.layout.shape[0]
@@ -94,7 +97,8 @@ def sparseness(model: Any, x: Any, labels: Any = None, attributions: Any = None,
 
 def mean_absolute_relative_difference(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
                                       reference: Any = "IxG", reference_options: Optional[dict] = None,
-                                      backend: Optional[str] = None, output: Any = None) -> MetricResult:
+                                      progress: Optional[bool] = None, backend: Optional[str] = None,
+                                      output: Any = None) -> MetricResult:
     """The X-DNN paper's distance between two attribution arrays (spec section 3.6).
 
     ``D = mean|A - R| / (mean|A| + 1e-7)`` with the means over all elements; the
@@ -107,7 +111,7 @@ def mean_absolute_relative_difference(model: Any, x: Any, labels: Any = None, at
         reference: ``R``: an array or tensor shaped like ``attributions``, or a
             method name computed on ``model`` (default ``"IxG"``, the paper's).
         reference_options: options of the reference method.
-        backend, output: as for :func:`~boundary_xg.metrics.diffid`.
+        progress, backend, output: as for :func:`~boundary_xg.metrics.diffid`.
 
     Returns:
         :class:`MetricResult`: ``per_example`` ``D`` of each example (lower is
@@ -115,6 +119,7 @@ def mean_absolute_relative_difference(model: Any, x: Any, labels: Any = None, at
         over the whole batch (the paper's per-batch value, which it averages over
         batches of 16 and prints in percent).
     """
+    check_progress(progress)
     if isinstance(reference, str):
         from ..api import attribute
 

@@ -444,6 +444,12 @@ class TensorFlowBackend(Backend):
     def argsort(self, t: Any, axis: int = -1) -> Any:
         return tf.cast(tf.argsort(t, axis=axis, stable=True), tf.int64)
 
+    def invert_permutation(self, order: Any) -> Any:
+        shape = tf.shape(order, out_type=order.dtype)
+        rows = tf.broadcast_to(tf.range(shape[0], dtype=order.dtype)[:, None], shape)
+        pos = tf.broadcast_to(tf.range(shape[1], dtype=order.dtype)[None, :], shape)
+        return tf.scatter_nd(tf.stack([rows, order], axis=-1), pos, shape)
+
     def no_grad(self) -> Any:
         return contextlib.nullcontext()  # nothing is recorded outside a GradientTape
 
