@@ -435,6 +435,62 @@ def test_keras_errors_name_the_layer_and_leave_the_model_as_it_was(bn_pair):
     assert np.all(np.abs(gap) < 1e-5)
 
 
+# --- cost: the primitives behind the fused post-processing, one compiled step ---------------
+@needs_torch
+def test_torch_resize_and_weighted_sum_match_the_framework_ops():
+    import torch
+
+    from boundary_xg.backends import get_backend
+
+    B = get_backend("torch")
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    for (h, w), size in [((2, 2), (64, 64)), ((7, 7), (224, 224)), ((16, 16), (32, 32)),
+                         ((5, 3), (4, 9)), ((1, 1), (8, 8)), ((9, 9), (1, 1))]:
+        for align in (True, False):
+            t = torch.randn(3, 2, h, w, dtype=torch.float64, generator=g)
+            ref = F.interpolate(t, size=size, mode="bilinear", align_corners=align)
+            assert rel(B.resize(t, size, align), ref) < 1e-12  # the same weights
+            t32 = t.float()
+            ref32 = F.interpolate(t32, size=size, mode="bilinear", align_corners=align)
+            assert rel(B.resize(t32, size, align), ref32) < 1e-5
+    t = torch.randn(4, 6, 5, 7, dtype=torch.float64, generator=g)
+    for axis in (1, 2, 3, -1):
+        w = torch.randn(t.shape[axis], dtype=torch.float64, generator=g)
+        shape = [1] * 4
+        shape[axis] = -1
+        ref = (t * w.reshape(shape)).sum(axis)
+        assert rel(B.weighted_sum(t, w, axis), ref) < 1e-12
+
+
+@needs_tf
+def test_tf_weighted_sum_and_layer_methods_trace_once():
+    import tensorflow as tf
+
+    import boundary_xg as bxg
+    import boundary_xg.methods.fullgrad as fg
+    import boundary_xg.methods.gradcam as gc
+    from boundary_xg.backends import get_backend
+    from boundary_xg.testing import models as tm
+
+    B = get_backend("tensorflow")
+    t = np.random.default_rng(0).standard_normal((4, 6, 5, 7))
+    for axis in (1, 3, -1):
+        w = np.random.default_rng(1).standard_normal(t.shape[axis])
+        ref = np.tensordot(t, w, axes=([axis % 4], [0]))
+        assert rel(B.weighted_sum(tf.constant(t), tf.constant(w), axis).numpy(), ref) < 1e-12
+    # the Keras path runs as one compiled step per model and method, traced once
+    model = tm.keras_cnn(tm.cnn_weights(seed=0, size=8, widths=(4, 8), hidden=16, classes=10))
+    x = np.random.default_rng(0).random((3, 8, 8, 3)).astype(np.float32)
+    for method, step in (("FullGrad", fg._step), ("GradCAM", gc._cam_step)):
+        first = bxg.attribute(model, x, [0, 1, 2], method=method)
+        for _ in range(2):
+            np.testing.assert_array_equal(bxg.attribute(model, x, [0, 1, 2], method=method), first)
+        with B.session(model, mode="eval") as f:
+            compiled = [c for k, c in B._compiled[f].items() if k[0] is step]
+        assert len(compiled) == 1 and compiled[0].experimental_get_tracing_count() == 1, method
+
+
 # --- the registry is the one source of method facts ---------------------------------------
 def test_registry_facts_readme_cli_and_demo():
     from boundary_xg.cli import build_parser

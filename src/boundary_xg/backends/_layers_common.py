@@ -33,10 +33,11 @@ def check_ran(calls: Sequence[list], name_of: Callable[[int], str], strict: bool
 
 
 def per_layer_grads(calls: Sequence[list], grads: Sequence[Any], name_of: Callable[[int], str],
-                    strict: bool, zeros_like: Callable[[Any], Any]) -> List[list]:
+                    strict: bool, fill: Callable[[int, Any], Any]) -> List[list]:
     """Split the flat gradients (one per call, in ``calls`` order) into one list per layer.
 
-    A missing gradient (None: the output does not reach the logits) becomes zeros,
+    A missing gradient (None: the output does not reach the logits) becomes
+    ``fill(i, output)`` (zeros, or what a capture's ``reduce`` makes of zeros),
     except that with ``strict`` a layer with no gradient at all raises.
     """
     out: List[list] = []
@@ -49,7 +50,7 @@ def per_layer_grads(calls: Sequence[list], grads: Sequence[Any], name_of: Callab
                 f"layer={name_of(i)!r} does not lie on the path from the input to the output: "
                 "the explained logit does not depend on its output."
             )
-        out.append([zeros_like(o) if t is None else t for o, t in zip(c, g)])
+        out.append([fill(i, o) if t is None else t for o, t in zip(c, g)])
     return out
 
 

@@ -3,7 +3,7 @@
 An algorithm (a method, the boundary search) receives a backend ``B`` and an
 inference-mode model call ``f`` and only ever uses ``B``'s primitives and the
 tensor operators (``+ - * / // %``, which both frameworks overload). That keeps
-every algorithm written once; ``backends/torch.py`` and ``backends/tensorflow.py``
+every algorithm written once; the folders ``backends/<framework>/``
 are the only modules that import a framework.
 
 Conventions
@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from typing import Any, Callable, Dict, FrozenSet, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Optional, Sequence, Tuple
 
 from ..errors import CapabilityError
 
@@ -403,7 +403,8 @@ class Backend:
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
-                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
+                       strict: bool = True, values: bool = True,
+                       reduce: Optional[Callable[[int, Any], Any]] = None) -> Tuple[Any, list, list, Any]:
         """One forward and backward of ``f`` at ``x``, capturing the outputs of ``layers``.
 
         Args:
@@ -418,6 +419,12 @@ class Backend:
                 collects every bias of the model, used or not).
             values: return the outputs; False may return None for them and save
                 a copy of each output (FullGrad needs only the gradients).
+            reduce: ``reduce(i, grad) -> result``: ``grads[i]`` then holds the
+                results for the gradients of ``layers[i]`` (zeros where the logits
+                do not depend on it) instead of the gradients, which are not kept:
+                PyTorch (``values=False``) runs it in the backward pass as each
+                gradient arrives, TensorFlow in the graph of the caller's compiled
+                step (call it from one: the capture is then not compiled apart).
 
         Returns:
             ``(scores (N,), outputs, grads, grad_x)``: ``outputs[i]`` and

@@ -8,7 +8,7 @@ Summation-to-delta holds: ``sum_i DeepLIFT_i = F_y(x) - F_y(x')``.
 
 The algorithm is written once; the one framework-specific part, intercepting the
 nonlinearities, is the backend capability ``B.deeplift_grad`` (see
-``backends/_torch_rescale.py`` and ``backends/_tf_rescale.py`` for the rules,
+``backends/torch/rescale.py`` and ``backends/tensorflow/rescale.py`` for the rules,
 max pooling included). Per chunk of examples: one forward pass of the baselines,
 one forward and one backward pass of the inputs. A baseline shared by all rows
 (zeros, a scalar, one example: the usual case) runs as one row.

@@ -12,7 +12,9 @@ post-processed terms. One forward and one backward pass.
 
 Cost. The capture, the per-layer post-processing and the resizing run as one
 step through :meth:`~boundary_xg.backends.Backend.jit` (one compiled call in
-TensorFlow, traced once per model). Per 4-D layer the post-processing reads the
+TensorFlow, traced once per model). Each layer's gradient is post-processed as
+it arrives (the capture's ``reduce``; in PyTorch inside the backward pass, while
+it is in the cache) and not kept. Per 4-D layer the post-processing reads the
 gradient three times and writes it once: ``|g|``, its per-channel minimum and
 maximum over the positions, and the channel sum weighted by ``|b|`` (one matrix
 product); the bias term ``g * b`` itself is never formed.
@@ -132,26 +134,35 @@ def _plan(f: Callable, terms: Sequence) -> _Plan:
 def _step(B: Backend, f: Callable, plan: _Plan, return_gap: bool, x: Any, labels: Any,
           biases: Sequence[Any]) -> Tuple[Any, Any]:
     """One chunk: capture, post-process, resize; ``(map, gap or scores)``."""
-    scores, _, grads, gx = B.capture_layers(f, list(plan.layers), x, labels, wrt_input=True,
-                                            pre_activation=True, strict=False, values=False)
     size = spatial_size(B, x)
+
+    def reduce(i: int, g: Any) -> Tuple[Any, Any]:
+        # one layer's (map or None, sum(b * g) per example or None), computed as the
+        # gradient arrives (PyTorch: in the backward pass, while g is in the cache;
+        # g is not kept)
+        bias, axis, rank = biases[i], plan.axes[i], _rank(B, g)
+        total = _bias_total(B, g, bias, axis) if return_gap else None
+        if rank != 4:
+            return None, total  # dense layers: in the decomposition, not in the map
+        if axis % rank == channel_axis(B):
+            return _bias_map(B, g, bias), total
+        # a bias along another axis (a channels_first layer in NHWC): form the term
+        return _psi_map(B, g * _broadcast(B, B.cast(bias, g), axis, rank)), total
+
+    scores, _, per_layer, gx = B.capture_layers(
+        f, list(plan.layers), x, labels, wrt_input=True, pre_activation=True, strict=False,
+        values=False, reduce=reduce)
     ix = x * gx
     saliency = _psi_map(B, ix)
     gap = _total(B, ix) - scores if return_gap else scores
     by_size: Dict[Tuple[int, int], Any] = {}  # resizing is linear: one resize per resolution
-    for bias, axis, per_call in zip(biases, plan.axes, grads):
-        for g in per_call:
-            rank = _rank(B, g)
-            if return_gap:
-                gap = gap + _bias_total(B, g, bias, axis)
-            if rank != 4:
-                continue  # dense layers: in the decomposition, not in the map
-            if axis % rank == channel_axis(B):
-                m = _bias_map(B, g, bias)
-            else:  # a bias along another axis (a channels_first layer in NHWC): form the term
-                m = _psi_map(B, g * _broadcast(B, B.cast(bias, g), axis, rank))
-            hw = spatial_size(B, g)
-            by_size[hw] = m if hw not in by_size else by_size[hw] + m
+    for results in per_layer:
+        for m, total in results:
+            if total is not None:
+                gap = gap + total
+            if m is not None:
+                hw = spatial_size(B, m)
+                by_size[hw] = m if hw not in by_size else by_size[hw] + m
     for hw, m in by_size.items():
         # align_corners=True to the same size is the identity: skip it
         saliency = saliency + (m if hw == size else B.resize(m, size, align_corners=True))

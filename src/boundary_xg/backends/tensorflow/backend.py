@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import weakref
-from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -407,14 +407,17 @@ class TensorFlowBackend(Backend):
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
-                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
+                       strict: bool = True, values: bool = True,
+                       reduce: Optional[Callable[[int, Any], Any]] = None) -> Tuple[Any, list, list, Any]:
         from .layers import capture_layers
 
         # values: TensorFlow has no in-place ops, so the captured outputs cost nothing
 
         flags = (wrt_input, pre_activation, strict)
-        if not self.use_tf_function:
-            return capture_layers(f, layers, x, labels, *flags)
+        if reduce is not None or not self.use_tf_function:
+            # with reduce (a new closure per call) the caller compiles: FullGrad's step
+            # traces this into its own graph once
+            return capture_layers(f, layers, x, labels, *flags, reduce=reduce)
         # one traced graph per model, layer set and flags; the layers' calls are
         # patched while the graph is traced, so a compiled call patches nothing
         try:

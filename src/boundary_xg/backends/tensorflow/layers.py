@@ -11,7 +11,7 @@ put back in a ``finally`` block, also when an error is raised.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -163,7 +163,8 @@ def default_layer(model: Any, f: Callable, x: Any) -> Any:
 
 def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                    wrt_input: bool = False, pre_activation: bool = False,
-                   strict: bool = True) -> Tuple[Any, list, list, Any]:
+                   strict: bool = True, reduce: Optional[Callable[[int, Any], Any]] = None
+                   ) -> Tuple[Any, list, list, Any]:
     """Run ``f`` on ``x`` capturing every output of ``layers``; gradients of the label logits.
 
     With ``pre_activation=True`` a layer with a fused activation (``Conv2D(...,
@@ -228,7 +229,9 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
     gx = grads.pop() if wrt_input else None
     if wrt_input and gx is None:
         gx = tf.zeros_like(x)
-    out_grads = per_layer_grads(calls, grads, name_of, strict, tf.zeros_like)
+    out_grads = per_layer_grads(calls, grads, name_of, strict, lambda i, o: tf.zeros_like(o))
+    if reduce is not None:  # in a compiled step, the graph frees each gradient once reduced
+        out_grads = [[reduce(i, g) for g in gl] for i, gl in enumerate(out_grads)]
     return tf.stop_gradient(scores), calls, out_grads, gx
 
 

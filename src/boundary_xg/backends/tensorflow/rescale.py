@@ -25,7 +25,7 @@ pass each patched call records its input ``u'`` and output ``g(u')``; in the
 input pass the ``k``-th call computes the ordinary output and carries a
 ``tf.custom_gradient`` whose gradient is the multiplier
 ``(g(u) - g(u')) / (u - u')`` against the ``k``-th record (where that ratio is 0/0
-or loses its digits, the fallbacks of ``_torch_rescale._multiplier``: no absolute
+or loses its digits, the fallbacks of ``backends/torch/rescale._multiplier``: no absolute
 threshold). One backward pass over ``n`` rows follows. That is
 cheaper than one doubled batch ``cat([x, x'])``, whose backward pass, the dearer
 half, runs over ``2n`` rows, and a baseline shared by all rows runs as one row.
@@ -37,7 +37,7 @@ the window's maximum for x when ``delta_out >= 0`` and to the baseline's maximum
 when ``delta_out < 0``, divided there by ``delta_in`` (never smaller than
 ``|delta_out|``, so multipliers lie in [0, 1]); where that divisor is exactly 0,
 the plain gradient is used. These are the rules of
-``_torch_rescale.py``, so both backends give the same attributions.
+``backends/torch/rescale.py``, so both backends give the same attributions.
 
 Batch norm and dropout in inference mode are linear and need nothing. A
 ``Softmax`` layer or a softmax activation inside the network is rejected with an
@@ -137,7 +137,7 @@ def _is_piecewise_linear(orig: Callable) -> bool:
 
 
 def _smooth_tolerance(dtype: Any) -> float:
-    """``eps ** (1/3)`` of ``dtype``: see ``_torch_rescale.smooth_tolerance``."""
+    """``eps ** (1/3)`` of ``dtype``: see ``backends/torch/rescale.smooth_tolerance``."""
     return float(tf.experimental.numpy.finfo(dtype.as_numpy_dtype).eps) ** (1.0 / 3.0)
 
 
@@ -168,7 +168,7 @@ def _with_variables(gi: Any, variables: Any) -> Any:
 def _multiplier(fn: Callable, derivative: Optional[Callable], ux: Any, d_in: Any, out_x: Any, out_b: Any,
                 pwl: bool = False) -> Any:
     """Rescale multiplier ``(out_x - out_b) / d_in`` with the fallbacks of
-    ``_torch_rescale._multiplier``: a piecewise-linear function (``pwl``) uses the
+    ``backends/torch/rescale._multiplier``: a piecewise-linear function (``pwl``) uses the
     local gradient at ``ux`` only where ``d_in == 0``; a smooth one uses the
     derivative at the midpoint where ``|d_in| <= tol * max(|u| + |u'|, 1)`` and
     ``u``, ``u'`` lie on one side of 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Iterator, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -375,10 +375,11 @@ class TorchBackend(Backend):
 
     def capture_layers(self, f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                        wrt_input: bool = False, pre_activation: bool = False,
-                       strict: bool = True, values: bool = True) -> Tuple[Any, list, list, Any]:
+                       strict: bool = True, values: bool = True,
+                       reduce: Optional[Callable[[int, Any], Any]] = None) -> Tuple[Any, list, list, Any]:
         from .layers import capture_layers
 
-        return capture_layers(f, layers, x, labels, wrt_input, strict, values)
+        return capture_layers(f, layers, x, labels, wrt_input, strict, values, reduce)
 
     def bias_terms(self, model: Any) -> list:
         from .layers import bias_terms

@@ -9,7 +9,7 @@ keeps exactly the hooks it had, also when an error is raised.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -129,8 +129,8 @@ def default_layer(model: Any, f: Callable, x: Any) -> nn.Module:
 
 
 def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any,
-                   wrt_input: bool = False, strict: bool = True,
-                   values: bool = True) -> Tuple[Any, list, list, Any]:
+                   wrt_input: bool = False, strict: bool = True, values: bool = True,
+                   reduce: Optional[Callable[[int, Any], Any]] = None) -> Tuple[Any, list, list, Any]:
     """Run ``f`` on ``x`` capturing every output of ``layers``; gradients of the label logits.
 
     With ``values`` each hook keeps the module's output and hands a copy on to
@@ -139,7 +139,10 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
     output. Without, no copy is made: a tensor hook on each output receives its
     gradient during the one backward pass to ``x`` (a tensor hook registered
     before an in-place change gets the gradient of the value before it), and
-    the outputs are returned as None.
+    the outputs are returned as None. There ``reduce(i, grad)`` runs in the hook,
+    while the gradient is in the cache, and only its result is kept: the
+    gradients are freed as the backward pass goes on, as in a plain one (kept,
+    they cost fresh memory pages, +10-15 % on a small CNN).
 
     Returns:
         ``(scores (N,), outputs, grads, grad_x)``: ``outputs[i]`` and ``grads[i]``
@@ -164,7 +167,7 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
 
     def keep(key: Tuple[int, int]) -> Callable:
         def grad_hook(g):
-            received[key] = g
+            received[key] = g if reduce is None else reduce(key[0], g)
         return grad_hook
 
     def make_hook(i: int):
@@ -214,7 +217,15 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
     gx = grads.pop() if wrt_input else None
     if gx is None and wrt_input:
         gx = torch.zeros_like(x)
-    out_grads = per_layer_grads(calls, grads, name_of, strict, torch.zeros_like)
+    reduced_in_hooks = reduce is not None and not values
+
+    def fill(i: int, o: Any) -> Any:
+        return reduce(i, torch.zeros_like(o)) if reduced_in_hooks else torch.zeros_like(o)
+
+    with torch.no_grad():
+        out_grads = per_layer_grads(calls, grads, name_of, strict, fill)
+        if reduce is not None and values:
+            out_grads = [[reduce(i, g) for g in gl] for i, gl in enumerate(out_grads)]
     outputs = [[t.detach() if values else None for t in c] for c in calls]
     return scores.detach(), outputs, out_grads, gx
 
