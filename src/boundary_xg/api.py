@@ -46,7 +46,7 @@ from .ops import predict as _predict
 __all__ = [
     "BA", "attribute", "predict", "run_method", "ProbabilityOutputWarning",
     "MethodInfo", "method_info", "method_names", "methods_table",
-    "available_frameworks", "use_framework", "import_frameworks",
+    "available_frameworks", "use_framework", "import_frameworks", "image_layout",
 ]
 
 
@@ -365,6 +365,18 @@ def use_framework(name: str) -> str:
     _import_frameworks([ident.name])
     get_backend(ident.name)
     return ident.name
+
+
+def image_layout(framework: str) -> str:
+    """The image layout (``"NCHW"`` or ``"NHWC"``) the models of ``framework`` usually take.
+
+    Raises:
+        UnsupportedModelError: an unknown framework name (the message lists the known ones).
+    """
+    ident = lookup_identity(framework)
+    if ident is None:
+        get_backend(framework)  # raises the error that lists the names
+    return ident.image_layout
 
 
 def import_frameworks(names=None) -> None:

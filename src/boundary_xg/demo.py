@@ -100,7 +100,7 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
         InputError: an unknown backend or a bad ``n``.
         BackendNotAvailableError: the framework is not installed.
     """
-    from .api import attribute, method_info, use_framework
+    from .api import attribute, image_layout, method_info, use_framework
     from .demo_models import load_digit_model, load_digit_test_set
     from .errors import InputError, MethodError
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
@@ -109,7 +109,7 @@ def run_demo(out_dir: str = "demo_out", backend: str = "torch", n: int = 6,
         raise InputError(f"n={n!r}: expected an integer in [1, 360].")
     fw = use_framework(backend)  # checks the name and that the framework is installed; imports it
     t_start = time.perf_counter()
-    layout = "NCHW" if fw == "torch" else "NHWC"
+    layout = image_layout(fw)
     x_all, y_all = load_digit_test_set(layout)
     models = {"regular": load_digit_model(fw, "regular"), "x": load_digit_model(fw, "x")}
     acc = {k: float(np.mean(predicted_labels(m, x_all) == y_all)) for k, m in models.items()}

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from ..backends import Backend
+from ..backends import Backend, foreign_tensor
 from ..errors import InputError
 from ..ops import expand_rows, per_example_range
 from ..search.pipeline import prepare_bounds
@@ -49,8 +49,8 @@ def convert_references(B: Backend, refs: Any, x: Any, num_references: Optional[i
             neither ``(M,) + example`` nor ``(N, M) + example``, no references, NaN or
             infinity, or ``num_references`` that contradicts ``M``.
     """
-    root = (type(refs).__module__ or "").split(".")[0]
-    if not B.is_tensor(refs) and root in ("torch", "tensorflow", "keras", "jax", "jaxlib"):
+    root = foreign_tensor(refs, B)
+    if root is not None:
         raise InputError(f"references is a {root} tensor but the model runs on the {B.name} backend.")
     if not B.is_tensor(refs):
         arr = np.asarray(refs)

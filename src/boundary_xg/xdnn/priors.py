@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..backends import Backend, backend_for
+from ..backends import Backend, backend_for, framework_of
 from ..errors import InputError
 
 
@@ -31,8 +31,7 @@ def _backend(t: Any, name: str = "attr") -> Backend:
         InputError: ``t`` is not a torch or TensorFlow tensor (NumPy cannot carry
             the graph the training step differentiates through).
     """
-    root = (type(t).__module__ or "").split(".")[0]
-    if root not in ("torch", "tensorflow", "keras"):
+    if framework_of(t) is None:
         raise InputError(
             f"{name} is a {type(t).__module__}.{type(t).__qualname__}; attribution priors need a "
             "torch or TensorFlow tensor that keeps its graph, such as the output of "
