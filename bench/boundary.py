@@ -223,7 +223,7 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
                 B.to_numpy((res["z"] if isinstance(res, dict) else res[1])[:1])
 
             times = {k: [] for k in fns}
-            for k, (fn, args, _) in fns.items():
+            for _k, (fn, args, _) in fns.items():
                 sync(fn(*args))  # warm-up (and trace)
             for _ in range(reps):
                 for k, (fn, args, n_rows) in fns.items():

@@ -165,7 +165,8 @@ def captum_time(model, x, y, case, ibs_choices):
     kind, opts = case
     if kind in ("Saliency", "InputXGradient"):
         algo = getattr(ca, kind)(model)
-        return best_time(lambda: algo.attribute(x.clone(), target=y, **({"abs": False} if kind == "Saliency" else {})), 2)
+        extra = {"abs": False} if kind == "Saliency" else {}
+        return best_time(lambda: algo.attribute(x.clone(), target=y, **extra), 2)
     if kind == "LayerGradCam":
         from boundary_xg.backends import get_backend
 

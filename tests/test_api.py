@@ -15,7 +15,7 @@ import pytest
 
 import boundary_xg as bxg
 from boundary_xg.errors import InputError, LabelError, MethodError, UnsupportedModelError
-from conftest import BACKENDS, HAS_TF, HAS_TORCH, build_cnn, needs_both, needs_tf, needs_torch
+from conftest import BACKENDS, HAS_TORCH, build_cnn, needs_both, needs_tf, needs_torch
 
 SRC = pathlib.Path(bxg.__file__).parent
 

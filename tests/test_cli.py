@@ -246,7 +246,7 @@ def test_explain_callable_with_state_dict_and_normalisation(tmp_path, digits):
     )
     trained = load_digit_model("torch")
     torch.save(trained.state_dict(), str(tmp_path / "w.pt"))
-    x, y = digits[0][:3], digits[1][:3]
+    x = digits[0][:3]
     np.save(tmp_path / "x.npy", x)
     r = run_cli("explain", "--model", "mymodels:build", "--weights", "w.pt", "--images", "x.npy",
                 "--mean", "0.5", "--std", "0.25", "--method", "IG", "--option", "steps=16",

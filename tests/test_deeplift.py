@@ -16,7 +16,6 @@ from conftest import build_cnn, needs_both, needs_captum, needs_tf, needs_torch,
 
 import boundary_xg as bxg
 from boundary_xg.errors import MethodError
-from boundary_xg.testing import models as tm
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
@@ -104,7 +103,8 @@ def test_torch_max_pool_keeps_summation_where_captum_loses_it():
     import torch
     from captum.attr import DeepLift
 
-    # after a ReLU, both halves are often 0 at x's maximum: Captum falls back to the gradient there and loses summation-to-delta; our rule keeps it
+    # after a ReLU, both halves are often 0 at x's maximum: Captum falls back to the
+    # gradient there and loses summation-to-delta; our rule keeps it
     model, _ = build_cnn("torch", seed=3)
     _, ref_gap = DeepLift(model).attribute(torch.from_numpy(X), baselines=torch.from_numpy(BASE),
                                            target=torch.from_numpy(Y), return_convergence_delta=True)
@@ -621,7 +621,8 @@ def test_keras_tiled_max_pool_route_equals_the_general_route():
         np.testing.assert_allclose(R._tiled_route_xla(u, ub, g, *size), general, atol=1e-6)
         # a baseline shared by all rows (one row) broadcasts the same way
         one = R._tiled_route_xla(u, ub[:1], g, *size)
-        ref = R._route_max_pool(pool, u, tf.broadcast_to(ub[:1], u.shape), out, tf.broadcast_to(pool(ub[:1]), out.shape), g)
+        ref = R._route_max_pool(pool, u, tf.broadcast_to(ub[:1], u.shape), out,
+                                tf.broadcast_to(pool(ub[:1]), out.shape), g)
         np.testing.assert_allclose(one, ref, atol=1e-6)
 
 
@@ -631,7 +632,8 @@ def test_keras_max_pool_paths_keep_summation():
 
     L = keras.layers
     rng = np.random.default_rng(6)
-    for size, pool in [(8, L.MaxPooling2D(2)), (9, L.MaxPooling2D(2)), (8, L.MaxPooling2D(3, strides=2, padding="same"))]:
+    for size, pool in [(8, L.MaxPooling2D(2)), (9, L.MaxPooling2D(2)),
+                       (8, L.MaxPooling2D(3, strides=2, padding="same"))]:
         model = keras.Sequential([keras.Input((size, size, 2)), L.Conv2D(4, 3, padding="same"), L.ReLU(), pool,
                                   L.Flatten(), L.Dense(3)])
         x = rng.standard_normal((3, size, size, 2)).astype(np.float32)

@@ -57,7 +57,6 @@ class NumpyMLP:
 
 def _grid_reference(net, x, y, refs, alphas, weights, mode, square=False):
     """Spec 4.12 written directly: one example, references ``(M, d)``, nodes/weights of the rule."""
-    m, k = len(refs), len(alphas)
     c_ip, per_ref = [], []
     for r in refs:
         gsum = np.zeros_like(x)

@@ -114,7 +114,8 @@ def test_bounds_must_contain_x_and_model_unchanged():
         bxg.find_boundary(model, x, None, bounds=(-0.5, 0.5))
     with pytest.raises(InputError, match="attacks"):
         bxg.find_boundary(model, x, None, attacks=["pgd"])
-    bxg.find_boundary(model, x, None, attacks=[bxg.PGD(eps=[1.0, 2.0], steps=5), bxg.CW(steps=5, binary_search_steps=2)])
+    bxg.find_boundary(model, x, None,
+                      attacks=[bxg.PGD(eps=[1.0, 2.0], steps=5), bxg.CW(steps=5, binary_search_steps=2)])
     assert model.training
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -163,7 +164,7 @@ def test_pgd_jobs_through_the_shared_runner():
 
 @needs_both
 def test_torch_and_tensorflow_find_similar_distances(images):
-    xs, ds = {}, {}
+    ds = {}
     for backend in ("torch", "tensorflow"):
         model, conv = build_cnn(backend, seed=3)
         res = bxg.find_boundary(model, conv(images), None, attacks=[

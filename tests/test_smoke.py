@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import boundary_xg as bxg
-from conftest import BACKENDS, build_cnn, to_nchw
+from conftest import BACKENDS, build_cnn
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -17,7 +17,7 @@ import pytest
 
 import boundary_xg as bxg
 import boundary_xg.xdnn as X
-from conftest import BACKENDS, HAS_TF, HAS_TORCH, build_cnn, needs_both, needs_tf, needs_torch
+from conftest import BACKENDS, build_cnn, needs_both, needs_tf, needs_torch
 
 FW = {"torch": "torch", "tensorflow": "keras"}
 

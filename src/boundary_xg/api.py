@@ -33,7 +33,7 @@ from ._entry import (
     select_output,
     to_caller,
 )
-from .backends import get_backend, installed, lookup_identity, require
+from .backends import get_backend, lookup_identity, require
 from .backends import import_frameworks as _import_frameworks
 from .backends import names as _backend_names
 from .backends import native_stderr_silenced  # noqa: F401  (re-exported for the command line)

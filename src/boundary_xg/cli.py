@@ -48,7 +48,7 @@ def _size(text: str):
     try:
         vals = [int(p) for p in parts if p.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--size {text!r}: expected H or H,W (integers)")
+        raise argparse.ArgumentTypeError(f"--size {text!r}: expected H or H,W (integers)") from None
     if len(vals) == 1:
         vals = vals * 2
     if len(vals) != 2 or min(vals) < 1:

@@ -17,7 +17,7 @@ import os
 import pickle
 import sys
 import warnings
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -117,7 +117,8 @@ def load_model(spec: str, weights: Optional[str] = None) -> Tuple[Any, str]:
                 ) from err
         if low.endswith(TORCHSCRIPT_EXT):
             if weights:
-                raise CLIError("--weights is only used with --model module:callable; a TorchScript file holds its weights.")
+                raise CLIError("--weights is only used with --model module:callable; a TorchScript file "
+                               "holds its weights.")
             torch = _need("torch")
             try:
                 with warnings.catch_warnings():
@@ -166,7 +167,8 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
             # the module was found; something it imports is missing
             raise CLIError(f"module {mod_name!r} imports {missing!r}, which is not installed; "
                            f"install it with: {install_hint(missing)}") from err
-        raise CLIError(f"could not import module {mod_name!r} ({_reason(err)}); check the name and that it is on the path.") from err
+        raise CLIError(f"could not import module {mod_name!r} ({_reason(err)}); check the name and that "
+                       "it is on the path.") from err
     fn = mod
     for part in attr.split("."):
         if not hasattr(fn, part):
@@ -202,7 +204,8 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
                     "never loaded (weights_only=True); save it with torch.save(model.state_dict(), FILE)."
                 ) from err
             except Exception as err:
-                raise CLIError(f"could not read state dict {weights!r} ({_reason(err)}); save it with torch.save(model.state_dict(), FILE).") from err
+                raise CLIError(f"could not read state dict {weights!r} ({_reason(err)}); save it with "
+                               "torch.save(model.state_dict(), FILE).") from err
             if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
                 state = state["state_dict"]  # a checkpoint dict that holds the state dict
             try:
@@ -218,7 +221,8 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
             try:
                 model.load_weights(weights)
             except Exception as err:
-                raise CLIError(f"could not load Keras weights {weights!r} ({_reason(err)}); save them with model.save_weights('model.weights.h5').") from err
+                raise CLIError(f"could not load Keras weights {weights!r} ({_reason(err)}); save them with "
+                               "model.save_weights('model.weights.h5').") from err
     return model, fw
 
 
@@ -347,11 +351,13 @@ def load_images(
         raise CLIError("pass either one .npy batch or image files, not both.")
     if len(paths) == 1 and paths[0].lower().endswith(".npy"):
         if size is not None or grayscale:
-            raise CLIError("--size and --grayscale apply to image files; a .npy batch is used as it is (in the model's layout).")
+            raise CLIError("--size and --grayscale apply to image files; a .npy batch is used as it is "
+                           "(in the model's layout).")
         try:
             x = np.load(paths[0], allow_pickle=False)
         except Exception as err:
-            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({_reason(err)}); save it with np.save (no object arrays).") from err
+            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({_reason(err)}); save it with "
+                           "np.save (no object arrays).") from err
         if x.dtype.kind not in "biuf":
             raise CLIError(f"{paths[0]!r} holds dtype {x.dtype}; expected numbers.")
         x = x.astype(np.float32)

@@ -198,3 +198,11 @@ def test_a_missing_capability_is_a_clear_error(B):
     for cap in missing:
         with pytest.raises(CapabilityError, match=cap):
             backends.require(B, [cap], method="a test method")
+
+
+def test_a_backend_missing_a_core_primitive_cannot_be_made():
+    class Half(Backend):
+        name = "half"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()

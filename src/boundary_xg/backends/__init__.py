@@ -33,9 +33,10 @@ from . import torch as _torch_identity  # noqa: F401  (registers the backend; im
 from . import tensorflow as _tensorflow_identity  # noqa: F401  (likewise, no TensorFlow)
 
 __all__ = [
-    "Backend", "as_written", "native_stderr_silenced", "BackendIdentity", "CAPABILITIES", "get_backend", "backend_for", "available_backends",
-    "import_frameworks", "framework_of", "names", "identity", "register_backend", "unregister_backend",
-    "installed", "backends_with", "require", "foreign_tensor", "to_numpy", "forget_backend", "lookup_identity", "data_plan",
+    "Backend", "as_written", "native_stderr_silenced", "BackendIdentity", "CAPABILITIES", "get_backend",
+    "backend_for", "available_backends", "import_frameworks", "framework_of", "names", "identity",
+    "register_backend", "unregister_backend", "installed", "backends_with", "require", "foreign_tensor",
+    "to_numpy", "forget_backend", "lookup_identity", "data_plan",
 ]
 
 _instances: Dict[str, Backend] = {}

@@ -50,8 +50,13 @@ def as_written(fn: Callable) -> Callable:
     return fn
 
 
-class Backend:
-    """Abstract backend. Subclasses implement every method below for one framework."""
+class Backend(abc.ABC):
+    """Abstract backend: a subclass per framework implements every core primitive below.
+
+    The core primitives are abstract (a backend missing one cannot be instantiated);
+    the fast paths have written-once fallbacks; the capabilities raise
+    :class:`~boundary_xg.errors.CapabilityError` unless the backend provides them.
+    """
 
     #: short name used by ``backend=`` and in messages ("torch", "tensorflow")
     name: str = "abstract"
@@ -63,11 +68,13 @@ class Backend:
     #: past it the activations leave the caches and each row gets slower
     cpu_chunk_elements: int = 2 ** 19
 
-    # --- detection and conversion -------------------------------------------------
+    # --- conversion and devices -------------------------------------------------------
+    @abc.abstractmethod
     def is_tensor(self, obj: Any) -> bool:
         """True when ``obj`` is a native tensor of this framework."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def asarray(self, data: Any, like: Any = None, dtype: Any = None, device: Any = None) -> Any:
         """Convert ``data`` (NumPy, list, scalar or tensor) to a tensor on ``like``'s device.
 
@@ -77,48 +84,52 @@ class Backend:
         """
         raise NotImplementedError
 
+    @abc.abstractmethod
     def is_floating(self, t: Any) -> bool:
         """True when ``t`` has a floating dtype."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def to_numpy(self, t: Any) -> Any:
         """Copy a tensor to a NumPy array (the exit of an API call only)."""
         raise NotImplementedError
 
-    def model_device(self, model: Any) -> Any:
-        """The device the model's weights live on (None: the framework's default)."""
+    @abc.abstractmethod
+    def dtype_name(self, t: Any) -> str:
+        """The dtype as a NumPy-style string ("float32", "int64", ...)."""
         raise NotImplementedError
 
-    def on_accelerator(self, t: Any) -> bool:
-        """True when tensor ``t`` lives on a GPU/TPU (sizes the default chunks)."""
-        raise NotImplementedError
-
-    def model_dtype(self, model: Any) -> Any:
-        """The floating dtype the model computes in (default float32)."""
-        raise NotImplementedError
-
-    def fingerprint(self, model: Any) -> Tuple:
-        """A cheap key that changes when the model's weights are replaced or reshaped."""
-        return (id(model),)
-
-    def named_weights(self, model: Any) -> list:
-        """``(name, tensor)`` for every weight and buffer of ``model``, in a stable order
-        (what identifies a model's numbers in a run's ``run.json``); empty for a plain callable."""
+    @abc.abstractmethod
+    def cast(self, t: Any, like: Any) -> Any:
+        """Cast ``t`` to ``like``'s dtype."""
         raise NotImplementedError
 
     def device_of(self, t: Any) -> Any:
         """The device of tensor ``t``, where it must match the model's (None: not checked)."""
         return None
 
-    def entry_context(self) -> contextlib.AbstractContextManager:
-        """Context entered once around a whole API call, before any conversion.
+    @abc.abstractmethod
+    def model_device(self, model: Any) -> Any:
+        """The device the model's weights live on (None: the framework's default)."""
+        raise NotImplementedError
 
-        It undoes caller state in which the algorithms cannot run (torch: an
-        enclosing ``torch.inference_mode()``, under which no gradient can be taken).
-        """
-        return contextlib.nullcontext()
+    @abc.abstractmethod
+    def on_accelerator(self, t: Any) -> bool:
+        """True when tensor ``t`` lives on a GPU/TPU (sizes the default chunks)."""
+        raise NotImplementedError
 
-    # --- the model ----------------------------------------------------------------
+    @abc.abstractmethod
+    def model_dtype(self, model: Any) -> Any:
+        """The floating dtype the model computes in (default float32)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def all_finite(self, t: Any) -> bool:
+        """True when ``t`` has no NaN or infinity (one host sync: API entry only)."""
+        raise NotImplementedError
+
+    # --- the model --------------------------------------------------------------------
+    @abc.abstractmethod
     def session(self, model: Any, *, mode: str = "eval") -> contextlib.AbstractContextManager:
         """Context manager yielding ``f``, the model's logits function ``(N, ...) -> (N, C)``.
 
@@ -129,14 +140,30 @@ class Backend:
         """
         raise NotImplementedError
 
-    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
-        """Return ``(fn(x), d sum(fn(x)) / dx)``; ``fn(x)`` has shape ``(N,)``.
+    def entry_context(self) -> contextlib.AbstractContextManager:
+        """Context entered once around a whole API call, before any conversion.
 
-        With ``create_graph=True`` the gradient stays differentiable (double
-        back-propagation, e.g. for attribution priors).
+        It undoes caller state in which the algorithms cannot run (torch: an
+        enclosing ``torch.inference_mode()``, under which no gradient can be taken).
         """
+        return contextlib.nullcontext()
+
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        """Context in which model calls record nothing for gradients (forward-only loops that
+        make their own inputs, so need no copy as :meth:`forward` makes)."""
+        return contextlib.nullcontext()
+
+    def fingerprint(self, model: Any) -> Tuple:
+        """A cheap key that changes when the model's weights are replaced or reshaped."""
+        return (id(model),)
+
+    @abc.abstractmethod
+    def named_weights(self, model: Any) -> list:
+        """``(name, tensor)`` for every weight and buffer of ``model``, in a stable order
+        (what identifies a model's numbers in a run's ``run.json``); empty for a plain callable."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, f: Callable, x: Any) -> Any:
         """``f(x)`` without recording anything for gradients."""
         raise NotImplementedError
@@ -150,150 +177,17 @@ class Backend:
         """
         return functools.partial(fn, *static)
 
-    def stop_gradient(self, t: Any) -> Any:
-        raise NotImplementedError
+    # --- autodiff ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
+        """Return ``(fn(x), d sum(fn(x)) / dx)``; ``fn(x)`` has shape ``(N,)``.
 
-    # --- creation -----------------------------------------------------------------
-    def zeros_like(self, t: Any) -> Any:
-        raise NotImplementedError
-
-    def constant(self, values: Sequence[float], like: Any) -> Any:
-        """A 1-D tensor of ``values`` with ``like``'s dtype and device."""
-        raise NotImplementedError
-
-    def arange(self, start: int, stop: int, like: Any) -> Any:
-        """Integer range ``[start, stop)`` on ``like``'s device (int64)."""
-        raise NotImplementedError
-
-    def rng(self, seed: Any, like: Any) -> Any:
-        """A random generator for ``like``'s device, seeded with ``seed`` (None: random)."""
-        raise NotImplementedError
-
-    def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
-        """Standard normal samples of ``shape`` with ``like``'s dtype and device."""
-        raise NotImplementedError
-
-    # --- shape and indexing -------------------------------------------------------
-    def shape(self, t: Any) -> Tuple[int, ...]:
-        """The shape as Python ints (None for a dimension a compiled step traces as unknown)."""
-        raise NotImplementedError
-
-    def dtype_name(self, t: Any) -> str:
-        """The dtype as a NumPy-style string ("float32", "int64", ...)."""
-        raise NotImplementedError
-
-    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
-        raise NotImplementedError
-
-    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
-        raise NotImplementedError
-
-    def cast(self, t: Any, like: Any) -> Any:
-        """Cast ``t`` to ``like``'s dtype."""
-        raise NotImplementedError
-
-    def gather(self, t: Any, index: Any) -> Any:
-        """Rows of ``t`` at integer ``index`` (along axis 0)."""
-        raise NotImplementedError
-
-    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
-        """Return ``acc`` with ``rows[k]`` added to ``acc[index[k]]`` (out of place)."""
-        raise NotImplementedError
-
-    def take_along_axis(self, t: Any, index: Any) -> Any:
-        """``t[n, index[n]]`` for a 2-D ``t`` and an integer ``index`` of shape ``(N,)``."""
-        raise NotImplementedError
-
-    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
-        raise NotImplementedError
-
-    # --- element-wise and reductions ------------------------------------------------
-    def abs(self, t: Any) -> Any:
-        raise NotImplementedError
-
-    def sqrt(self, t: Any) -> Any:
-        raise NotImplementedError
-
-    def exp(self, t: Any) -> Any:
-        """Element-wise ``e ** t`` (differentiable; the contrastive objective's weights)."""
-        raise NotImplementedError
-
-    def where(self, cond: Any, a: Any, b: Any) -> Any:
-        raise NotImplementedError
-
-    def argmax(self, t: Any, axis: int = -1) -> Any:
-        raise NotImplementedError
-
-    def sum(self, t: Any, axis: Any = None) -> Any:
-        raise NotImplementedError
-
-    def max(self, t: Any, axis: Any = None) -> Any:
-        raise NotImplementedError
-
-    def min(self, t: Any, axis: Any = None) -> Any:
-        raise NotImplementedError
-
-    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
-        """``sum(t * w, axis)`` for a 1-D ``w`` along ``axis`` of ``t``: ``t``'s shape without ``axis``.
-
-        One read of ``t`` (a matrix product): the product ``t * w`` is not formed.
-        ``w`` is cast to ``t``'s dtype.
+        With ``create_graph=True`` the gradient stays differentiable (double
+        back-propagation, e.g. for attribution priors).
         """
         raise NotImplementedError
 
-    def all_finite(self, t: Any) -> bool:
-        """True when ``t`` has no NaN or infinity (one host sync: API entry only)."""
-        raise NotImplementedError
-
-    # --- boundary search (issue 4): primitives used by search/ ---------------------
-    def sign(self, t: Any) -> Any:
-        """Element-wise sign (-1, 0, 1)."""
-        raise NotImplementedError
-
-    def minimum(self, a: Any, b: Any) -> Any:
-        """Element-wise minimum of two broadcastable tensors."""
-        raise NotImplementedError
-
-    def maximum(self, a: Any, b: Any) -> Any:
-        """Element-wise maximum of two broadcastable tensors."""
-        raise NotImplementedError
-
-    def tanh(self, t: Any) -> Any:
-        raise NotImplementedError
-
-    def atanh(self, t: Any) -> Any:
-        raise NotImplementedError
-
-    def tanh_backward(self, y: Any, dy: Any) -> Any:
-        """``dy * (1 - y^2)``: the chain rule through ``y = tanh(z)``, in one kernel."""
-        # fallback written once; a backend may fuse it into one kernel
-        return dy * (1 - y * y)
-
-    def logsumexp(self, t: Any, axis: int = -1) -> Any:
-        """Numerically stable ``log(sum(exp(t)))`` along ``axis``."""
-        raise NotImplementedError
-
-    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
-        """Uniform samples in ``[0, 1)`` of ``shape`` with ``like``'s dtype and device."""
-        raise NotImplementedError
-
-    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
-        """``(N, depth)`` one-hot rows of integer ``labels`` with ``like``'s dtype."""
-        raise NotImplementedError
-
-    def not_equal(self, a: Any, b: Any) -> Any:
-        """Element-wise ``a != b`` as a boolean tensor."""
-        raise NotImplementedError
-
-    def logical_and(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
-
-    def logical_or(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
-
-    def logical_not(self, a: Any) -> Any:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
         """Like :meth:`value_and_grad` for ``fn(x) -> (value (N,), aux)``.
 
@@ -302,12 +196,251 @@ class Backend:
         """
         raise NotImplementedError
 
-    # --- X-DNN toolkit (issue 6): primitives used by xdnn/priors.py ----------------
+    @abc.abstractmethod
+    def stop_gradient(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    # --- creation ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def zeros_like(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def constant(self, values: Sequence[float], like: Any) -> Any:
+        """A 1-D tensor of ``values`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def arange(self, start: int, stop: int, like: Any) -> Any:
+        """Integer range ``[start, stop)`` on ``like``'s device (int64)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
+        """``(N, depth)`` one-hot rows of integer ``labels`` with ``like``'s dtype."""
+        raise NotImplementedError
+
+    # --- random numbers ---------------------------------------------------------------
+    @abc.abstractmethod
+    def rng(self, seed: Any, like: Any) -> Any:
+        """A random generator for ``like``'s device, seeded with ``seed`` (None: random)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        """Standard normal samples of ``shape`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        """Uniform samples in ``[0, 1)`` of ``shape`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    # --- shape and indexing -----------------------------------------------------------
+    @abc.abstractmethod
+    def shape(self, t: Any) -> Tuple[int, ...]:
+        """The shape as Python ints (None for a dimension a compiled step traces as unknown)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def gather(self, t: Any, index: Any) -> Any:
+        """Rows of ``t`` at integer ``index`` (along axis 0)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def take_along_axis(self, t: Any, index: Any) -> Any:
+        """``t[n, index[n]]`` for a 2-D ``t`` and an integer ``index`` of shape ``(N,)``."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
+        """Return ``acc`` with ``rows[k]`` added to ``acc[index[k]]`` (out of place)."""
+        raise NotImplementedError
+
+    # --- element-wise -----------------------------------------------------------------
+    @abc.abstractmethod
+    def abs(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def sqrt(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def exp(self, t: Any) -> Any:
+        """Element-wise ``e ** t`` (differentiable; the contrastive objective's weights)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def sign(self, t: Any) -> Any:
+        """Element-wise sign (-1, 0, 1)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def tanh(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def atanh(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def minimum(self, a: Any, b: Any) -> Any:
+        """Element-wise minimum of two broadcastable tensors."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def maximum(self, a: Any, b: Any) -> Any:
+        """Element-wise maximum of two broadcastable tensors."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def not_equal(self, a: Any, b: Any) -> Any:
+        """Element-wise ``a != b`` as a boolean tensor."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def logical_and(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def logical_or(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def logical_not(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    # --- reductions -------------------------------------------------------------------
+    @abc.abstractmethod
+    def sum(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def max(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def min(self, t: Any, axis: Any = None) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def argmax(self, t: Any, axis: int = -1) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def logsumexp(self, t: Any, axis: int = -1) -> Any:
+        """Numerically stable ``log(sum(exp(t)))`` along ``axis``."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
     def sort(self, t: Any, axis: int = -1) -> Any:
         """Values of ``t`` sorted ascending along ``axis`` (differentiable)."""
         raise NotImplementedError
 
-    # --- DeepLIFT (issue 3): the framework-specific kernel behind methods/deeplift.py ---
+    @abc.abstractmethod
+    def argsort(self, t: Any, axis: int = -1) -> Any:
+        """Indices (int64) that sort ``t`` ascending along ``axis``; **stable** (ties keep
+        their order), so rankings are the same in every framework."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def invert_permutation(self, order: Any) -> Any:
+        """Per row of ``order`` ``(N, P)`` (each row a permutation of ``0..P-1``, int64) its
+        inverse: ``out[n, order[n, j]] = j`` (one scatter; with :meth:`argsort`, each
+        element's rank)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        """``numpy.einsum(spec, *operands)`` on tensors (e.g. a separable blur as two matrix products)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        """``sum(t * w, axis)`` for a 1-D ``w`` along ``axis`` of ``t``: ``t``'s shape without ``axis``.
+
+        One read of ``t`` (a matrix product): the product ``t * w`` is not formed.
+        ``w`` is cast to ``t``'s dtype.
+        """
+        raise NotImplementedError
+
+    # --- the model: copies and weights (the randomisation check) ----------------------
+    @abc.abstractmethod
+    def copy_model(self, model: Any) -> Any:
+        """A separate model with the same architecture and weights as ``model`` (on its device).
+
+        Raises:
+            InputError: the model cannot be copied (e.g. a Keras subclassed model without a config).
+        """
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def parameter_layers(self, model: Any) -> list:
+        """``[(name, handle), ...]`` of the layers of ``model`` that own weights (not batch-norm
+        running statistics), in the order the model defines them (input side first)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
+        """Re-draw every weight tensor of ``layer`` (a handle of :meth:`parameter_layers`) in place.
+
+        Each tensor gets normal values with its own mean and standard deviation (the
+        re-calibration code's rule), drawn by NumPy from ``seed`` in PyTorch's weight layout
+        (``(out, in, kh, kw)``, ``(out, in)``) and transposed to the framework's, so that the
+        same weights in both frameworks are randomised to the same weights.
+        """
+        raise NotImplementedError
+
+    # --- fast paths: each has a fallback written once here over the core primitives ---
+    def tanh_backward(self, y: Any, dy: Any) -> Any:
+        """``dy * (1 - y^2)``: the chain rule through ``y = tanh(z)``, in one kernel."""
+        # fallback written once; a backend may fuse it into one kernel
+        return dy * (1 - y * y)
+
+    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
+                    beta2: float) -> Tuple[Any, Any, Any]:
+        """One Adam step on unnormalised moments; returns the new ``(d, m, v)``.
+
+        ``m <- beta1 m + g``, ``v <- beta2 v + g^2``, ``d <- d - lr m / (sqrt(v) +
+        eps)``: the moments are ``1 / (1 - beta)`` times Adam's, and the caller
+        folds those factors and the bias corrections into ``lr`` and ``eps``
+        (one fewer pass each than the textbook form). ``d, m, v, g`` share a
+        shape, ``lr`` and ``eps`` broadcast to it (one value per row). May update
+        ``d``, ``m`` and ``v`` in place: pass tensors nothing else reads.
+        """
+        # fallback written once over the core primitives (out of place)
+        m = m * beta1 + g
+        v = v * beta2 + g * g
+        return d - lr * m / (self.sqrt(v) + eps), m, v
+
+    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
+        """A copy of ``acc`` with the rows at ``index`` (unique, ``(R,)``) replaced by ``rows``.
+
+        Exact, unlike ``index_add(acc, index, rows - gather(acc, index))``, which
+        cancels to 0 in float32 when ``acc`` holds a sentinel such as 1e10.
+        """
+        # fallback written once: clear the rows at ``index``, then add the new ones
+        hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
+        return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
+
+    # --- capability "deeplift": DeepLIFT's Rescale kernel -----------------------------
     def check_deeplift_model(self, model: Any) -> None:
         """Refuse a model whose nonlinearities :meth:`deeplift_grad` cannot intercept.
 
@@ -345,35 +478,7 @@ class Backend:
         """
         raise self._missing('deeplift')
 
-    # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
-    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
-                    beta2: float) -> Tuple[Any, Any, Any]:
-        """One Adam step on unnormalised moments; returns the new ``(d, m, v)``.
-
-        ``m <- beta1 m + g``, ``v <- beta2 v + g^2``, ``d <- d - lr m / (sqrt(v) +
-        eps)``: the moments are ``1 / (1 - beta)`` times Adam's, and the caller
-        folds those factors and the bias corrections into ``lr`` and ``eps``
-        (one fewer pass each than the textbook form). ``d, m, v, g`` share a
-        shape, ``lr`` and ``eps`` broadcast to it (one value per row). May update
-        ``d``, ``m`` and ``v`` in place: pass tensors nothing else reads.
-        """
-        # fallback written once over the core primitives (out of place)
-        m = m * beta1 + g
-        v = v * beta2 + g * g
-        return d - lr * m / (self.sqrt(v) + eps), m, v
-
-    # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
-    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
-        """A copy of ``acc`` with the rows at ``index`` (unique, ``(R,)``) replaced by ``rows``.
-
-        Exact, unlike ``index_add(acc, index, rows - gather(acc, index))``, which
-        cancels to 0 in float32 when ``acc`` holds a sentinel such as 1e10.
-        """
-        # fallback written once: clear the rows at ``index``, then add the new ones
-        hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
-        return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
-
-    # --- layer methods (issue 14): layers and their outputs, used by GradCAM and FullGrad ---
+    # --- capability "layers": running the model while capturing layers (GradCAM, FullGrad) ---
     def resolve_layer(self, model: Any, layer: Any) -> Any:
         """The layer of ``model`` that the user's ``layer=`` names (a handle for the methods below).
 
@@ -450,52 +555,7 @@ class Backend:
         """Bilinear resize of a batch of maps in :attr:`image_layout` to spatial ``size``."""
         raise self._missing('layers')
 
-    # --- evaluation metrics (issue 16): primitives used by metrics/ -----------------------
-    def argsort(self, t: Any, axis: int = -1) -> Any:
-        """Indices (int64) that sort ``t`` ascending along ``axis``; **stable** (ties keep
-        their order), so rankings are the same in every framework."""
-        raise NotImplementedError
-
-    def invert_permutation(self, order: Any) -> Any:
-        """Per row of ``order`` ``(N, P)`` (each row a permutation of ``0..P-1``, int64) its
-        inverse: ``out[n, order[n, j]] = j`` (one scatter; with :meth:`argsort`, each
-        element's rank)."""
-        raise NotImplementedError
-
-    def no_grad(self) -> contextlib.AbstractContextManager:
-        """Context in which model calls record nothing for gradients (forward-only loops that
-        make their own inputs, so need no copy as :meth:`forward` makes)."""
-        return contextlib.nullcontext()
-
-    def einsum(self, spec: str, *operands: Any) -> Any:
-        """``numpy.einsum(spec, *operands)`` on tensors (e.g. a separable blur as two matrix products)."""
-        raise NotImplementedError
-
-    # --- evaluation metrics (issue 16): the model randomisation test of metrics/randomization.py ---
-    def copy_model(self, model: Any) -> Any:
-        """A separate model with the same architecture and weights as ``model`` (on its device).
-
-        Raises:
-            InputError: the model cannot be copied (e.g. a Keras subclassed model without a config).
-        """
-        raise NotImplementedError
-
-    def parameter_layers(self, model: Any) -> list:
-        """``[(name, handle), ...]`` of the layers of ``model`` that own weights (not batch-norm
-        running statistics), in the order the model defines them (input side first)."""
-        raise NotImplementedError
-
-    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
-        """Re-draw every weight tensor of ``layer`` (a handle of :meth:`parameter_layers`) in place.
-
-        Each tensor gets normal values with its own mean and standard deviation (the
-        re-calibration code's rule), drawn by NumPy from ``seed`` in PyTorch's weight layout
-        (``(out, in, kh, kw)``, ``(out, in)``) and transposed to the framework's, so that the
-        same weights in both frameworks are randomised to the same weights.
-        """
-        raise NotImplementedError
-
-    # --- capability: the X-DNN toolkit ---------------------------------------------
+    # --- capability "xdnn" (and "state_dict_checkpoints") -----------------------------
     def xdnn_kernels(self) -> Any:
         """The module of X-DNN kernels: ``scan(model)``, ``strip_bias(model)``, ``build(...)``.
 
@@ -504,18 +564,19 @@ class Backend:
         """
         raise self._missing("xdnn")
 
-    # --- capability: dataset objects -------------------------------------------------
+    # --- capability "datasets" --------------------------------------------------------
     def data_plan(self, data: Any) -> Any:
         """How a dataset run reads ``data`` (a :class:`~boundary_xg.backends._data.DataPlan`),
         or None when ``data`` is no dataset object of this framework. Capability ``"datasets"``."""
         raise self._missing("datasets")
 
-    # --- capability: several processes ------------------------------------------------
+    # --- capability "distributed" -----------------------------------------------------
     def process_group(self, local_rank: int, timeout_s: float) -> Any:
         """Join (or start) the launcher's process group: an object with ``rank``, ``world``,
         ``broadcast(obj)``, ``gather(obj)`` and ``close()``. Capability ``"distributed"``."""
         raise self._missing("distributed")
 
+    # --- helpers ----------------------------------------------------------------------
     def _missing(self, capability: str) -> CapabilityError:
         """The error for a capability this backend does not provide."""
         return CapabilityError(

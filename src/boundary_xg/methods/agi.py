@@ -219,7 +219,10 @@ register(MethodSpec(
     aliases=("agi_method",), supports_gap=True, recalibrate=True, prepare=prepare_agi,
     passes=lambda o: 2 * int(o["steps"]) * int(o.get("num_classes") or DEFAULT_NUM_CLASSES),
     checks={"targets": _check_targets},
-    summary='label gradient integrated along accumulated L-inf PGD paths towards `num_classes` (10, at most C - 1) other classes (`targets="top"`: the highest other logits, or `"random"`), `steps` (5), `step_size` (0.05 of the box width), `bounds` (needed unless `step_size` is given), `recalibrate`, `return_gap`',
+    summary=('label gradient integrated along accumulated L-inf PGD paths towards `num_classes` (10, at '
+             'most C - 1) other classes (`targets="top"`: the highest other logits, or `"random"`), '
+             '`steps` (5), `step_size` (0.05 of the box width), `bounds` (needed unless `step_size` is '
+             'given), `recalibrate`, `return_gap`'),
     cost='2 x steps x num_classes + a forward', in_demo=True,
     paper="Pan, Li, Zhu, Explaining Deep Neural Network Models with Adversarial Gradient "
           "Integration, IJCAI 2021",

@@ -214,7 +214,9 @@ register(MethodSpec(
               "rule": "gausslegendre", "num_clusters": None, "seed": None},
     aliases=("lpi_method",), supports_gap=True, recalibrate=True, prepare=prepare_lpi,
     passes=lambda o: int(o["num_references"]) * int(o["steps"]),
-    summary="IG over `num_references` (10) references drawn from the input's cluster of `background` (k-means of the background's logits, `num_clusters` (10), cached), `steps` (5), `rule`, `seed`, `recalibrate`, `return_gap`",
+    summary=("IG over `num_references` (10) references drawn from the input's cluster of `background` "
+             "(k-means of the background's logits, `num_clusters` (10), cached), `steps` (5), `rule`, "
+             '`seed`, `recalibrate`, `return_gap`'),
     cost="M x k + a forward (+ the background's forward once)", in_demo=True,
     paper="Yang, Akhtar, Wen, Mian, Local Path Integration for Attribution, AAAI 2023",
 ))

@@ -258,7 +258,10 @@ register(MethodSpec(
     name="ig_uniform", short="IG_Uniform", func=ig_uniform, defaults=dict(_COMMON),
     aliases=("integrated_gradients_uniform", "ig_uniform_references"), supports_gap=True,
     passes=_passes, prepare=_prepare("uniform"), recalibrate=True,
-    summary='IG averaged over `num_references` (M = 10) references drawn uniformly within `bounds` (or explicit `references=`, `(M, ...)` shared or `(N, M, ...)`), `steps` (k = 5) nodes of any IG `rule` each, over the full M x k grid; `seed`, `recalibrate`, `pairing` (`"full"`; `"rec"` reproduces the reference code\'s layout), `return_gap`',
+    summary=('IG averaged over `num_references` (M = 10) references drawn uniformly within `bounds` (or '
+             'explicit `references=`, `(M, ...)` shared or `(N, M, ...)`), `steps` (k = 5) nodes of any '
+             'IG `rule` each, over the full M x k grid; `seed`, `recalibrate`, `pairing` (`"full"`; '
+             '`"rec"` reproduces the reference code\'s layout), `return_gap`'),
     cost='M x k', in_demo=True,
     paper="Sturmfels, Lundberg, Lee, Visualizing the Impact of Feature Attribution Baselines, "
           "Distill 2020; " + _PAPER_REC,
@@ -268,7 +271,8 @@ register(MethodSpec(
     defaults=dict(_COMMON, sigma=0.15, sigma_abs=None),
     aliases=("ig_smoothgrad", "integrated_gradients_sg"), supports_gap=True,
     passes=_passes, prepare=_prepare("noise"), recalibrate=True,
-    summary="as IG_Uniform with noisy copies of each example as references: `sigma` (0.15 of each example's range) or `sigma_abs`, clipped to `bounds` if given",
+    summary=('as IG_Uniform with noisy copies of each example as references: `sigma` (0.15 of each '
+             "example's range) or `sigma_abs`, clipped to `bounds` if given"),
     cost='M x k', in_demo=True,
     paper="Smilkov et al., SmoothGrad, 2017; " + _PAPER_REC,
 ))

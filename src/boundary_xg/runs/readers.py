@@ -282,7 +282,7 @@ class StreamReader(Reader):
     @staticmethod
     def _shard(k: int, start: int, xs: List[np.ndarray], ys: List[Any]) -> Shard:
         shapes = [a.shape[1:] for a in xs]
-        for i, s in enumerate(shapes):
+        for s in shapes:
             if s != shapes[0]:
                 raise InputError(
                     f"the data yielded examples of shape {s} near position {start}, but earlier examples "

@@ -61,7 +61,6 @@ def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[
     """
     nd = len(a.shape)
     axes = flat_axes(B, a)
-    zero = B.zeros_like(a)
     sq = a * a
     a2 = B.sum(sq, axis=axes)
     tiny = B.zeros_like(a2) + 1e-30

@@ -69,6 +69,7 @@ class TensorFlowBackend(Backend):
     # larger batches (small CNN at 32x32x3: 0.073 ms per row at 170 rows, 0.052-0.067 at 256)
     cpu_chunk_elements = 2 ** 20
 
+    # --- construction -----------------------------------------------------------------
     def __init__(self) -> None:
         self._logits: "weakref.WeakKeyDictionary[Any, Dict[str, _KerasLogits]]" = (
             weakref.WeakKeyDictionary()
@@ -79,7 +80,7 @@ class TensorFlowBackend(Backend):
         #: set to False to run the hot steps eagerly (for benchmarks and debugging)
         self.use_tf_function = True
 
-    # --- detection and conversion -------------------------------------------------
+    # --- conversion and devices -------------------------------------------------------
     def is_tensor(self, obj: Any) -> bool:
         return isinstance(obj, (tf.Tensor, tf.Variable)) or tf.is_tensor(obj)
 
@@ -94,17 +95,23 @@ class TensorFlowBackend(Backend):
             dtype = like.dtype
         return tf.convert_to_tensor(arr, dtype=dtype)
 
+    def is_floating(self, t: Any) -> bool:
+        return t.dtype.is_floating
+
     def to_numpy(self, t: Any) -> Any:
         return t.numpy()
 
-    def model_device(self, model: Any) -> Any:
-        return None
+    def dtype_name(self, t: Any) -> str:
+        return t.dtype.name
+
+    def cast(self, t: Any, like: Any) -> Any:
+        return tf.cast(t, like.dtype)
 
     def device_of(self, t: Any) -> Any:
         return None  # TensorFlow places ops itself and copies across devices as needed
 
-    def entry_context(self) -> Any:
-        return contextlib.nullcontext()
+    def model_device(self, model: Any) -> Any:
+        return None
 
     def on_accelerator(self, t: Any) -> bool:
         device = getattr(t, "device", "") or ""
@@ -114,19 +121,16 @@ class TensorFlowBackend(Backend):
         name = getattr(model, "compute_dtype", None) or "float32"
         return tf.as_dtype(name)
 
-    def is_floating(self, t: Any) -> bool:
-        return t.dtype.is_floating
+    def all_finite(self, t: Any) -> bool:
+        if not t.dtype.is_floating:
+            return True
+        if "CPU" in getattr(t, "device", "") and t.dtype != tf.bfloat16:
+            # on a CPU, NumPy's test costs about half of two eager TF ops (0.17 against
+            # 0.3 ms for 128 images of 32x32x3), and every call checks its inputs
+            return bool(np.isfinite(t.numpy()).all())
+        return bool(tf.reduce_all(tf.math.is_finite(t)))
 
-    def fingerprint(self, model: Any) -> Tuple:
-        weights = getattr(model, "weights", None)
-        if weights is None:
-            return (id(model),)
-        return tuple((id(v), tuple(v.shape)) for v in weights)
-
-    def named_weights(self, model: Any) -> list:
-        return [(str(getattr(w, "path", getattr(w, "name", ""))), w) for w in getattr(model, "weights", None) or []]
-
-    # --- the model ----------------------------------------------------------------
+    # --- the model --------------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
         if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
@@ -186,20 +190,23 @@ class TensorFlowBackend(Backend):
             return restore
         return lambda: None
 
+    def entry_context(self) -> Any:
+        return contextlib.nullcontext()
+
+    def no_grad(self) -> Any:
+        return contextlib.nullcontext()  # nothing is recorded outside a GradientTape
+
+    def fingerprint(self, model: Any) -> Tuple:
+        weights = getattr(model, "weights", None)
+        if weights is None:
+            return (id(model),)
+        return tuple((id(v), tuple(v.shape)) for v in weights)
+
+    def named_weights(self, model: Any) -> list:
+        return [(str(getattr(w, "path", getattr(w, "name", ""))), w) for w in getattr(model, "weights", None) or []]
+
     def forward(self, f: Callable, x: Any) -> Any:
         return f(x)
-
-    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
-        # An outer tape, if any, records these ops too, so the gradient stays
-        # differentiable without doing anything for create_graph.
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x)
-            total = tf.reduce_sum(value)
-        grad = tape.gradient(total, x)
-        if grad is None:
-            grad = tf.zeros_like(x)
-        return value, grad
 
     def jit(self, fn: Callable, owner: Any, *static: Any) -> Callable:
         bound = functools.partial(fn, *static)
@@ -216,10 +223,33 @@ class TensorFlowBackend(Backend):
             cache[key] = tf.function(bound, reduce_retracing=True, autograph=autograph)
         return cache[key]
 
+    # --- autodiff ---------------------------------------------------------------------
+    def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
+        # An outer tape, if any, records these ops too, so the gradient stays
+        # differentiable without doing anything for create_graph.
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+            total = tf.reduce_sum(value)
+        grad = tape.gradient(total, x)
+        if grad is None:
+            grad = tf.zeros_like(x)
+        return value, grad
+
+    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value, aux = fn(x)
+            total = tf.reduce_sum(value)
+        grad = tape.gradient(total, x)
+        if grad is None:
+            grad = tf.zeros_like(x)
+        return tf.stop_gradient(value), tf.stop_gradient(aux), grad
+
     def stop_gradient(self, t: Any) -> Any:
         return tf.stop_gradient(t)
 
-    # --- creation -----------------------------------------------------------------
+    # --- creation ---------------------------------------------------------------------
     def zeros_like(self, t: Any) -> Any:
         return tf.zeros_like(t)
 
@@ -229,6 +259,10 @@ class TensorFlowBackend(Backend):
     def arange(self, start: int, stop: int, like: Any) -> Any:
         return tf.range(start, stop, dtype=tf.int64)
 
+    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
+        return tf.one_hot(tf.cast(labels, tf.int64), int(depth), dtype=like.dtype)
+
+    # --- random numbers ---------------------------------------------------------------
     def rng(self, seed: Any, like: Any) -> Any:
         if seed is None:
             return tf.random.Generator.from_non_deterministic_state()
@@ -237,13 +271,13 @@ class TensorFlowBackend(Backend):
     def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
         return rng.normal(tuple(shape), dtype=like.dtype)
 
-    # --- shape and indexing -------------------------------------------------------
+    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        return rng.uniform(tuple(shape), dtype=like.dtype)
+
+    # --- shape and indexing -----------------------------------------------------------
     def shape(self, t: Any) -> Tuple[int, ...]:
         # None: a dimension unknown while a step is traced with relaxed shapes
         return tuple(None if d is None else int(d) for d in t.shape)
-
-    def dtype_name(self, t: Any) -> str:
-        return t.dtype.name
 
     def reshape(self, t: Any, shape: Sequence[int]) -> Any:
         return tf.reshape(t, tuple(shape))
@@ -251,22 +285,19 @@ class TensorFlowBackend(Backend):
     def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
         return tf.broadcast_to(t, tuple(shape))
 
-    def cast(self, t: Any, like: Any) -> Any:
-        return tf.cast(t, like.dtype)
+    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
+        return tf.concat(list(ts), axis=axis)
 
     def gather(self, t: Any, index: Any) -> Any:
         return tf.gather(t, index)
 
-    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
-        return tf.tensor_scatter_nd_add(acc, tf.reshape(index, (-1, 1)), rows)
-
     def take_along_axis(self, t: Any, index: Any) -> Any:
         return tf.gather(t, tf.cast(index, tf.int64), axis=1, batch_dims=1)
 
-    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
-        return tf.concat(list(ts), axis=axis)
+    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
+        return tf.tensor_scatter_nd_add(acc, tf.reshape(index, (-1, 1)), rows)
 
-    # --- element-wise and reductions ------------------------------------------------
+    # --- element-wise -----------------------------------------------------------------
     def abs(self, t: Any) -> Any:
         return tf.abs(t)
 
@@ -276,43 +307,8 @@ class TensorFlowBackend(Backend):
     def exp(self, t: Any) -> Any:
         return tf.exp(t)
 
-    def where(self, cond: Any, a: Any, b: Any) -> Any:
-        return tf.where(cond, a, b)
-
-    def argmax(self, t: Any, axis: int = -1) -> Any:
-        return tf.argmax(t, axis=axis, output_type=tf.int64)
-
-    def sum(self, t: Any, axis: Any = None) -> Any:
-        return tf.reduce_sum(t, axis=axis)
-
-    def max(self, t: Any, axis: Any = None) -> Any:
-        return tf.reduce_max(t, axis=axis)
-
-    def min(self, t: Any, axis: Any = None) -> Any:
-        return tf.reduce_min(t, axis=axis)
-
-    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
-        # channels last (NHWC): a reshape to (N*H*W, C) and one matrix product
-        return tf.tensordot(t, tf.cast(w, t.dtype), axes=[[axis % t.shape.rank], [0]])
-
-    def all_finite(self, t: Any) -> bool:
-        if not t.dtype.is_floating:
-            return True
-        if "CPU" in getattr(t, "device", "") and t.dtype != tf.bfloat16:
-            # on a CPU, NumPy's test costs about half of two eager TF ops (0.17 against
-            # 0.3 ms for 128 images of 32x32x3), and every call checks its inputs
-            return bool(np.isfinite(t.numpy()).all())
-        return bool(tf.reduce_all(tf.math.is_finite(t)))
-
-    # --- boundary search (issue 4): primitives used by search/ ---------------------
     def sign(self, t: Any) -> Any:
         return tf.sign(t)
-
-    def minimum(self, a: Any, b: Any) -> Any:
-        return tf.minimum(a, b)
-
-    def maximum(self, a: Any, b: Any) -> Any:
-        return tf.maximum(a, b)
 
     def tanh(self, t: Any) -> Any:
         return tf.tanh(t)
@@ -320,17 +316,14 @@ class TensorFlowBackend(Backend):
     def atanh(self, t: Any) -> Any:
         return tf.atanh(t)
 
-    def tanh_backward(self, y: Any, dy: Any) -> Any:
-        return tf.raw_ops.TanhGrad(y=y, dy=dy)
+    def minimum(self, a: Any, b: Any) -> Any:
+        return tf.minimum(a, b)
 
-    def logsumexp(self, t: Any, axis: int = -1) -> Any:
-        return tf.reduce_logsumexp(t, axis=axis)
+    def maximum(self, a: Any, b: Any) -> Any:
+        return tf.maximum(a, b)
 
-    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
-        return rng.uniform(tuple(shape), dtype=like.dtype)
-
-    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
-        return tf.one_hot(tf.cast(labels, tf.int64), int(depth), dtype=like.dtype)
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return tf.where(cond, a, b)
 
     def not_equal(self, a: Any, b: Any) -> Any:
         return tf.not_equal(a, b)
@@ -344,21 +337,103 @@ class TensorFlowBackend(Backend):
     def logical_not(self, a: Any) -> Any:
         return tf.logical_not(a)
 
-    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value, aux = fn(x)
-            total = tf.reduce_sum(value)
-        grad = tape.gradient(total, x)
-        if grad is None:
-            grad = tf.zeros_like(x)
-        return tf.stop_gradient(value), tf.stop_gradient(aux), grad
+    # --- reductions -------------------------------------------------------------------
+    def sum(self, t: Any, axis: Any = None) -> Any:
+        return tf.reduce_sum(t, axis=axis)
 
-    # --- X-DNN toolkit (issue 6): primitives used by xdnn/priors.py ----------------
+    def max(self, t: Any, axis: Any = None) -> Any:
+        return tf.reduce_max(t, axis=axis)
+
+    def min(self, t: Any, axis: Any = None) -> Any:
+        return tf.reduce_min(t, axis=axis)
+
+    def argmax(self, t: Any, axis: int = -1) -> Any:
+        return tf.argmax(t, axis=axis, output_type=tf.int64)
+
+    def logsumexp(self, t: Any, axis: int = -1) -> Any:
+        return tf.reduce_logsumexp(t, axis=axis)
+
     def sort(self, t: Any, axis: int = -1) -> Any:
         return tf.sort(t, axis=axis)
 
-    # --- DeepLIFT (issue 3): Rescale kernel, see _tf_rescale.py ----------------------
+    def argsort(self, t: Any, axis: int = -1) -> Any:
+        return tf.cast(tf.argsort(t, axis=axis, stable=True), tf.int64)
+
+    def invert_permutation(self, order: Any) -> Any:
+        shape = tf.shape(order, out_type=order.dtype)
+        rows = tf.broadcast_to(tf.range(shape[0], dtype=order.dtype)[:, None], shape)
+        pos = tf.broadcast_to(tf.range(shape[1], dtype=order.dtype)[None, :], shape)
+        return tf.scatter_nd(tf.stack([rows, order], axis=-1), pos, shape)
+
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        return tf.einsum(spec, *operands)
+
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        # channels last (NHWC): a reshape to (N*H*W, C) and one matrix product
+        return tf.tensordot(t, tf.cast(w, t.dtype), axes=[[axis % t.shape.rank], [0]])
+
+    # --- the model: copies and weights (the randomisation check) ----------------------
+    def copy_model(self, model: Any) -> Any:
+        from ...errors import InputError
+
+        if not isinstance(model, keras.Model):
+            raise InputError(f"the model, a {type(model).__name__}, cannot be copied; the randomisation "
+                             "check works on a copy of a keras.Model.")
+        try:
+            twin = keras.models.clone_model(model)
+            twin.set_weights(model.get_weights())
+        except Exception as err:  # subclassed models without get_config / from_config
+            raise InputError(
+                f"the model could not be copied (keras.models.clone_model: {type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); the randomisation "
+                "check works on a copy: pass a Sequential or functional model, or give the "
+                "subclassed model get_config/from_config.") from err
+        return twin
+
+    def parameter_layers(self, model: Any) -> list:
+        out = []
+
+        def visit(layer: Any) -> None:
+            subs = getattr(layer, "layers", None)
+            if subs:  # a nested model: its own layers, in order
+                for sub in subs:
+                    visit(sub)
+                return
+            if _own_weights(layer):
+                out.append((layer.name, layer))
+
+        for layer in getattr(model, "layers", None) or []:
+            visit(layer)
+        return out
+
+    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
+        for k, v in enumerate(_own_weights(layer)):
+            w = np.asarray(v.numpy(), dtype=np.float64)
+            rng = np.random.default_rng(list(seed) + [k])
+            # drawn in PyTorch's layout (see the protocol), then moved to Keras'
+            if w.ndim == 4:  # Conv2D kernel (kh, kw, in, out) <- (out, in, kh, kw)
+                new = rng.standard_normal((w.shape[3], w.shape[2], w.shape[0], w.shape[1]))
+                new = new.transpose(2, 3, 1, 0)
+            elif w.ndim == 2:  # Dense kernel (in, out) <- (out, in)
+                new = rng.standard_normal(w.shape[::-1]).T
+            else:
+                new = rng.standard_normal(w.shape)
+            v.assign((new * w.std() + w.mean()).astype(v.dtype))
+
+    # --- fast paths: each has a fallback written once here over the core primitives ---
+    def tanh_backward(self, y: Any, dy: Any) -> Any:
+        return tf.raw_ops.TanhGrad(y=y, dy=dy)
+
+    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
+                    beta2: float) -> Tuple[Any, Any, Any]:
+        m = m * beta1 + g
+        v = v * beta2 + g * g
+        return d - lr * m / (tf.sqrt(v) + eps), m, v
+
+    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
+        return tf.tensor_scatter_nd_update(acc, tf.reshape(index, (-1, 1)), rows)
+
+    # --- capability "deeplift": DeepLIFT's Rescale kernel -----------------------------
     def check_deeplift_model(self, model: Any) -> None:
         # the Keras kernel intercepts every layer and activation it can see, and a
         # nonlinearity it cannot handle raises from deeplift_grad itself
@@ -372,19 +447,7 @@ class TensorFlowBackend(Backend):
                              fingerprint=self.fingerprint(model) if model is not None else (),
                              times_delta=times_delta)
 
-    # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
-    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
-                    beta2: float) -> Tuple[Any, Any, Any]:
-        m = m * beta1 + g
-        v = v * beta2 + g * g
-        return d - lr * m / (tf.sqrt(v) + eps), m, v
-
-    # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
-    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
-        return tf.tensor_scatter_nd_update(acc, tf.reshape(index, (-1, 1)), rows)
-
-
-    # --- layer methods (issue 14): patched layer calls for one call, see _tf_layers.py ----
+    # --- capability "layers": running the model while capturing layers (GradCAM, FullGrad) ---
     def resolve_layer(self, model: Any, layer: Any) -> Any:
         from .layers import resolve_layer
 
@@ -443,81 +506,17 @@ class TensorFlowBackend(Backend):
 
         return resize(t, size, align_corners)
 
-    # --- evaluation metrics (issue 16) --------------------------------------------------
-    def argsort(self, t: Any, axis: int = -1) -> Any:
-        return tf.cast(tf.argsort(t, axis=axis, stable=True), tf.int64)
-
-    def invert_permutation(self, order: Any) -> Any:
-        shape = tf.shape(order, out_type=order.dtype)
-        rows = tf.broadcast_to(tf.range(shape[0], dtype=order.dtype)[:, None], shape)
-        pos = tf.broadcast_to(tf.range(shape[1], dtype=order.dtype)[None, :], shape)
-        return tf.scatter_nd(tf.stack([rows, order], axis=-1), pos, shape)
-
-    def no_grad(self) -> Any:
-        return contextlib.nullcontext()  # nothing is recorded outside a GradientTape
-
-    def einsum(self, spec: str, *operands: Any) -> Any:
-        return tf.einsum(spec, *operands)
-
-    def copy_model(self, model: Any) -> Any:
-        from ...errors import InputError
-
-        if not isinstance(model, keras.Model):
-            raise InputError(f"the model, a {type(model).__name__}, cannot be copied; the randomisation "
-                             "check works on a copy of a keras.Model.")
-        try:
-            twin = keras.models.clone_model(model)
-            twin.set_weights(model.get_weights())
-        except Exception as err:  # subclassed models without get_config / from_config
-            raise InputError(
-                f"the model could not be copied (keras.models.clone_model: {type(err).__name__}: "
-                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); the randomisation "
-                "check works on a copy: pass a Sequential or functional model, or give the "
-                "subclassed model get_config/from_config.") from err
-        return twin
-
-    def parameter_layers(self, model: Any) -> list:
-        out = []
-
-        def visit(layer: Any) -> None:
-            subs = getattr(layer, "layers", None)
-            if subs:  # a nested model: its own layers, in order
-                for sub in subs:
-                    visit(sub)
-                return
-            if _own_weights(layer):
-                out.append((layer.name, layer))
-
-        for layer in getattr(model, "layers", None) or []:
-            visit(layer)
-        return out
-
-    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
-        for k, v in enumerate(_own_weights(layer)):
-            w = np.asarray(v.numpy(), dtype=np.float64)
-            rng = np.random.default_rng(list(seed) + [k])
-            # drawn in PyTorch's layout (see the protocol), then moved to Keras'
-            if w.ndim == 4:  # Conv2D kernel (kh, kw, in, out) <- (out, in, kh, kw)
-                new = rng.standard_normal((w.shape[3], w.shape[2], w.shape[0], w.shape[1]))
-                new = new.transpose(2, 3, 1, 0)
-            elif w.ndim == 2:  # Dense kernel (in, out) <- (out, in)
-                new = rng.standard_normal(w.shape[::-1]).T
-            else:
-                new = rng.standard_normal(w.shape)
-            v.assign((new * w.std() + w.mean()).astype(v.dtype))
-
-
-    # --- capability "datasets": see data.py ---------------------------------------
-    def data_plan(self, data: Any) -> Any:
-        from .data import plan
-
-        return plan(data)
-
-    # --- capability "xdnn" (and "state_dict_checkpoints" for torch): see xdnn.py ----
+    # --- capability "xdnn" (and "state_dict_checkpoints") -----------------------------
     def xdnn_kernels(self) -> Any:
         from . import xdnn
 
         return xdnn
+
+    # --- capability "datasets" --------------------------------------------------------
+    def data_plan(self, data: Any) -> Any:
+        from .data import plan
+
+        return plan(data)
 
 
 def _own_weights(layer: Any) -> list:

@@ -597,7 +597,7 @@ class RescalePatches:
                     self._set(mod, name, _wrap_rejected(getattr(mod, name), f"{mod.__name__}.{name}",
                                                         self.calls.owner))
             if hasattr(mod, "max_pool"):
-                self._set(mod, "max_pool", _wrap_max_pool(getattr(mod, "max_pool"), self.calls))
+                self._set(mod, "max_pool", _wrap_max_pool(mod.max_pool, self.calls))
         for name in _TF_NN:
             if hasattr(tf.nn, name):
                 self._set(tf.nn, name, _wrap_elementwise(getattr(tf.nn, name), f"tf.nn.{name}", self.calls))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
@@ -59,7 +58,7 @@ class TorchBackend(Backend):
     image_layout = IDENTITY.image_layout
     capabilities = IDENTITY.capabilities
 
-    # --- detection and conversion -------------------------------------------------
+    # --- conversion and devices -------------------------------------------------------
     def is_tensor(self, obj: Any) -> bool:
         return isinstance(obj, torch.Tensor)
 
@@ -79,10 +78,22 @@ class TorchBackend(Backend):
             tdtype = like.dtype
         return torch.as_tensor(arr, dtype=tdtype, device=device)
 
+    def is_floating(self, t: Any) -> bool:
+        return t.is_floating_point()
+
     def to_numpy(self, t: Any) -> Any:
         t = t.detach().cpu()
         # NumPy has no bfloat16: widen (exactly) to float32
         return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+    def dtype_name(self, t: Any) -> str:
+        return str(t.dtype).replace("torch.", "")
+
+    def cast(self, t: Any, like: Any) -> Any:
+        return t.to(like.dtype)
+
+    def device_of(self, t: Any) -> Any:
+        return t.device
 
     def model_device(self, model: Any) -> Any:
         if isinstance(model, torch.nn.Module):
@@ -102,30 +113,12 @@ class TorchBackend(Backend):
                     return p.dtype
         return torch.float32
 
-    def is_floating(self, t: Any) -> bool:
-        return t.is_floating_point()
+    def all_finite(self, t: Any) -> bool:
+        if not t.is_floating_point():
+            return True
+        return bool(torch.isfinite(t).all())
 
-    def fingerprint(self, model: Any) -> Tuple:
-        if not isinstance(model, torch.nn.Module):
-            return (id(model),)
-        return tuple((id(p), tuple(p.shape)) for p in model.parameters())
-
-    def named_weights(self, model: Any) -> list:
-        if not isinstance(model, torch.nn.Module):
-            return []
-        return list(model.state_dict().items())
-
-    def device_of(self, t: Any) -> Any:
-        return t.device
-
-    def entry_context(self) -> Any:
-        # gradients cannot be taken under torch.inference_mode(); tensors made inside
-        # inference_mode(False) are ordinary ones (the input's copy: see asarray)
-        if torch.is_inference_mode_enabled():
-            return torch.inference_mode(False)
-        return contextlib.nullcontext()
-
-    # --- the model ----------------------------------------------------------------
+    # --- the model --------------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, model: Any, *, mode: str = "eval") -> Iterator[Callable]:
         if not isinstance(model, torch.nn.Module):
@@ -159,12 +152,33 @@ class TorchBackend(Backend):
             return model[:-1]  # a new Sequential sharing the same modules
         return model
 
+    def entry_context(self) -> Any:
+        # gradients cannot be taken under torch.inference_mode(); tensors made inside
+        # inference_mode(False) are ordinary ones (the input's copy: see asarray)
+        if torch.is_inference_mode_enabled():
+            return torch.inference_mode(False)
+        return contextlib.nullcontext()
+
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
+    def fingerprint(self, model: Any) -> Tuple:
+        if not isinstance(model, torch.nn.Module):
+            return (id(model),)
+        return tuple((id(p), tuple(p.shape)) for p in model.parameters())
+
+    def named_weights(self, model: Any) -> list:
+        if not isinstance(model, torch.nn.Module):
+            return []
+        return list(model.state_dict().items())
+
     def forward(self, f: Callable, x: Any) -> Any:
         with torch.no_grad():
             # a copy: a model that writes into its input (nn.ReLU(inplace=True) first)
             # must not change x, which later passes (and the caller) still read
             return f(x.clone())
 
+    # --- autodiff ---------------------------------------------------------------------
     def value_and_grad(self, fn: Callable, x: Any, create_graph: bool = False) -> Tuple[Any, Any]:
         with torch.enable_grad():
             if create_graph and x.requires_grad:
@@ -178,10 +192,17 @@ class TorchBackend(Backend):
             value = value.detach()
         return value, grad
 
+    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            value, aux = fn(xg.clone())  # a copy: see value_and_grad
+            (grad,) = torch.autograd.grad(value.sum(), xg)
+        return value.detach(), aux.detach(), grad
+
     def stop_gradient(self, t: Any) -> Any:
         return t.detach()
 
-    # --- creation -----------------------------------------------------------------
+    # --- creation ---------------------------------------------------------------------
     def zeros_like(self, t: Any) -> Any:
         return torch.zeros_like(t)
 
@@ -191,6 +212,10 @@ class TorchBackend(Backend):
     def arange(self, start: int, stop: int, like: Any) -> Any:
         return torch.arange(start, stop, device=like.device)
 
+    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
+        return torch.nn.functional.one_hot(labels.long(), int(depth)).to(like.dtype)
+
+    # --- random numbers ---------------------------------------------------------------
     def rng(self, seed: Any, like: Any) -> Any:
         gen = torch.Generator(device=like.device)
         if seed is None:
@@ -202,12 +227,12 @@ class TorchBackend(Backend):
     def normal(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
         return torch.randn(tuple(shape), generator=rng, device=like.device, dtype=like.dtype)
 
-    # --- shape and indexing -------------------------------------------------------
+    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
+        return torch.rand(tuple(shape), generator=rng, device=like.device, dtype=like.dtype)
+
+    # --- shape and indexing -----------------------------------------------------------
     def shape(self, t: Any) -> Tuple[int, ...]:
         return tuple(t.shape)
-
-    def dtype_name(self, t: Any) -> str:
-        return str(t.dtype).replace("torch.", "")
 
     def reshape(self, t: Any, shape: Sequence[int]) -> Any:
         return t.reshape(tuple(shape))
@@ -215,22 +240,19 @@ class TorchBackend(Backend):
     def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
         return t.broadcast_to(tuple(shape))
 
-    def cast(self, t: Any, like: Any) -> Any:
-        return t.to(like.dtype)
+    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
+        return torch.cat(list(ts), dim=axis)
 
     def gather(self, t: Any, index: Any) -> Any:
         return t.index_select(0, index)
 
-    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
-        return acc.index_add(0, index, rows)
-
     def take_along_axis(self, t: Any, index: Any) -> Any:
         return t.gather(1, index.reshape(-1, 1)).reshape(-1)
 
-    def concat(self, ts: Sequence[Any], axis: int = 0) -> Any:
-        return torch.cat(list(ts), dim=axis)
+    def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
+        return acc.index_add(0, index, rows)
 
-    # --- element-wise and reductions ------------------------------------------------
+    # --- element-wise -----------------------------------------------------------------
     def abs(self, t: Any) -> Any:
         return t.abs()
 
@@ -240,47 +262,8 @@ class TorchBackend(Backend):
     def exp(self, t: Any) -> Any:
         return t.exp()
 
-    def where(self, cond: Any, a: Any, b: Any) -> Any:
-        return torch.where(cond, a, b)
-
-    def argmax(self, t: Any, axis: int = -1) -> Any:
-        return t.argmax(dim=axis)
-
-    def sum(self, t: Any, axis: Any = None) -> Any:
-        return t.sum() if axis is None else t.sum(dim=axis)
-
-    def max(self, t: Any, axis: Any = None) -> Any:
-        return t.max() if axis is None else t.amax(dim=axis)
-
-    def min(self, t: Any, axis: Any = None) -> Any:
-        return t.min() if axis is None else t.amin(dim=axis)
-
-    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
-        shape = t.shape
-        axis %= len(shape)
-        lead, c, trail = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
-        if w.dtype != t.dtype:
-            w = w.to(t.dtype)
-        # (lead, C, trail) contracted with w (C,): one batched (1, C) x (C, trail) product
-        # over a view of t (NCHW, channels on axis 1: no copy); bmm with the vector
-        # expanded is 2x faster than matmul's broadcasting of a 1-D operand
-        out = torch.bmm(w.reshape(1, 1, c).expand(lead, 1, c), t.reshape(lead, c, trail))
-        return out.reshape(shape[:axis] + shape[axis + 1:])
-
-    def all_finite(self, t: Any) -> bool:
-        if not t.is_floating_point():
-            return True
-        return bool(torch.isfinite(t).all())
-
-    # --- boundary search (issue 4): primitives used by search/ ---------------------
     def sign(self, t: Any) -> Any:
         return torch.sign(t)
-
-    def minimum(self, a: Any, b: Any) -> Any:
-        return torch.minimum(a, b)
-
-    def maximum(self, a: Any, b: Any) -> Any:
-        return torch.maximum(a, b)
 
     def tanh(self, t: Any) -> Any:
         return torch.tanh(t)
@@ -288,17 +271,14 @@ class TorchBackend(Backend):
     def atanh(self, t: Any) -> Any:
         return torch.atanh(t)
 
-    def tanh_backward(self, y: Any, dy: Any) -> Any:
-        return torch.ops.aten.tanh_backward(dy, y)
+    def minimum(self, a: Any, b: Any) -> Any:
+        return torch.minimum(a, b)
 
-    def logsumexp(self, t: Any, axis: int = -1) -> Any:
-        return torch.logsumexp(t, dim=axis)
+    def maximum(self, a: Any, b: Any) -> Any:
+        return torch.maximum(a, b)
 
-    def uniform(self, rng: Any, shape: Sequence[int], like: Any) -> Any:
-        return torch.rand(tuple(shape), generator=rng, device=like.device, dtype=like.dtype)
-
-    def one_hot(self, labels: Any, depth: int, like: Any) -> Any:
-        return torch.nn.functional.one_hot(labels.long(), int(depth)).to(like.dtype)
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return torch.where(cond, a, b)
 
     def not_equal(self, a: Any, b: Any) -> Any:
         return torch.ne(a, b)
@@ -312,18 +292,90 @@ class TorchBackend(Backend):
     def logical_not(self, a: Any) -> Any:
         return torch.logical_not(a)
 
-    def value_aux_and_grad(self, fn: Callable, x: Any) -> Tuple[Any, Any, Any]:
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            value, aux = fn(xg.clone())  # a copy: see value_and_grad
-            (grad,) = torch.autograd.grad(value.sum(), xg)
-        return value.detach(), aux.detach(), grad
+    # --- reductions -------------------------------------------------------------------
+    def sum(self, t: Any, axis: Any = None) -> Any:
+        return t.sum() if axis is None else t.sum(dim=axis)
 
-    # --- X-DNN toolkit (issue 6): primitives used by xdnn/priors.py ----------------
+    def max(self, t: Any, axis: Any = None) -> Any:
+        return t.max() if axis is None else t.amax(dim=axis)
+
+    def min(self, t: Any, axis: Any = None) -> Any:
+        return t.min() if axis is None else t.amin(dim=axis)
+
+    def argmax(self, t: Any, axis: int = -1) -> Any:
+        return t.argmax(dim=axis)
+
+    def logsumexp(self, t: Any, axis: int = -1) -> Any:
+        return torch.logsumexp(t, dim=axis)
+
     def sort(self, t: Any, axis: int = -1) -> Any:
         return torch.sort(t, dim=axis).values
 
-    # --- DeepLIFT (issue 3): Rescale kernel, see _torch_rescale.py -------------------
+    def argsort(self, t: Any, axis: int = -1) -> Any:
+        return torch.sort(t, dim=axis, stable=True).indices
+
+    def invert_permutation(self, order: Any) -> Any:
+        pos = torch.arange(order.shape[1], device=order.device, dtype=order.dtype).expand_as(order)
+        return torch.empty_like(order).scatter_(1, order, pos)
+
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        return torch.einsum(spec, *operands)
+
+    def weighted_sum(self, t: Any, w: Any, axis: int) -> Any:
+        shape = t.shape
+        axis %= len(shape)
+        lead, c, trail = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+        if w.dtype != t.dtype:
+            w = w.to(t.dtype)
+        # (lead, C, trail) contracted with w (C,): one batched (1, C) x (C, trail) product
+        # over a view of t (NCHW, channels on axis 1: no copy); bmm with the vector
+        # expanded is 2x faster than matmul's broadcasting of a 1-D operand
+        out = torch.bmm(w.reshape(1, 1, c).expand(lead, 1, c), t.reshape(lead, c, trail))
+        return out.reshape(shape[:axis] + shape[axis + 1:])
+
+    # --- the model: copies and weights (the randomisation check) ----------------------
+    def copy_model(self, model: Any) -> Any:
+        import copy
+
+        try:
+            return copy.deepcopy(model)
+        except Exception as err:  # a module holding something that cannot be copied
+            from ...errors import InputError
+
+            raise InputError(f"the model could not be copied (copy.deepcopy: {type(err).__name__}: "
+                             f"{err}); the randomisation check works on a copy.") from err
+
+    def parameter_layers(self, model: Any) -> list:
+        if not isinstance(model, torch.nn.Module):
+            return []
+        return [(name or type(m).__name__, m) for name, m in model.named_modules()
+                if any(True for _ in m.parameters(recurse=False))]
+
+    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
+        with torch.no_grad():
+            for k, p in enumerate(layer.parameters(recurse=False)):
+                w = p.detach().double().cpu().numpy()
+                rng = np.random.default_rng(list(seed) + [k])
+                new = rng.standard_normal(w.shape) * w.std() + w.mean()
+                p.copy_(torch.as_tensor(new, dtype=p.dtype, device=p.device))
+
+    # --- fast paths: each has a fallback written once here over the core primitives ---
+    def tanh_backward(self, y: Any, dy: Any) -> Any:
+        return torch.ops.aten.tanh_backward(dy, y)
+
+    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
+                    beta2: float) -> Tuple[Any, Any, Any]:
+        # in place, seven kernels instead of twelve: on a small CNN each kernel's launch
+        # costs as much as its arithmetic
+        torch.add(g, m, alpha=beta1, out=m)
+        v.mul_(beta2).addcmul_(g, g)
+        d.addcdiv_(m, v.sqrt().add_(eps).div_(lr), value=-1.0)
+        return d, m, v
+
+    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
+        return acc.index_copy(0, index, rows)
+
+    # --- capability "deeplift": DeepLIFT's Rescale kernel -----------------------------
     def check_deeplift_model(self, model: Any) -> None:
         _refuse_torchscript(model)
 
@@ -335,22 +387,7 @@ class TorchBackend(Backend):
         mult = deeplift_grad(f, x, baseline, labels)
         return mult * (x - baseline) if times_delta else mult
 
-    # --- boundary search (issue 4): CW's optimiser, used by search/cw.py --------------
-    def adam_update(self, d: Any, m: Any, v: Any, g: Any, lr: Any, eps: Any, beta1: float,
-                    beta2: float) -> Tuple[Any, Any, Any]:
-        # in place, seven kernels instead of twelve: on a small CNN each kernel's launch
-        # costs as much as its arithmetic
-        torch.add(g, m, alpha=beta1, out=m)
-        v.mul_(beta2).addcmul_(g, g)
-        d.addcdiv_(m, v.sqrt().add_(eps).div_(lr), value=-1.0)
-        return d, m, v
-
-    # --- boundary search (issue 4): scatter of rows, used by search/_ops.put_rows ----
-    def index_update(self, acc: Any, index: Any, rows: Any) -> Any:
-        return acc.index_copy(0, index, rows)
-
-
-    # --- layer methods (issue 14): forward hooks for one call, see _torch_layers.py ----
+    # --- capability "layers": running the model while capturing layers (GradCAM, FullGrad) ---
     def resolve_layer(self, model: Any, layer: Any) -> Any:
         from .layers import resolve_layer
 
@@ -391,62 +428,23 @@ class TorchBackend(Backend):
 
         return resize(t, size, align_corners)
 
-    # --- evaluation metrics (issue 16) --------------------------------------------------
-    def argsort(self, t: Any, axis: int = -1) -> Any:
-        return torch.sort(t, dim=axis, stable=True).indices
+    # --- capability "xdnn" (and "state_dict_checkpoints") -----------------------------
+    def xdnn_kernels(self) -> Any:
+        from . import xdnn
 
-    def invert_permutation(self, order: Any) -> Any:
-        pos = torch.arange(order.shape[1], device=order.device, dtype=order.dtype).expand_as(order)
-        return torch.empty_like(order).scatter_(1, order, pos)
+        return xdnn
 
-    def no_grad(self) -> Any:
-        return torch.no_grad()
-
-    def einsum(self, spec: str, *operands: Any) -> Any:
-        return torch.einsum(spec, *operands)
-
-    def copy_model(self, model: Any) -> Any:
-        import copy
-
-        try:
-            return copy.deepcopy(model)
-        except Exception as err:  # a module holding something that cannot be copied
-            from ...errors import InputError
-
-            raise InputError(f"the model could not be copied (copy.deepcopy: {type(err).__name__}: "
-                             f"{err}); the randomisation check works on a copy.") from err
-
-    def parameter_layers(self, model: Any) -> list:
-        if not isinstance(model, torch.nn.Module):
-            return []
-        return [(name or type(m).__name__, m) for name, m in model.named_modules()
-                if any(True for _ in m.parameters(recurse=False))]
-
-    def randomize_layer(self, model: Any, layer: Any, seed: Sequence[int]) -> None:
-        with torch.no_grad():
-            for k, p in enumerate(layer.parameters(recurse=False)):
-                w = p.detach().double().cpu().numpy()
-                rng = np.random.default_rng(list(seed) + [k])
-                new = rng.standard_normal(w.shape) * w.std() + w.mean()
-                p.copy_(torch.as_tensor(new, dtype=p.dtype, device=p.device))
-
-    # --- capability "distributed": see distributed.py -------------------------------
-    def process_group(self, local_rank: int, timeout_s: float) -> Any:
-        from .distributed import ProcessGroup
-
-        return ProcessGroup(local_rank, timeout_s)
-
-    # --- capability "datasets": see data.py ---------------------------------------
+    # --- capability "datasets" --------------------------------------------------------
     def data_plan(self, data: Any) -> Any:
         from .data import plan
 
         return plan(data)
 
-    # --- capability "xdnn" (and "state_dict_checkpoints" for torch): see xdnn.py ----
-    def xdnn_kernels(self) -> Any:
-        from . import xdnn
+    # --- capability "distributed" -----------------------------------------------------
+    def process_group(self, local_rank: int, timeout_s: float) -> Any:
+        from .distributed import ProcessGroup
 
-        return xdnn
+        return ProcessGroup(local_rank, timeout_s)
 
 
 BACKEND = TorchBackend()
