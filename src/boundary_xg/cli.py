@@ -299,7 +299,7 @@ def cmd_demo(args) -> int:
     from .demo import format_table, run_demo
 
     # the demo's models are tiny: one thread per op beats several threads that
-    # wait on each other (6x faster on a loaded 2-core machine); set before the
+    # wait on each other (figures in docs/cli.md, "Threads"); set before the
     # framework is imported, and a user's own setting wins
     for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(var, "1")

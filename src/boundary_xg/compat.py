@@ -1,7 +1,7 @@
 """Drop-in compatibility with the reference package ``boundary`` (zifanw/boundary).
 
 The only module that knows the reference's names. It provides ``PARAMETERS`` and
-``PIPELINE`` (the reference defaults, spec 2.2, in our semantics), ``BA_pytorch``,
+``PIPELINE`` (the reference defaults, in our semantics), ``BA_pytorch``,
 ``BA_tensorflow`` and ``get_boundary_points``, and maps the legacy keywords:
 
 =================  ===============================================================
@@ -17,7 +17,7 @@ legacy             ours
 ``return_dis``     ``return_dis`` (boundary variants; ``(attr, None)`` for plain ones)
 =================  ===============================================================
 
-Semantics differ from the reference where it has defects (spec 2.9): PGD's
+Semantics differ from the reference where it has defects (docs/boundary.md): PGD's
 ``pgd_step_size=None`` means the absolute step ``2.5 * eps / steps``; ``cw_eps``
 is ignored (CW points are not clipped back to a radius); examples never found
 are reported instead of silently kept. See docs/boundary.md.

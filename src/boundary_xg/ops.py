@@ -24,7 +24,7 @@ DEFAULT_BATCH_ROWS = 256
 #: per example at 256 rows than at 170, resnet18 at 3x64x64 is fastest at 32-64
 #: rows; 2**20 for TensorFlow, whose kernels keep gaining at larger batches)
 #: ... but large images still get a few rows per chunk, up to this many elements
-#: (resnet18 at 3x224x224: 29 ms per example at 8 rows, 33 at 3, 36 at 1)
+#: (a few rows per chunk are faster per example than one; bench/gradient_methods.py)
 CPU_CHUNK_ELEMENTS_LARGE = 2 ** 22
 
 

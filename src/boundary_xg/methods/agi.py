@@ -25,7 +25,7 @@ the attack's gradient of ``F_t`` and one for the label's gradient; all rows are
 batched in chunks of ``batch_size``. Cost: ``2 * steps * T`` passes plus one
 forward per input (100 passes at the defaults steps = 5, T = 10).
 
-Differences from the re-calibration code's AGI (spec 4.11): steps accumulate
+Differences from the re-calibration code's AGI (docs/recalibration.md): steps accumulate
 (its steps restart from the clean image), every forward sees the model's input
 space (its attack step fed unnormalised pixels), the label is never a target
 (its sampler could return it, and never chose the last two classes), and the

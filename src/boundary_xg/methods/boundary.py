@@ -1,6 +1,6 @@
 """Boundary attributions (Wang, Fredrikson, Datta, "Boundary Attributions Provide
 Normal (Vector) Explanations", arXiv 2103.11257): a boundary search, then a base
-method that uses the boundary point ``x~`` (spec 2.5).
+method that uses the boundary point ``x~`` (docs/boundary.md).
 
 * BSM: saliency evaluated **at** ``x~``: ``grad F_y(x~)``.
 * BSG: SmoothGrad **at** ``x~``.

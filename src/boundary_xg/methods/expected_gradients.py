@@ -9,7 +9,7 @@ Monte Carlo with one random point on the path per sample::
 
 Each of the ``num_samples`` samples of an example draws its own reference (with
 replacement, uniformly from the ``background`` rows) and its own ``a``: unlike the
-FAA and REC reference code (spec 3.5, 4.2), examples never share a reference or an
+FAA and REC reference code (docs/recalibration.md), examples never share a reference or an
 ``a``, and every reference is paired with its own gradient. All ``N * num_samples``
 rows are batched into the batch dimension, in chunks of ``batch_size``. The random
 draws are made once up front (in float32), so results repeat for the same ``seed`` whatever

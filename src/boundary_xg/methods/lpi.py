@@ -8,7 +8,7 @@ parts are clusters formed in the model's output space. Then it integrates like
 IG_Uniform, over the full grid of ``M`` references x ``k`` quadrature nodes
 (:mod:`boundary_xg.methods.recalibration`).
 
-The choices the paper (and the reference code, whose LPI is missing: spec 4.13)
+The choices the paper (and the reference code, which has no LPI)
 leaves open, made here and documented in docs/recalibration.md:
 
 * **space**: the model's logits ``F(b)`` of each background row (the reference

@@ -25,7 +25,7 @@ Exact zeros count as valid, as in the paper's code. Re-calibrated attributions
 are non-negative and cost no pass more than the plain method.
 
 ``pairing="rec"`` reproduces the reference code's sample layout instead of the
-full grid (spec 4.2): sample ``j = 0 .. kM-1`` of an example uses reference
+full grid (docs/recalibration.md, "pairing"): sample ``j = 0 .. kM-1`` of an example uses reference
 ``j mod M`` at ``alpha = linspace(0, 1, k)[j mod k]`` (``{1}`` for ``k = 1``),
 weight ``1/k``, and the group ``b = j // k`` of ``k`` consecutive samples is
 paired with reference ``r_b`` in the plain and ``valid_ref`` sums. At ``k = 5,

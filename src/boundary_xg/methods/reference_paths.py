@@ -13,7 +13,7 @@ integrated with ``k`` nodes of a quadrature rule, over the full grid of
 * **IG_SQ**: IG_SG's references, the per-reference mean gradient squared,
   ``1/M sum_m (x - r_m) * G_m^2`` (after Hooker et al., "A Benchmark for
   Interpretability Methods in Deep Neural Networks", NeurIPS 2019, as defined
-  in the re-calibration code, spec 4.9).
+  in the re-calibration code).
 
 ``references=`` passes the references explicitly, ``(M, ...)`` shared by all
 examples or ``(N, M, ...)`` per example, so results can be reproduced and
@@ -128,7 +128,7 @@ def ig_uniform(
             end converts scalars and per-channel arrays); needed to draw.
         seed: seed of the draws (None: fresh randomness).
         pairing: ``"full"`` (default, the M x k grid) or ``"rec"`` (the reference
-            code's layout, spec 4.2).
+            code's layout, docs/recalibration.md).
         recalibrate: None, ``"valid_ip"`` or ``"valid_ref"``.
         batch_size: model inputs per forward/backward.
         return_gap: also return ``sum(attr) - (Phi(x) - mean_m Phi(r_m))``, ``(N,)``.

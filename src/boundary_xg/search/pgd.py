@@ -5,7 +5,7 @@ For each radius ``eps`` probed: a random start in the ``eps`` ball, then
 (``x <- x + step_size * direction``, direction ``g/||g||_2`` or ``sign(g)``),
 each followed by a projection onto the ball and a clip to the bounds. The step
 is absolute (default ``2.5 * eps / steps``; the reference passes ``2 * eps /
-steps`` as a *relative* step and so moves ``2 * eps**2 / steps``, spec 2.3.1).
+steps`` as a *relative* step and so moves ``2 * eps**2 / steps``; see docs/boundary.md).
 
 The radii are probed by bisection (``radius_search="bisect"``, default: the
 largest first, then halving the bracket between the largest radius known to
@@ -38,7 +38,7 @@ from ._ops import (_TINY, ascent_direction, clip_to, cross_entropy, l2_distance,
                    model_logits, per_sample_norm, project, put_rows, random_start, where_rows)
 from .base import FAR, rows_of
 
-#: the reference's L2 radii in normalised ImageNet units (spec 2.2)
+#: the reference's L2 radii in normalised ImageNet units (the boundary paper's code's defaults)
 DEFAULT_EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
 
 

@@ -8,7 +8,7 @@ reference's radii, then Carlini-Wagner), refines every attack's points along
 misclassified and closest to ``x`` in L2 (input space). Examples that
 no attack could move across the boundary are reported (``found`` False, distance
 ``inf``, the point left at ``x``, and a warning with their count), never silently
-replaced by a non-adversarial point as the reference does (spec 2.9). An example
+replaced by a non-adversarial point as the reference does (a defect of its code; docs/boundary.md). An example
 the model already misclassifies is its own boundary point (distance 0).
 """
 

@@ -31,7 +31,7 @@ def default_attacks() -> List[Any]:
 
 
 def reference_attacks() -> List[Any]:
-    """The reference's pipeline: ``[PGD(), CW()]`` (spec 2.3)."""
+    """The reference's pipeline: ``[PGD(), CW()]``, the boundary paper's code's search (docs/boundary.md)."""
     return [PGD(), CW()]
 
 

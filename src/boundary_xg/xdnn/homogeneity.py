@@ -2,7 +2,7 @@
 
 A network with ``F(a x) = a F(x)`` for all ``a > 0`` has Integrated Gradients from
 the zero baseline equal to X-Gradient ``x * grad F(x)``, exactly (Hesse et al.,
-"Fast Axiomatic Attribution for Neural Networks", NeurIPS 2021; spec 3.1). The
+"Fast Axiomatic Attribution for Neural Networks", NeurIPS 2021; docs/xdnn.md). The
 static scan lists the layers that break this (biases, normalisation layers,
 non-homogeneous activations, additive scalars); the numerical check measures
 ``F(a x) = a F(x)`` on given inputs, which also catches what no scan can see

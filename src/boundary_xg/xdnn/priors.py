@@ -1,4 +1,4 @@
-"""Attribution priors: differentiable penalties on attributions, for training (spec 3.4).
+"""Attribution priors: differentiable penalties on attributions, for training (docs/xdnn.md, "Attribution priors").
 
 Written once over the backend primitives, so each works on PyTorch and
 TensorFlow tensors alike and keeps the graph: add ``lam * prior(attr)`` to the
@@ -57,7 +57,7 @@ def gini(values: Any) -> Any:
 
 
 def mean_abs_gini(attr: Any) -> Any:
-    """Gini of the mean absolute attribution per feature, ``Gini(mean_n |attr_n|)`` (spec 3.4).
+    """Gini of the mean absolute attribution per feature, ``Gini(mean_n |attr_n|)`` (the X-DNN paper's sparsity prior).
 
     Args:
         attr: attributions ``(N, ...)``.

@@ -66,7 +66,7 @@ class TensorFlowBackend(Backend):
     image_layout = IDENTITY.image_layout
     capabilities = IDENTITY.capabilities
     # TensorFlow's per-call cost is larger and its CPU kernels keep gaining up to
-    # larger batches (small CNN at 32x32x3: 0.073 ms per row at 170 rows, 0.052-0.067 at 256)
+    # larger batches (bench/gradient_methods.py measures the floor per batch size)
     cpu_chunk_elements = 2 ** 20
 
     # --- construction -----------------------------------------------------------------
@@ -125,8 +125,8 @@ class TensorFlowBackend(Backend):
         if not t.dtype.is_floating:
             return True
         if "CPU" in getattr(t, "device", "") and t.dtype != tf.bfloat16:
-            # on a CPU, NumPy's test costs about half of two eager TF ops (0.17 against
-            # 0.3 ms for 128 images of 32x32x3), and every call checks its inputs
+            # on a CPU, NumPy's test costs about half of two eager TF ops, and every
+            # call checks its inputs
             return bool(np.isfinite(t.numpy()).all())
         return bool(tf.reduce_all(tf.math.is_finite(t)))
 

@@ -179,7 +179,7 @@ def strip_bias(model: Any) -> Tuple[Any, Tuple[Offender, ...]]:
     return clone, unfixable
 
 
-# --- architectures (spec 3.3) ------------------------------------------------------------
+# --- architectures (the X-DNN paper's) ------------------------------------------------------------
 def _w(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 

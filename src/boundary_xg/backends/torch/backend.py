@@ -329,7 +329,7 @@ class TorchBackend(Backend):
             w = w.to(t.dtype)
         # (lead, C, trail) contracted with w (C,): one batched (1, C) x (C, trail) product
         # over a view of t (NCHW, channels on axis 1: no copy); bmm with the vector
-        # expanded is 2x faster than matmul's broadcasting of a 1-D operand
+        # expanded is faster than matmul's broadcasting of a 1-D operand
         out = torch.bmm(w.reshape(1, 1, c).expand(lead, 1, c), t.reshape(lead, c, trail))
         return out.reshape(shape[:axis] + shape[axis + 1:])
 

@@ -117,7 +117,7 @@ def strip_bias(model: Any) -> Tuple[Any, Tuple[Offender, ...]]:
     return clone, unfixable
 
 
-# --- architectures (spec 3.3) ------------------------------------------------------------
+# --- architectures (the X-DNN paper's) ------------------------------------------------------------
 def _w(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
@@ -209,7 +209,7 @@ class FixupBottleneck(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         # separate ReLU modules (not one reused in-place module) keep hooks and
-        # Captum's DeepLift usable on these blocks (spec 3.8)
+        # Captum's DeepLift usable on these blocks
         self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
         self.downsample = downsample
 
@@ -250,7 +250,7 @@ class FixupResNet50(nn.Module):
         if bias:
             self.bias2 = nn.Parameter(torch.zeros(1))
         self.fc = nn.Linear(self.inplanes, num_classes, bias=bias)
-        for m in self.modules():  # Fixup initialisation (spec 3.3)
+        for m in self.modules():  # Fixup initialisation (Zhang et al., ICLR 2019)
             if isinstance(m, FixupBottleneck):
                 nn.init.normal_(m.conv1.weight, 0, _fixup_std(m.conv1, num_blocks, 0.25))
                 nn.init.normal_(m.conv2.weight, 0, _fixup_std(m.conv2, num_blocks, 0.25))
