@@ -1,4 +1,6 @@
-"""X-architectures and their regular variants, in PyTorch and Keras (the X-DNN paper's AlexNet, VGG16 and Fixup-ResNet-50; docs/xdnn.md).
+"""X-architectures and their regular variants, in PyTorch and Keras.
+
+The X-DNN paper's AlexNet, VGG16 and Fixup-ResNet-50 (docs/xdnn.md).
 
 Each constructor builds the network of Hesse et al. (NeurIPS 2021) in the
 framework asked for: the X-variant (``x_...``) has no bias anywhere and only
