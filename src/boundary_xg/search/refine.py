@@ -45,6 +45,8 @@ from .base import SearchContext
 #: precision of the default refinement: the crossing within 2**-12 (0.02 %) of the distance
 DEFAULT_REFINE_STEPS = 12
 
+_BITS: dict = {}
+
 
 def _segment(B: Backend, x0: Any, p: Any, t: Any) -> Any:
     return x0 + (p - x0) * expand_rows(B, t, len(x0.shape))
@@ -65,8 +67,9 @@ def _evaluate(B: Backend, f: Callable, x0: Any, p: Any, oh: Any, y: Any, ts: Tup
     return tuple(g[i] for i in range(k)), tuple(mis[i] for i in range(k))
 
 
-def _first_round(B: Backend, f: Callable, tol: float, x0: Any, p: Any, oh: Any, y: Any, g_lo: Any, proto: Any):
-    """Round 0: one row per candidate at ``t = 1 - tol``. Returns the bracket and the done flags."""
+def _first_round(B: Backend, f: Callable, bits: int, x0: Any, p: Any, oh: Any, y: Any, g_lo: Any, proto: Any):
+    """Round 0: one row per candidate at ``t = 1 - tol`` (``tol = 2**-bits``). Returns the bracket and the done flags."""
+    tol = 2.0 ** -bits
     one = B.zeros_like(g_lo) + 1.0
     a = one - tol
     (g_a,), (mis_a,) = _evaluate(B, f, x0, p, oh, y, (a,), proto)
@@ -78,9 +81,10 @@ def _first_round(B: Backend, f: Callable, tol: float, x0: Any, p: Any, oh: Any, 
     return t_lo, g_lo, t_hi, g_hi, side, B.logical_not(mis_a)
 
 
-def _round(B: Backend, f: Callable, tol: float, x0: Any, p: Any, oh: Any, y: Any,
+def _round(B: Backend, f: Callable, bits: int, x0: Any, p: Any, oh: Any, y: Any,
            t_lo: Any, g_lo: Any, t_hi: Any, g_hi: Any, side: Any, proto: Any):
     """A later round: two rows per candidate at ``s -/+ h`` around the secant root ``s``."""
+    tol = 2.0 ** -bits
     zero = B.zeros_like(t_lo)
     w = t_hi - t_lo
     denom = g_lo - g_hi
@@ -136,9 +140,11 @@ def refine(ctx: SearchContext, x: Any, points: Any, labels: Any, steps: int = DE
     rows = np.arange(n) if found is None else np.nonzero(B.to_numpy(found).astype(bool))[0]
     if not rows.size:
         return points
-    tol = float(2.0 ** -int(steps))
-    first = B.jit(_first_round, ctx.f, B, ctx.f, tol)
-    later = B.jit(_round, ctx.f, B, ctx.f, tol)
+    # compiled steps are cached by the identity of their static arguments: the bits as a
+    # small int (one object per value), not a float made here (a new trace every call)
+    bits = _BITS.setdefault(int(steps), int(steps))
+    first = B.jit(_first_round, ctx.f, B, ctx.f, bits)
+    later = B.jit(_round, ctx.f, B, ctx.f, bits)
     out = points
     # two rows per candidate in the later rounds: keep each model call within batch_size
     for r0, r1 in row_chunks(rows.size, max(1, ctx.batch_size // 2)):
