@@ -9,7 +9,7 @@ keeps exactly the hooks it had, also when an error is raised.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -128,6 +128,14 @@ def default_layer(model: Any, f: Callable, x: Any) -> nn.Module:
     return chosen
 
 
+class _Like(NamedTuple):
+    """What a capture without values keeps of a layer's output."""
+
+    shape: Any
+    dtype: Any
+    device: Any
+
+
 def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any,
                    wrt_input: bool = False, strict: bool = True, values: bool = True,
                    reduce: Optional[Callable[[int, Any], Any]] = None) -> Tuple[Any, list, list, Any]:
@@ -175,9 +183,13 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
             if not isinstance(output, torch.Tensor):
                 bad.append(i)
                 return None
-            calls[i].append(output)
             if values:
+                calls[i].append(output)
                 return output.clone()
+            # only the output's shape: holding the tensor would keep it alive through the
+            # forward pass (a plain pass frees a convolution's output after its ReLU),
+            # and every later op would write to fresh memory pages (+20 % on a small CNN)
+            calls[i].append(_Like(output.shape, output.dtype, output.device))
             if output.requires_grad:
                 output.register_hook(keep((i, len(calls[i]) - 1)))
             return None
@@ -220,7 +232,8 @@ def capture_layers(f: Callable, layers: Sequence[nn.Module], x: Any, labels: Any
     reduced_in_hooks = reduce is not None and not values
 
     def fill(i: int, o: Any) -> Any:
-        return reduce(i, torch.zeros_like(o)) if reduced_in_hooks else torch.zeros_like(o)
+        zeros = torch.zeros(o.shape, dtype=o.dtype, device=o.device)
+        return reduce(i, zeros) if reduced_in_hooks else zeros
 
     with torch.no_grad():
         out_grads = per_layer_grads(calls, grads, name_of, strict, fill)
