@@ -381,6 +381,13 @@ class Backend:
         their order), so rankings are the same in every framework."""
         raise NotImplementedError
 
+    def select(self, cond: Any, a: Any, b: Any) -> Any:
+        """``where(cond, a, b)`` for ``a`` and ``b`` of one shape and ``cond`` of that shape or
+        with axes of length 1 (broadcast over them, e.g. one entry per pixel for all its
+        channels); exact. A separate primitive because TensorFlow's broadcasting
+        ``where`` is several times slower on a CPU than its same-shape select."""
+        raise NotImplementedError
+
     def invert_permutation(self, order: Any) -> Any:
         """Per row of ``order`` ``(N, P)`` (each row a permutation of ``0..P-1``, int64) its
         inverse: ``out[n, order[n, j]] = j`` (one scatter; with :meth:`argsort`, each
