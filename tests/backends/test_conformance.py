@@ -130,6 +130,7 @@ def test_elementwise_and_reductions(B):
         (B.minimum(t, u), np.minimum(A, B2)), (B.maximum(t, u), np.maximum(A, B2)),
         (B.tanh(t), np.tanh(A)), (B.atanh(small), np.arctanh(np.clip(A, -0.9, 0.9))),
         (B.where(B.not_equal(t, u), t, u), np.where(A != B2, A, B2)),
+        (B.select(B.not_equal(t, u), t, u), np.where(A != B2, A, B2)),
         (B.sum(t), A.sum()), (B.sum(t, axis=1), A.sum(1)), (B.sum(t, axis=(0, 1)), A.sum((0, 1))),
         (B.max(t, axis=0), A.max(0)), (B.min(t), A.min()),
         (B.logsumexp(t, axis=-1), np.log(np.exp(A).sum(-1))),

@@ -7,13 +7,13 @@ test). All of them are one pattern::
     image[row] = where(rank[row] < count[row], a[row], b[row])
 
 ``rank`` is a per-example ranking of the pixels (or elements) computed once from
-the attributions by two stable sorts (the second turns the sort order into each
+the attributions by a stable sort and a scatter (the sort order turned into each
 pixel's rank), ``count`` how many of them a row takes from ``a`` (the rest come
 from ``b``), and ``a``/``b`` the example and its baseline (blurred image,
 constant, mean) in some order. The rows of every example, for every
 ratio/step/test, form one flat list that runs through the model in chunks of
 ``batch_size``; each chunk is a handful of device ops (gathers, one comparison,
-one ``where``) and one forward, compiled as one function where the backend
+one select) and one forward, compiled as one function where the backend
 compiles (``tf.function``). No per-ratio Python work and nothing read back to the
 host inside the loop: the scores of all rows are concatenated on the device and
 copied to the host once.
@@ -74,48 +74,40 @@ def ranks(B: Backend, key: Any, descending: bool) -> Any:
     return B.invert_permutation(B.argsort(k, axis=1))
 
 
-def below(B: Backend, r: Any, count: Any, tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]]) -> Any:
-    """Boolean mask of the elements whose rank is below each row's ``count``.
+def _int32(B: Backend, t: Any) -> Any:
+    """``t`` as int32 (ranks: half the memory and traffic of int64)."""
+    return B.cast(t, B.asarray(np.zeros((1,), np.int32), like=t))
 
-    ``r``: pixel ranks shaped to broadcast over the channels (one row's shape
-    ``tail``); ``count``: ``(R,)``. With ``ctail`` (one row's shape of the channel
-    index: ``(C, 1, 1)`` NCHW, ``(1, 1, C)`` NHWC) the ranks are of **elements**,
-    ``rank * C + c``: a pixel's channels sit next to each other in channel order,
-    so a cut at any element count takes whole pixels below ``count // C`` and the
-    first ``count % C`` channels of the pixel at ``count // C``. The test runs on
-    pixels and channels apart (no element-sized integer tensor is made).
+
+def element_ranks(B: Backend, lay: Layout, pixel_rank: Any) -> Any:
+    """Element ranks ``rank * C + c`` shaped like ``x`` from pixel ranks ``(N, P)``.
+
+    A pixel's channels sit next to each other in the element order, in channel
+    order, so a cut at any element count splits at most one pixel.
     """
-    if ctail is None:
-        return r < _rows(B, count, tail)
-    channels = math.prod(ctail)
-    q = _rows(B, count // channels, tail)
-    c = B.reshape(B.arange(0, channels, like=r), (1,) + ctail)
-    split = B.logical_and(B.logical_not(B.not_equal(r, q)), c < _rows(B, count % channels, ctail))
-    return B.logical_or(r < q, split)
-
-
-def channel_tail(lay: Layout) -> Optional[Tuple[int, ...]]:
-    """One row's shape of the channel index of :func:`below` (None: one channel)."""
+    r = B.reshape(pixel_rank, (-1,) + lay.map_shape(1)[1:])
     if lay.channel_axis is None or lay.channels == 1:
-        return None
-    return tuple(lay.channel_shape()[1:])
+        return r
+    c = B.cast(B.reshape(B.arange(0, lay.channels, like=r), lay.channel_shape()), r)
+    return r * lay.channels + c
 
 
 # --- the rankings, each one compiled function where the backend compiles --------------------
 def diffid_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
-    """``(2N, P)`` pixel ranks: ascending importance (rows ``0..N-1``: what insertion replaces
-    first) then descending (what deletion replaces first); the chunks cut them at
-    element counts (:func:`below`)."""
-    key = pixel_values(B, Layout(*lay_key), a, how)
+    """``(2N, ...)`` int32 element ranks like ``x``: ascending importance (rows ``0..N-1``:
+    what insertion replaces first) then descending (what deletion replaces first)."""
+    lay = Layout(*lay_key)
+    key = pixel_values(B, lay, a, how)
     if negate:
         key = key * -1.0
-    return B.concat([ranks(B, key, descending=False), ranks(B, key, descending=True)])
+    return _int32(B, B.concat([element_ranks(B, lay, ranks(B, key, descending=False)),
+                               element_ranks(B, lay, ranks(B, key, descending=True))]))
 
 
 def curve_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
     """``(N, P)`` pixel ranks, 0 the most important (insertion and deletion)."""
     key = pixel_values(B, Layout(*lay_key), a, how)
-    return ranks(B, key * -1.0 if negate else key, descending=True)
+    return _int32(B, ranks(B, key * -1.0 if negate else key, descending=True))
 
 
 def keep_remove_ranks(B: Backend, a: Any, lay_key: tuple, tests: tuple) -> Tuple[Any, Any]:
@@ -131,7 +123,7 @@ def keep_remove_ranks(B: Backend, a: Any, lay_key: tuple, tests: tuple) -> Tuple
             r = ranks(B, pos, descending=True)
         else:  # the k smallest positive ones stay sharp (non-positive pixels rank last)
             r = ranks(B, B.where(positive, pos, pos * 0.0 + np.inf), descending=False)
-        out.append(r)
+        out.append(_int32(B, r))
         counts.append(B.sum(B.cast(positive, r), axis=1))
     return B.concat(out), B.concat(counts)
 
@@ -237,43 +229,41 @@ def score_rows(B: Backend, logits: Any, labels: Any, probability: bool = True) -
 
 
 def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, limit_src: Any, labels_src: Any,
-                 idx: Any, tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]], probability: bool) -> Any:
+                 idx: Any, tail: Tuple[int, ...], probability: bool) -> Any:
     """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
     the KPM family and DiffID with a fixed baseline.
 
     ``idx`` ``(3, R)``: each row's example, rank row and count; with ``limit_src`` the
     count is at most ``limit_src[rank row]`` (the KPM family's ``n+``). ``tail``: one
-    row's shape of the pixel ranks (broadcast over the channels); ``ctail``: element
-    ranks cut by :func:`below`) or None (pixels).
+    row's shape of the ranks: pixel ranks with a one-channel axis (broadcast over the
+    channels) or element ranks like ``x``.
     """
     ex, rr, count = idx[0], idx[1], idx[2]
     if limit_src is not None:
         count = B.minimum(count, B.gather(limit_src, rr))
-    a = B.gather(a_src, ex)
-    b = B.gather(b_src, ex)
     r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
-    z = B.where(below(B, r, count, tail, ctail), a, b)
+    z = B.select(r < B.cast(_rows(B, count, tail), r), B.gather(a_src, ex), B.gather(b_src, ex))
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
 def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, labels_src: Any, idx: Any,
-                    tail: Tuple[int, ...], ctail: Optional[Tuple[int, ...]], probability: bool) -> Any:
+                    tail: Tuple[int, ...], probability: bool) -> Any:
     """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
     elements kept (the re-calibration code's DiffID replacement; one value per row).
-    Arguments as for :func:`masked_chunk`."""
+    ``idx`` as for :func:`masked_chunk`; ``tail``: one example's shape (element ranks)."""
     ex, rr, count = idx[0], idx[1], idx[2]
     x = B.gather(x_src, ex)
-    drop = below(B, B.reshape(B.gather(rank_src, rr), (-1,) + tail), count, tail, ctail)
-    left = B.cast(count * -1 + math.prod(tail) * (math.prod(ctail) if ctail is not None else 1), x)
-    zero = _rows(B, left * 0.0, tail)  # broadcast by where: no element-sized zeros
-    kept = B.sum(B.where(drop, zero, x), axis=tuple(range(1, len(tail) + 1)))
-    z = B.where(drop, _rows(B, kept / left, tail), x)
+    r = B.reshape(B.gather(rank_src, rr), (-1,) + tail)
+    drop = r < B.cast(_rows(B, count, tail), r)
+    kept = B.sum(x * (1.0 - B.cast(drop, x)), axis=tuple(range(1, len(tail) + 1)))  # x * 1 or x * 0: exact
+    fill = kept / B.cast(count * -1 + math.prod(tail), kept)
+    z = B.select(drop, x * 0.0 + _rows(B, fill, tail), x)
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
 def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, elements: bool,
              probability: bool, progress: Optional[bool], desc: str) -> np.ndarray:
-    """Run ``chunk(B, f, *sources, idx[:, lo:hi], tail, ctail, probability)`` over all rows in chunks
+    """Run ``chunk(B, f, *sources, idx[:, lo:hi], tail, probability)`` over all rows in chunks
     of ``batch_size``; the scores ``(R, 3)`` (see :func:`score_rows`) on the host.
 
     ``idx`` ``(k, R)`` int64 (NumPy): the rows' indices and counts; each chunk uploads
@@ -283,15 +273,15 @@ def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, 
     step = B.jit(chunk, c.f, B, c.f)
     idx = np.asarray(idx, dtype=np.int64)
     total = idx.shape[1]
-    tail = tuple(int(d) for d in c.layout.map_shape(1)[1:])
-    ctail = channel_tail(c.layout) if elements else None
+    # the ranks' shape per row: element ranks like x, or pixel ranks broadcast over the channels
+    tail = tuple(int(d) for d in (c.layout.shape if elements else c.layout.map_shape(1))[1:])
     bar = progress_bar(progress, total, desc)
     outs = []
     try:
         with B.no_grad():  # forwards only: no autograd graph kept (torch)
             for lo, hi in row_chunks(total, c.batch_size):
                 rows = B.asarray(np.ascontiguousarray(idx[:, lo:hi]), like=c.x)
-                outs.append(step(*sources, rows, tail, ctail, bool(probability)))
+                outs.append(step(*sources, rows, tail, bool(probability)))
                 bar.update(hi - lo)
     finally:
         bar.close()

@@ -58,7 +58,7 @@ def _mask_chunk(B, f, x_src, ex, ref_rows, mask, labels, tail, probability):
     """Scores of rows ``where(mask, reference, x)`` with an explicit per-row pixel mask
     (``tail``: one row's shape of the mask, broadcast over the channels)."""
     xr = B.gather(x_src, ex)
-    return score_rows(B, f(B.where(B.reshape(mask, (-1,) + tail), ref_rows, xr)), labels, probability)
+    return score_rows(B, f(B.select(B.reshape(mask, (-1,) + tail), ref_rows, xr)), labels, probability)
 
 
 def sensitivity_n(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,

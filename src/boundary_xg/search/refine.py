@@ -68,7 +68,9 @@ def _evaluate(B: Backend, f: Callable, x0: Any, p: Any, oh: Any, y: Any, ts: Tup
 
 
 def _first_round(B: Backend, f: Callable, bits: int, x0: Any, p: Any, oh: Any, y: Any, g_lo: Any, proto: Any):
-    """Round 0: one row per candidate at ``t = 1 - tol`` (``tol = 2**-bits``). Returns the bracket and the done flags."""
+    """Round 0: one row per candidate at ``t = 1 - tol`` (``tol = 2**-bits``).
+
+    Returns the bracket and the done flags."""
     tol = 2.0 ** -bits
     one = B.zeros_like(g_lo) + 1.0
     a = one - tol

@@ -359,6 +359,30 @@ class TensorFlowBackend(Backend):
     def argsort(self, t: Any, axis: int = -1) -> Any:
         return tf.cast(tf.argsort(t, axis=axis, stable=True), tf.int64)
 
+    def select(self, cond: Any, a: Any, b: Any) -> Any:
+        # tf.where (SelectV2, broadcasting) runs at a fraction of the speed of Select on a CPU
+        # (24 against 3 ms for 8x224x224x3 on one thread); Select takes a condition of the
+        # values' shape, or a vector over their first axis: a condition that broadcasts over
+        # trailing axes (one entry per pixel, channels last) becomes such a vector
+        cs, vs = cond.shape.as_list(), a.shape.as_list()
+        if len(cs) != len(vs) or b.shape.as_list() != vs:
+            return tf.where(cond, a, b)
+        k = len(cs)
+        while k > 0 and cs[k - 1] == 1 and vs[k - 1] != 1:
+            k -= 1
+        lead_ok = all(c == v or c is None or v is None for c, v in zip(cs[:k], vs[:k]))
+        if not lead_ok or any(c != 1 for c in cs[k:]):
+            return tf.where(cond, a, b)
+        if k == len(cs):
+            return tf.raw_ops.Select(condition=cond, x=a, y=b)
+        inner = vs[k:]
+        if k == 0 or any(d is None for d in inner):
+            return tf.where(cond, a, b)
+        width = int(np.prod(inner))
+        flat = tf.raw_ops.Select(condition=tf.reshape(cond, [-1]), x=tf.reshape(a, [-1, width]),
+                                 y=tf.reshape(b, [-1, width]))
+        return tf.reshape(flat, tf.shape(a))
+
     def invert_permutation(self, order: Any) -> Any:
         shape = tf.shape(order, out_type=order.dtype)
         rows = tf.broadcast_to(tf.range(shape[0], dtype=order.dtype)[:, None], shape)

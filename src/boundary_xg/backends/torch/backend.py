@@ -314,6 +314,9 @@ class TorchBackend(Backend):
     def argsort(self, t: Any, axis: int = -1) -> Any:
         return torch.sort(t, dim=axis, stable=True).indices
 
+    def select(self, cond: Any, a: Any, b: Any) -> Any:
+        return torch.where(cond, a, b)
+
     def invert_permutation(self, order: Any) -> Any:
         pos = torch.arange(order.shape[1], device=order.device, dtype=order.dtype).expand_as(order)
         return torch.empty_like(order).scatter_(1, order, pos)
