@@ -502,7 +502,7 @@ def test_registry_facts_readme_cli_and_demo():
     assert layer_methods == ["GradCAM", "GradCAM++"]
     assert {s.short: s.output for s in METHODS.values() if s.output == "map"} == {
         "GradCAM": "map", "GradCAM++": "map", "FullGrad": "map"}
-    assert "capture_layers" in lookup("FullGrad").needs and lookup("FullGrad").supports_gap
+    assert "layers" in lookup("FullGrad").needs and lookup("FullGrad").supports_gap
     # registrations written before these fields existed still work (defaults)
     old = MethodSpec(name="x", short="X", func=lambda *a: None, defaults={})
     assert (old.takes_layer, old.output, old.needs, dict(old.checks)) == (False, "like_x", (), {})
