@@ -88,13 +88,18 @@ class DeepFool:
         return self.classes(ctx.num_classes)
 
     def start(self, ctx: SearchContext, x: Any, labels: Any, prior: Any, prior_d: Any) -> Dict[str, Any]:
-        """Rows start at ``x``; the competing classes come from one forward pass at ``x``."""
+        """Rows start at ``x``; the competing classes are the ``candidates`` largest logits at ``x``
+        (one forward pass), or every other class when there are no more than that (no pass: their
+        order only breaks exact ties between their projections)."""
         B = ctx.B
         k = self.classes(ctx.num_classes)
-        logits = forward_logits(B, ctx.f, x, ctx.proto)
-        ctx.cost.forwards += B.shape(x)[0]
-        onehot = B.one_hot(labels, ctx.num_classes, like=x)
-        cls = top_other_classes(B, logits, onehot, k)
+        if k >= ctx.num_classes - 1:
+            cls = [(labels + (1 + j)) % ctx.num_classes for j in range(k)]
+        else:
+            logits = forward_logits(B, ctx.f, x, ctx.proto)
+            ctx.cost.forwards += B.shape(x)[0]
+            onehot = B.one_hot(labels, ctx.num_classes, like=x)
+            cls = top_other_classes(B, logits, onehot, k)
         state = dict(z=x + B.zeros_like(x), x0=x, y=labels, best=x, best_d=B.zeros_like(prior_d) + FAR,
                      stop=B.not_equal(B.zeros_like(labels), B.zeros_like(labels)))
         for j, c in enumerate(cls):
