@@ -141,8 +141,9 @@ def metric_batch_size(B: Backend, x: Any) -> int:
     (where it stops at its cap of 256 rows) get 4x as many: a metric's rows are
     forwards only, which keep no activations for a backward pass, and for tiny
     models the fixed cost of each chunk (a compiled call, a few gathers) is then
-    spread over more rows (the digits CNN: 1.40x -> 1.09x its floor on torch,
-    3.8x -> 1.6x on TensorFlow). Accelerators keep 256 rows (their memory is smaller).
+    spread over more rows (DiffID on the digits CNN: 1.40x -> 1.25x its floor on
+    torch, 3.8x -> 1.0-1.7x on TensorFlow). Accelerators keep 256 rows (their memory
+    is smaller).
     """
     bs = default_batch_size(B, x)
     if not B.on_accelerator(x) and bs == DEFAULT_BATCH_ROWS:
