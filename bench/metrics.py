@@ -16,7 +16,7 @@ digits CNN (1x8x8, tiny: the fixed per-call cost of argument checks, ranking and
 batch building dominates), the small test CNN at 3x32x32, torchvision resnet18 at
 3x224x224, and on TensorFlow the digits CNN and keras MobileNetV2 at 224x224x3.
 
-Run: ``.venv/bin/python bench/metrics.py [--quick] [--no-tf]``.
+Run: ``.venv/bin/python bench/metrics.py [--quick] [--no-tf] [--models digits,resnet18,...]``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images and repeats (a smoke run)")
     ap.add_argument("--no-tf", action="store_true", help="skip the TensorFlow models")
+    ap.add_argument("--models", default="digits,small,resnet18,keras_digits,mobilenet",
+                    help="comma-separated subset of digits,small,resnet18,keras_digits,mobilenet")
     args = ap.parse_args()
+    wanted = set(args.models.split(","))
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     repeat = 2 if args.quick else 3
@@ -109,29 +112,36 @@ def main():
     xd, yd = load_digit_test_set()
     nd = 64 if args.quick else 360
     digits = load_digit_model("torch").to(device)
-    bench("digits CNN (torch)", digits, torch.from_numpy(xd[:nd]).to(device), torch.from_numpy(yd[:nd]).to(device),
-          torch_forward(digits, (1, 8, 8), device), [256, 1024, 4096], repeat)
+    if "digits" in wanted:
+        bench("digits CNN (torch)", digits, torch.from_numpy(xd[:nd]).to(device), torch.from_numpy(yd[:nd]).to(device),
+              torch_forward(digits, (1, 8, 8), device), [256, 1024, 4096], repeat)
 
     small = tm.torch_cnn(tm.cnn_weights(seed=0, size=32, widths=(16, 32), hidden=64, classes=10)).to(device)
     xs = torch.randn(16 if args.quick else 64, 3, 32, 32, device=device)
     ys = torch.arange(len(xs), device=device) % 10
-    bench("small CNN (torch)", small, xs, ys, torch_forward(small, (3, 32, 32), device), [64, 256, 1024], repeat)
+    if "small" in wanted:
+        bench("small CNN (torch)", small, xs, ys, torch_forward(small, (3, 32, 32), device), [64, 256, 1024],
+              repeat)
 
     resnet = torchvision.models.resnet18(weights=None, num_classes=1000).eval().to(device)
     nr = 1 if args.quick else (16 if device != "cpu" else 2)
     xr = torch.randn(nr, 3, 224, 224, device=device)
     yr = torch.arange(nr, device=device) % 1000
-    bench("resnet18 (torch)", resnet, xr, yr, torch_forward(resnet, (3, 224, 224), device),
-          [8, 16, 32] if device == "cpu" else [64, 128, 256], 1 if device == "cpu" else repeat,
-          extra=device != "cpu")
+    if "resnet18" in wanted:
+        bench("resnet18 (torch)", resnet, xr, yr, torch_forward(resnet, (3, 224, 224), device),
+              [8, 16, 32] if device == "cpu" else [64, 128, 256], 1 if device == "cpu" else repeat,
+              extra=device != "cpu")
 
-    if args.no_tf or importlib.util.find_spec("tensorflow") is None:
+    if args.no_tf or importlib.util.find_spec("tensorflow") is None or not wanted & {"keras_digits", "mobilenet"}:
         return
     import keras
 
     kd = load_digit_model("tensorflow")
-    bench("digits CNN (keras)", kd, tm.nchw_to_nhwc(xd[:nd]), yd[:nd], tf_forward(kd, (8, 8, 1)),
-          [256, 1024, 4096], repeat)
+    if "keras_digits" in wanted:
+        bench("digits CNN (keras)", kd, tm.nchw_to_nhwc(xd[:nd]), yd[:nd], tf_forward(kd, (8, 8, 1)),
+              [256, 1024, 4096], repeat)
+    if "mobilenet" not in wanted:
+        return
 
     mobile = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=1000,
                                             classifier_activation=None)

@@ -26,7 +26,7 @@ from .._entry import (
 )
 from ..backends import Backend, foreign_tensor
 from ..errors import InputError
-from ..ops import default_batch_size
+from ..ops import DEFAULT_BATCH_ROWS, default_batch_size
 
 
 # --- the layout of x ---------------------------------------------------------------------
@@ -126,12 +126,29 @@ def metric_call(model: Any, x: Any, labels: Any, attributions: Any, *, backend: 
         xt, kind, np_dtype = prepare_x(B, model, x)
         lay = layout_of(B, B.shape(xt))
         at = prepare_attributions(B, model, attributions, xt, lay) if need_attributions else None
-        bs = batch_size if batch_size is not None else default_batch_size(B, xt)
+        bs = batch_size if batch_size is not None else metric_batch_size(B, xt)
         with B.session(model, mode="eval") as f:
             f = select_output(f, output)
             num_classes = probe(B, model, f, xt)
             y = prepare_labels(B, f, labels, xt, num_classes, bs)
             yield Call(B, model, f, xt, y, at, lay, int(bs), int(num_classes), kind, np_dtype)
+
+
+def metric_batch_size(B: Backend, x: Any) -> int:
+    """Rows per forward of a metric when the user gives no ``batch_size``.
+
+    :func:`~boundary_xg.ops.default_batch_size`, except that small inputs on a CPU
+    (where it stops at its cap of 256 rows) get 4x as many: a metric's rows are
+    forwards only, which keep no activations for a backward pass, and for tiny
+    models the fixed cost of each chunk (a compiled call, a few gathers) is then
+    spread over more rows (DiffID on the digits CNN: 1.40x -> 1.25x its floor on
+    torch, 3.8x -> 1.0-1.7x on TensorFlow). Accelerators keep 256 rows (their memory
+    is smaller).
+    """
+    bs = default_batch_size(B, x)
+    if not B.on_accelerator(x) and bs == DEFAULT_BATCH_ROWS:
+        return 4 * bs
+    return bs
 
 
 def prepare_attributions(B: Backend, model: Any, attributions: Any, x: Any, lay: Layout,
