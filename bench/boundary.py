@@ -40,8 +40,8 @@ is larger).
   batch as multiples of a plain pass, and the same on a linear model of the
   same input: the attack's own arithmetic, whatever the model (``step_costs``).
 
-Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N]   (all parts: about 8 minutes on 2 CPU
-cores; parts: cnn32-torch cnn32-tf steps wide resnet)
+Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time]   (all parts:
+about 8 minutes on 2 CPU cores; parts: cnn32-torch cnn32-tf steps wide resnet)
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ from boundary_xg.search.pipeline import boundary_search, check_attacks, prepare_
 from boundary_xg.testing import models as tm
 
 REFERENCE_PASSES = 7 * 40 + 9 * 100
+#: the clock of every timing: wall time, or this process's CPU time with ``--cpu-time`` (on a
+#: machine shared with other work, where the wall time of a run depends on the others' load)
+CLOCK = time.perf_counter
 BOUNDS = (-2.117904, 2.64)
 EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
 HEADER = f"{'case':<46} {'passes':>7} {'s/input':>8} {'/floor':>6} {'succ':>6} {'dist':>7} {'/1180':>7}"
@@ -84,12 +87,12 @@ def floor_per_row(B, f, x, y, batch_sizes, seconds=2.0):
         xb = B.concat([x] * reps)[:bs] if reps > 1 else x[:bs]
         yb = B.concat([y] * reps)[:bs] if reps > 1 else y[:bs]
         B.to_numpy(step(xb, yb)[1][:1])  # warm-up (and tf.function trace)
-        rows, t0 = 0, time.perf_counter()
+        rows, t0 = 0, CLOCK()
         while True:
             _, g = step(xb, yb)
             B.to_numpy(g[:1])
             rows += bs
-            el = time.perf_counter() - t0
+            el = CLOCK() - t0
             if el >= seconds:
                 break
         best = min(best, el / rows)
@@ -114,11 +117,11 @@ def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2
     n = B.shape(x)[0]
     sec = per_row = float("inf")
     for _ in range(runs):
-        t = time.perf_counter()
+        t = CLOCK()
         res = boundary_search(B, f, x, y, attacks=attacks, lo=lo, hi=hi, num_classes=classes,
                               seed=0, batch_size=batch_size, progress=False, warn=False, refine=refine)
         B.to_numpy(res.distances)
-        sec = min(sec, (time.perf_counter() - t) / n)
+        sec = min(sec, (CLOCK() - t) / n)
         per_row = min(per_row, floor_per_row(B, f, x, y, floor_bs))
     line(name, res.passes, sec, res.passes * per_row, B.to_numpy(res.found).astype(bool),
          B.to_numpy(res.distances))
@@ -148,7 +151,7 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
     cost, rng = Cost(), B.rng(0, like=x)
     ctx = SearchContext(B, f, lo, hi, x[:1], classes, rng, cost, n)
     far = B.zeros_like(B.sum(x, axis=tuple(range(1, len(B.shape(x)))))) + FAR
-    t = time.perf_counter()
+    t = CLOCK()
     pts, found = None, np.zeros(n, dtype=bool)
     for k, eps in enumerate(EPS):
         atk = LastIteratePGD(eps=[eps], steps=40, step_size=2 * eps ** 2 / 40, early_exit=False,
@@ -174,7 +177,7 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
     final = np.where(take.reshape((-1,) + (1,) * (xn.ndim - 1)), cand, pts).astype(xn.dtype)
     dist = np.where(take, d_cw, d_pgd)
     pred = B.to_numpy(B.argmax(B.forward(f, B.asarray(final, like=x)), axis=1))
-    sec = (time.perf_counter() - t) / n
+    sec = (CLOCK() - t) / n
     per_row = floor_per_row(B, f, x, y, floor_bs)
     line(name, cost.passes / n, sec, cost.passes / n * per_row, pred != B.to_numpy(y), dist)
 
@@ -227,11 +230,11 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
                 sync(fn(*args))  # warm-up (and trace)
             for _ in range(reps):
                 for k, (fn, args, n_rows) in fns.items():
-                    t = time.perf_counter()
+                    t = CLOCK()
                     for _ in range(calls):
                         res = fn(*args)
                     sync(res)
-                    times[k].append((time.perf_counter() - t) / calls / n_rows * rows)  # per `rows` model rows
+                    times[k].append((CLOCK() - t) / calls / n_rows * rows)  # per `rows` model rows
             out[name] = {k: np.array(v) for k, v in times.items()}
     mp = out["model"]["plain"]
     print(f"-- {label}, one iteration at {rows} model rows, as multiples of a plain pass "
@@ -274,16 +277,23 @@ PARTS = ("cnn32-torch", "cnn32-tf", "steps", "wide", "resnet")
 
 
 def main(argv):
-    """``python bench/boundary.py [part ...] [--inputs N]``: the parts in :data:`PARTS` (default all);
-    ``--inputs N`` runs the small CNN on N inputs instead of 512 (shorter; the pool then empties
-    sooner, which raises the ratio to the floor a little)."""
+    """``python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time]``: the parts in
+    :data:`PARTS` (default all); ``--inputs N`` runs the small CNN on N inputs instead of 512
+    (shorter; the pool then empties sooner, which raises the ratio to the floor a little);
+    ``--threads T`` (default 2); ``--cpu-time`` times with this process's CPU time instead of the
+    wall clock (with one thread: what a search costs whatever else the machine runs)."""
+    global CLOCK
     parts = [a for a in argv if not a.startswith("--") and not a.isdigit()] or list(PARTS)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise SystemExit(f"unknown parts {unknown}; expected some of {PARTS}")
     n32 = int(argv[argv.index("--inputs") + 1]) if "--inputs" in argv else 512
+    threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else 2
+    if "--cpu-time" in argv:
+        CLOCK = time.process_time
+    print(f"-- {threads} thread(s), {'CPU' if CLOCK is time.process_time else 'wall'} time")
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     # enough inputs that the search's row pool (default batch_size: 170 rows at
     # 3x32x32, 42 at 3x64x64 on a CPU) stays full but for the last jobs
@@ -298,7 +308,7 @@ def main(argv):
     if any(p in parts for p in ("cnn32-tf", "steps", "wide")):
         import tensorflow as tf  # noqa: F401  (after torch)
 
-        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
     if "cnn32-tf" in parts:
         t_tf = case(f"cnn32 tensorflow ({n32} inputs)", "tensorflow", tm.keras_cnn(w), tm.nchw_to_nhwc(x32[:n32]),
                     (64, 128, 170, 256), None)
