@@ -17,9 +17,6 @@ from boundary_xg import backends
 
 ROOT = Path(boundary_xg.__file__).parent
 EXEMPT = ("backends", "testing")
-#: modules still to convert (the command line's model loading and checks, the demo's
-#: model table): each must leave this list as it is converted, and no module may join it
-PENDING = {"cli.py", "cli_checks.py", "model_io.py", "demo_models.py"}
 
 
 def _framework_words() -> set:
@@ -64,19 +61,11 @@ def _offences(path: Path, words: set, shown: str = "") -> List[str]:
 def test_no_module_outside_backends_names_a_framework():
     words = _framework_words()
     found: List[str] = []
-    pending_clean = []
     for p in sorted(ROOT.rglob("*.py")):
-        rel = p.relative_to(ROOT).parts
-        if rel[0] in EXEMPT:
+        if p.relative_to(ROOT).parts[0] in EXEMPT:
             continue
-        offences = _offences(p, words)
-        if "/".join(rel) in PENDING:
-            if not offences:
-                pending_clean.append("/".join(rel))
-            continue
-        found += offences
+        found += _offences(p, words)
     assert found == [], "\n".join(found)
-    assert pending_clean == [], f"{pending_clean} no longer name a framework: remove them from PENDING"
 
 
 def test_the_check_sees_what_it_forbids(tmp_path):

@@ -103,7 +103,8 @@ def test_nothing_below_the_front_end_imports_api():
 #: front-end helpers of the same layer), never the backends, the methods, the entry
 #: layer, ops or a private module of another part
 PUBLIC_SURFACE = {
-    "boundary_xg", "boundary_xg.api", "boundary_xg.errors", "boundary_xg.viz", "boundary_xg.runs",
+    "boundary_xg", "boundary_xg.api", "boundary_xg.errors", "boundary_xg.frameworks", "boundary_xg.viz",
+    "boundary_xg.runs",
     "boundary_xg.metrics", "boundary_xg.cli_checks",
     "boundary_xg.search", "boundary_xg.xdnn", "boundary_xg.demo", "boundary_xg.demo_models",
     "boundary_xg.model_io", "boundary_xg.cli", "boundary_xg.testing", "boundary_xg.testing.models",

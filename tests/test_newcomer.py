@@ -118,8 +118,13 @@ def test_a_module_that_mentions_keras_does_not_import_tensorflow(tmp_path, monke
     (tmp_path / "only_words.py").write_text('"""Like a keras model, but torch."""\nNAME = "tensorflow"\n')
     (tmp_path / "imports_keras.py").write_text("import os\nfrom keras import layers\n")
     (tmp_path / "imports_tf.py").write_text("def f():\n    import tensorflow.keras as k\n")
-    assert not model_io._mentions_keras("only_words")
-    assert model_io._mentions_keras("imports_keras") and model_io._mentions_keras("imports_tf")
+    assert model_io._frameworks_imported_by("only_words") == []
+    assert model_io._frameworks_imported_by("imports_keras") == ["tensorflow"]
+    assert model_io._frameworks_imported_by("imports_tf") == ["tensorflow"]
+    # what is imported before such a module: torch first whenever TensorFlow is (the safe order)
+    assert model_io.frameworks_first(["tensorflow"]) == ["torch", "tensorflow"]
+    assert model_io.frameworks_first(["torch"]) == ["torch"]
+    assert model_io.frameworks_first([]) == ["torch"]
 
 
 # --- point 1: layout and channel mistakes, explained with the flag to change ---------------------

@@ -33,12 +33,11 @@ from ._entry import (
     select_output,
     to_caller,
 )
-from .backends import get_backend, lookup_identity, require
-from .backends import import_frameworks as _import_frameworks
-from .backends import names as _backend_names
+from .backends import require
 from .backends import native_stderr_silenced  # noqa: F401  (re-exported for the command line)
 from .backends import to_numpy as _backend_to_numpy
 from .errors import InputError
+from .frameworks import available_frameworks, image_layout, import_frameworks, use_framework
 from .methods.registry import COMMON_OPTIONS, METHODS, MethodSpec, check_options, lookup
 from .ops import default_batch_size, with_objective
 from .ops import predict as _predict
@@ -334,60 +333,6 @@ def methods_table() -> str:
         previous = info.paper
         lines.append(f"| {names} | {_cell(info.summary)} | {_cell(info.cost)} | {_cell(paper)} |")
     return "\n".join(lines) + "\n"
-
-
-# --- what the package offers: frameworks --------------------------------------------------
-def available_frameworks() -> Dict[str, bool]:
-    """``{backend name: installed}`` for every registered backend (``{"torch": True,
-    "tensorflow": True}``), without importing any framework."""
-    return {name: lookup_identity(name).installed() for name in _backend_names()}
-
-
-def use_framework(name: str) -> str:
-    """Check a framework name and that it is installed, import it, and return its canonical name.
-
-    Args:
-        name: ``"torch"``/``"pytorch"``/``"pt"`` or ``"tensorflow"``/``"tf"``/``"keras"``
-            (the names ``backend=`` takes).
-
-    Returns:
-        ``"torch"`` or ``"tensorflow"``. The framework is imported in the order
-        that is safe in one process (see :func:`import_frameworks`).
-
-    Raises:
-        UnsupportedModelError: an unknown name (the message lists the known ones).
-        BackendNotAvailableError: the framework is not installed (the message
-            names the extra to install).
-    """
-    ident = lookup_identity(name)
-    if ident is None or not ident.installed():
-        get_backend(name)  # raises the error that names the fix
-    _import_frameworks([ident.name])
-    get_backend(ident.name)
-    return ident.name
-
-
-def image_layout(framework: str) -> str:
-    """The image layout (``"NCHW"`` or ``"NHWC"``) the models of ``framework`` usually take.
-
-    Raises:
-        UnsupportedModelError: an unknown framework name (the message lists the known ones).
-    """
-    ident = lookup_identity(framework)
-    if ident is None:
-        get_backend(framework)  # raises the error that lists the names
-    return ident.image_layout
-
-
-def import_frameworks(names=None) -> None:
-    """Import the named installed frameworks (default: every registered one) in the order
-    that is safe in one process.
-
-    torch (with torchvision and the parts torch imports lazily) before
-    TensorFlow: importing them after TensorFlow crashes the interpreter on some
-    machines. Frameworks that are not installed are skipped.
-    """
-    _import_frameworks(names)
 
 
 def to_numpy(a: Any) -> Any:

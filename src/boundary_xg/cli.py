@@ -205,8 +205,9 @@ def cmd_evaluate(args) -> int:
 
     import numpy as np
 
-    from .model_io import CLIError, load_model, pixel_bounds
     from .api import method_info
+    from .frameworks import claim_device, framework_for_file, image_layout, place_model
+    from .model_io import CLIError, import_quietly, load_model, pixel_bounds
     from .runs import explain_dataset
 
     from . import cli_checks
@@ -233,11 +234,15 @@ def cmd_evaluate(args) -> int:
         logger = logging.getLogger("boundary_xg.runs")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    if "LOCAL_RANK" in os.environ and args.model.lower().endswith(".keras"):
-        _tf_one_gpu_per_rank(int(os.environ["LOCAL_RANK"] or 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    file_fw = framework_for_file(args.model) if os.path.isfile(args.model) else None
+    if "LOCAL_RANK" in os.environ and file_fw is not None:
+        # before the model is built: a framework that takes every GPU it sees (TensorFlow)
+        # is kept on this process's own one
+        import_quietly([file_fw])
+        claim_device(file_fw, local_rank)
     model, fw = load_model(args.model, args.weights)
-    if fw == "torch":
-        model = model.to(_torch_device(args.device))
+    model = place_model(model, args.device, local_rank)
     data = args.data
     from_files = os.path.isdir(data)
     if not from_files and not data.lower().endswith(".npy"):
@@ -252,7 +257,7 @@ def cmd_evaluate(args) -> int:
     if boundary and bounds is None and from_files:
         # image files hold pixels in [0, 1]: search among real images, as explain does
         c = 1 if args.grayscale else 3
-        dummy = np.zeros((1, c, 1, 1) if fw == "torch" else (1, 1, 1, c), np.float32)
+        dummy = np.zeros((1, c, 1, 1) if image_layout(fw) == "NCHW" else (1, 1, 1, c), np.float32)
         bounds = pixel_bounds(dummy, fw, args.mean, args.std)
     run = explain_dataset(
         model, data, methods=methods, metrics=args.metrics, out=args.out, batch_size=args.batch_size,
@@ -266,28 +271,6 @@ def cmd_evaluate(args) -> int:
               f"({run.attributions(run.methods[0]).shape[0]} examples), {table}, run.json, "
               f"{'' if args.no_report else 'report.html'}".rstrip(", "))
     return 0
-
-
-def _tf_one_gpu_per_rank(local_rank: int) -> None:
-    """Under torchrun, let a Keras model's process see only its own GPU (before TensorFlow uses any)."""
-    from .model_io import import_quietly
-
-    import_quietly(["torch", "tensorflow"])
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
-
-
-def _torch_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
-    return "cpu"
 
 
 def cmd_demo(args) -> int:
@@ -317,6 +300,7 @@ def cmd_explain(args) -> int:
 
     from .api import attribute, method_info
     from . import cli_checks as checks
+    from .frameworks import image_layout
     from .model_io import import_quietly, load_images, load_model, pixel_bounds
     from .viz import Column, is_boundary_method, plot_grid, predicted_labels
 
@@ -362,7 +346,7 @@ def cmd_explain(args) -> int:
     rows = [f"{n[:18]}\nlabel {a}, pred {b}" for n, a, b in zip(names, labels, preds)]
     png = os.path.join(args.out, "heatmaps.png")
     plot_grid(shown, [Column(spec.short, attr, notes)], rows, output_file=png,
-              blur=args.blur, layout="NCHW" if fw == "torch" else "NHWC")
+              blur=args.blur, layout=image_layout(fw))
     results = {}
     for mname, func in metric_funcs.items():
         if mname == "randomization_check":  # computes its own attributions with the method
@@ -470,34 +454,22 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></h
 
 
 def backend_report() -> List[dict]:
-    """One entry per framework: name, installed, version, devices, error."""
+    """One entry per registered framework: framework, installed, extra, version, devices, error."""
+    from .frameworks import frameworks, runtime_report
     from .model_io import import_quietly
 
     rows = []
+    infos = frameworks()
     try:
-        import_quietly(["torch", "tensorflow"])
+        import_quietly([f.name for f in infos])
     except Exception:  # a broken install: its row below says what fails
         pass
-    for name in ("torch", "tensorflow"):
-        row = {"framework": name, "installed": importlib.util.find_spec(name) is not None,
+    for info in infos:
+        row = {"framework": info.name, "installed": info.installed, "extra": info.extra,
                "version": None, "devices": [], "error": None}
         if row["installed"]:
             try:
-                mod = importlib.import_module(name)
-                row["version"] = getattr(mod, "__version__", "?")
-                if name == "torch":
-                    devs = ["cpu"] + [f"cuda:{i} ({mod.cuda.get_device_name(i)})"
-                                      for i in range(mod.cuda.device_count())]
-                    mps = getattr(getattr(mod, "backends", None), "mps", None)
-                    if mps is not None and mps.is_available():
-                        devs.append("mps")
-                else:
-                    devs = [d.name.replace("/physical_device:", "").lower()
-                            for d in mod.config.list_physical_devices()]
-                    import keras
-
-                    row["version"] += f" (keras {keras.__version__}, backend {keras.config.backend()})"
-                row["devices"] = devs
+                row.update(runtime_report(info.name))
             except Exception as err:  # installed but broken: say so, do not crash
                 row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         rows.append(row)
@@ -509,8 +481,7 @@ def cmd_backends(args) -> int:
     rows = backend_report()
     for r in rows:
         if not r["installed"]:
-            extra = "torch" if r["framework"] == "torch" else "tensorflow"
-            print(f"{r['framework']:11s} not installed (pip install 'boundary_xg[{extra}]')")
+            print(f"{r['framework']:11s} not installed (pip install '{r['extra']}')")
         elif r["error"]:
             print(f"{r['framework']:11s} installed but fails to import: {r['error']}")
         else:

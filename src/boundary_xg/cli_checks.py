@@ -24,15 +24,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import BoundaryXGError, InputError
-from .model_io import IMAGE_EXT, TORCHSCRIPT_EXT, CLIError, install_hint
+from .frameworks import framework_for_file, framework_info, frameworks, image_layout
+from .model_io import IMAGE_EXT, CLIError, install_hint
 
 #: attack names accepted by ``--option attacks=...`` (case-insensitive)
 ATTACKS = ("DeepFool", "FMN", "PGD", "CW")
 #: options whose value may be a ``.npy`` file (read with ``allow_pickle=False``)
 ARRAY_OPTIONS = ("background", "references", "baseline", "boundary_points")
-#: Keras weights files; a torch state dict is anything else ``torch.load`` reads
-KERAS_WEIGHTS_EXT = (".weights.h5", ".h5", ".hdf5")
-TORCH_WEIGHTS_EXT = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".pth.tar")
 
 
 # --- the model and the images, before anything is loaded ------------------------------------
@@ -40,35 +38,30 @@ def check_model_spec(spec: str, weights: Optional[str]) -> str:
     """Check ``--model`` and ``--weights`` without loading anything; return the framework if known.
 
     Returns:
-        ``"torch"`` (a TorchScript file), ``"tensorflow"`` (a ``.keras`` file) or
-        ``""`` (``module:callable``: the module says).
+        the framework that loads the model file (``"torch"`` for a TorchScript file,
+        ``"tensorflow"`` for a ``.keras`` file), or ``""`` (``module:callable``: the
+        module says).
     """
+    kinds = ", ".join(f.model_file_kind for f in frameworks() if f.model_files)
     if os.path.isdir(spec):
         raise CLIError(
-            f"--model {spec!r} is a folder; pass a model file (model.keras, a TorchScript "
-            "model.pt) or module:callable (a SavedModel folder: load it in Keras and "
-            "model.save('model.keras')).")
-    low = spec.lower()
-    fw = ""
+            f"--model {spec!r} is a folder; pass a model file ({kinds}) or module:callable "
+            "(a SavedModel folder: load it in Keras and model.save('model.keras')).")
+    fw = framework_for_file(spec) or ""
     if os.path.isfile(spec):
-        if low.endswith(".keras"):
-            fw = "tensorflow"
-        elif low.endswith(TORCHSCRIPT_EXT):
-            fw = "torch"
-        else:
-            raise CLIError(
-                f"--model {spec!r}: unsupported model file; pass a .keras file, a TorchScript "
-                "file (.pt) or module:callable.")
+        if not fw:
+            raise CLIError(f"--model {spec!r}: unsupported model file; pass {kinds} or module:callable.")
+        info = framework_info(fw)
         if not installed(fw):
-            raise CLIError(f"{spec!r} is a {'Keras' if fw == 'tensorflow' else 'TorchScript'} model "
-                           f"but {fw} is not installed; install it with: {install_hint(fw)}")
+            raise CLIError(f"{spec!r} is {info.model_file_kind} but {info.module} is not installed; "
+                           f"install it with: {install_hint(info.module)}")
         if weights:
-            kind = "a .keras file" if fw == "tensorflow" else "a TorchScript file"
-            raise CLIError(f"--weights goes with --model module:callable; {kind} holds its own "
+            raise CLIError(f"--weights goes with --model module:callable; {info.model_file_kind} holds its own "
                            "weights: drop --weights.")
-    elif ":" not in spec or low.endswith((".keras",) + TORCHSCRIPT_EXT):
-        raise CLIError(f"--model {spec!r}: file not found; pass a .keras file, a TorchScript file "
-                       "or module:callable (e.g. mypkg.models:build).")
+        fw = info.name
+    elif ":" not in spec or fw:
+        raise CLIError(f"--model {spec!r}: file not found; pass {kinds} or module:callable "
+                       "(e.g. mypkg.models:build).")
     else:
         mod_name = spec.partition(":")[0]
         if os.getcwd() not in sys.path:
@@ -82,15 +75,13 @@ def check_model_spec(spec: str, weights: Optional[str]) -> str:
                            "the name and that it is in the current folder or installed.")
     if weights:
         if os.path.isdir(weights):
-            raise CLIError(f"--weights {weights!r} is a folder; pass the weights file "
-                           "(a torch state dict .pt/.pth, or Keras .weights.h5).")
+            raise CLIError(f"--weights {weights!r} is a folder; pass the weights file ("
+                           + " or ".join(f.weight_file_kind for f in frameworks() if f.weight_files) + ").")
         if not os.path.isfile(weights):
             raise CLIError(f"--weights {weights!r}: file not found.")
-        if not weights.lower().endswith(KERAS_WEIGHTS_EXT + TORCH_WEIGHTS_EXT):
-            raise CLIError(
-                f"--weights {weights!r}: expected a torch state dict (.pt, .pth, saved with "
-                "torch.save(model.state_dict(), FILE)) or Keras weights (.weights.h5, saved with "
-                "model.save_weights(FILE)).")
+        known = [f for f in frameworks() if f.weight_files]
+        if not any(weights.lower().endswith(f.weight_files) for f in known):
+            raise CLIError(f"--weights {weights!r}: expected " + " or ".join(f.weight_file_kind for f in known) + ".")
         if not os.access(weights, os.R_OK):
             raise CLIError(f"--weights {weights!r}: no permission to read it.")
     return fw
@@ -311,9 +302,11 @@ def _bounds(value: Any) -> Any:
 
 
 def bounds_for_layout(options: Dict[str, Any], fw: str) -> None:
-    """Per-channel bounds ``(C,)`` from the command line as ``(C, 1, 1)`` for a PyTorch (NCHW) model."""
+    """Per-channel bounds ``(C,)`` from the command line as ``(C, 1, 1)`` for a model of an NCHW
+    framework (PyTorch)."""
     b = options.get("bounds")
-    if fw == "torch" and isinstance(b, tuple) and any(isinstance(v, np.ndarray) and v.ndim == 1 for v in b):
+    if image_layout(fw) == "NCHW" and isinstance(b, tuple) and any(
+            isinstance(v, np.ndarray) and v.ndim == 1 for v in b):
         options["bounds"] = tuple(v.reshape(-1, 1, 1) if isinstance(v, np.ndarray) and v.ndim == 1 else v
                                   for v in b)
 
@@ -336,13 +329,13 @@ def check_inputs(model: Any, x: np.ndarray, fw: str, args: Any, from_files: bool
 def _input_fix(message: str, model: Any, x: np.ndarray, fw: str, args: Any, from_files: bool) -> str:
     import re
 
-    layout = "NCHW" if fw == "torch" else "NHWC"
-    have_c = x.shape[1] if (fw == "torch" and x.ndim == 4) else x.shape[-1]
+    layout = image_layout(fw)
+    have_c = x.shape[1] if (layout == "NCHW" and x.ndim == 4) else x.shape[-1]
     want_c = None
     m = re.search(r"but the model takes (\d+)", message)
     if m:
         want_c = int(m.group(1))
-    expected = getattr(model, "input_shape", None) if fw == "tensorflow" else None
+    expected = getattr(model, "input_shape", None) if layout == "NHWC" else None
     if isinstance(expected, tuple) and len(expected) == 4 and expected[-1] is not None:
         want_c = want_c or int(expected[-1])
     if from_files:
@@ -409,30 +402,29 @@ _CLI_HINTS = {
 # --- the demo's framework ----------------------------------------------------------------------
 def installed(framework: str) -> bool:
     """Whether ``framework`` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(framework) is not None
-    except (ImportError, ValueError):
-        return False
+    return framework_info(framework).installed
 
 
 def demo_backend(requested: Optional[str]) -> str:
-    """The demo's framework: the one asked for, else PyTorch when installed, else TensorFlow.
+    """The demo's framework: the one asked for, else the first installed one (PyTorch, then TensorFlow).
 
     Raises:
         CLIError: no framework installed, or the one asked for is missing.
     """
+    names = [f.name for f in frameworks()]
     if requested is not None:
+        requested = framework_info(requested).name
         if not installed(requested):
-            other = "tensorflow" if requested == "torch" else "torch"
-            alt = f" or run on {other} (installed): --backend {other}" if installed(other) else ""
+            others = [n for n in names if n != requested and installed(n)]
+            alt = f" or run on {others[0]} (installed): --backend {others[0]}" if others else ""
             raise CLIError(f"--backend {requested}: {requested} is not installed; "
-                           f"{install_hint(requested)}{alt}.")
+                           f"{install_hint(framework_info(requested).module)}{alt}.")
         return requested
-    for fw in ("torch", "tensorflow"):
+    for fw in names:
         if installed(fw):
             return fw
-    raise CLIError("neither PyTorch nor TensorFlow is installed; install one: "
-                   "pip install 'boundary_xg[torch]' or pip install 'boundary_xg[tensorflow]'.")
+    raise CLIError("no framework is installed; install one: "
+                   + " or ".join(f"pip install '{f.extra}'" for f in frameworks()) + ".")
 
 
 def _first(err: Any) -> str:

@@ -21,12 +21,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UnsupportedModelError
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 VARIANTS = ("regular", "x")
-_FRAMEWORKS = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tf": "tensorflow",
-               "keras": "tensorflow", "tf.keras": "tensorflow"}
 
 
 def digit_weights(variant: str = "regular") -> Dict[str, np.ndarray]:
@@ -58,15 +56,17 @@ def load_digit_model(framework: str = "torch", variant: str = "regular"):
         InputError: an unknown framework or variant.
         BackendNotAvailableError: the framework is not installed.
     """
-    key = _FRAMEWORKS.get(str(framework).lower())
-    if key is None:
-        raise InputError(f"framework={framework!r}: expected 'torch' or 'tensorflow'.")
-    from .api import use_framework
+    from .frameworks import frameworks, use_framework
     from .testing import models as tm
 
-    use_framework(key)  # a clear error when the framework is missing; imports it
-    w = digit_weights(variant)
-    return tm.torch_cnn(w) if key == "torch" else tm.keras_cnn(w)
+    known = [f.name for f in frameworks() if f.name in tm.CNN_BUILDERS]
+    try:
+        key = use_framework(str(framework))  # a clear error when the framework is missing; imports it
+    except UnsupportedModelError as err:
+        raise InputError(f"framework={framework!r}: expected one of {known}.") from err
+    if key not in tm.CNN_BUILDERS:
+        raise InputError(f"framework={framework!r}: the digit models are built for {known}.")
+    return tm.cnn(digit_weights(variant), key)
 
 
 def load_digit_test_set(layout: str = "NCHW") -> Tuple[np.ndarray, np.ndarray]:

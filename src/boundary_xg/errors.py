@@ -49,6 +49,11 @@ class ModelError(MethodError, InputError):
     ``except`` catches it."""
 
 
+class ModelFileError(BoundaryXGError, ValueError):
+    """A model or weights file cannot be loaded: of another format than its name says,
+    unreadable, or weights that do not fit the model (the message says how to save it)."""
+
+
 class CapabilityError(BoundaryXGError, TypeError):
     """The backend lacks a capability the method needs (named in the message, with the backends that have it)."""
 
@@ -124,3 +129,16 @@ def one_call() -> Iterator[None]:
         yield
     finally:
         _GIVEN.reset(token)
+
+
+def first_sentence(err: BaseException, limit: int = 140) -> str:
+    """The first sentence of the first line of ``err``'s message (its type's name when
+    empty), at most ``limit`` characters: a cause quoted inside a one-line error."""
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    first = text.splitlines()[0].strip()
+    cut = first.find(". ")
+    if 0 < cut:
+        first = first[:cut]
+    return first if len(first) <= limit else first[: limit - 3].rstrip() + "..."

@@ -43,6 +43,14 @@ class BackendIdentity:
         check_model: called with a model this backend owns; raises
             :class:`~boundary_xg.errors.UnsupportedModelError` for owned but
             unsupported models (a Keras 3 model on a JAX backend).
+        model_files: lower-case endings of the model files it loads (capability
+            ``"model_files"``), so the command line picks the framework from a file
+            name before importing any.
+        model_file_kind: those files in words, for messages ("a .keras file").
+        weight_files: lower-case endings of the weight files it loads into a model.
+        weight_file_kind: those files in words, with how to save one.
+        companions: further top-level modules its extra installs (torchvision), for
+            the install hint of a missing module.
     """
 
     name: str
@@ -58,6 +66,11 @@ class BackendIdentity:
     before_import: Optional[Callable[[], None]] = None
     import_context: Optional[Callable[[], Any]] = None
     check_model: Optional[Callable[[Any], None]] = None
+    model_files: Tuple[str, ...] = ()
+    model_file_kind: str = ""
+    weight_files: Tuple[str, ...] = ()
+    weight_file_kind: str = ""
+    companions: Tuple[str, ...] = ()
 
     def owns(self, obj: Any) -> bool:
         """True when ``obj``'s class (or a base class) comes from one of :attr:`roots`."""
@@ -67,6 +80,10 @@ class BackendIdentity:
     def installed(self) -> bool:
         """True when the framework can be imported (checked without importing it)."""
         return installed(self.framework)
+
+    def loads_file(self, path: str) -> bool:
+        """True when ``path``'s name ends in one of :attr:`model_files`."""
+        return bool(self.model_files) and str(path).lower().endswith(self.model_files)
 
     def spellings(self) -> Tuple[str, ...]:
         """The name and every alias, lower-case."""
@@ -108,6 +125,24 @@ def lookup_identity(name: Any) -> Optional[BackendIdentity]:
     key = str(name).lower()
     for ident in identities():
         if key in ident.spellings():
+            return ident
+    return None
+
+
+def identity_for_file(path: str) -> Optional[BackendIdentity]:
+    """The first registered backend (in import order) that loads model files named like ``path``, or None."""
+    for ident in identities():
+        if ident.loads_file(path):
+            return ident
+    return None
+
+
+def providing(module: Optional[str]) -> Optional[BackendIdentity]:
+    """The backend whose extra installs top-level module ``module`` (its framework, roots
+    or companions), or None."""
+    root = (module or "").split(".")[0]
+    for ident in identities():
+        if root and root in (ident.framework, *ident.roots, *ident.companions):
             return ident
     return None
 

@@ -36,6 +36,8 @@ CAPABILITIES: Dict[str, str] = {
                               "state_keys, load_state",
     "datasets": "reading the framework's dataset objects in a dataset run, data_plan(data)",
     "distributed": "agreeing on work and waiting for each other across processes, process_group()",
+    "model_files": "loading the framework's model files and weights for the command line: "
+                   "load_model_file, load_weights",
 }
 
 
@@ -583,6 +585,51 @@ class Backend(abc.ABC):
         """Join (or start) the launcher's process group: an object with ``rank``, ``world``,
         ``broadcast(obj)``, ``gather(obj)`` and ``close()``. Capability ``"distributed"``."""
         raise self._missing("distributed")
+
+    # --- capability "model_files" -----------------------------------------------------
+    def load_model_file(self, path: str) -> Any:
+        """The model saved in ``path`` (one of the identity's ``model_files``), in inference mode,
+        loaded without running arbitrary code. Capability ``"model_files"``.
+
+        Raises:
+            ModelError: the file is not what its name says (one line, with the fix).
+        """
+        raise self._missing("model_files")
+
+    def load_weights(self, model: Any, path: str) -> Any:
+        """``model`` with the weights saved in ``path`` (the framework's own weights format,
+        never pickled code), in inference mode. Capability ``"model_files"``.
+
+        Raises:
+            ModelError: a file of another format, or weights that do not fit ``model``.
+        """
+        raise self._missing("model_files")
+
+    # --- versions and devices (fallbacks written once) ---------------------------------
+    def runtime_report(self) -> Dict[str, Any]:
+        """``{"version": str, "devices": [str, ...]}`` for ``boundary-xg backends``.
+
+        Fallback: the framework module's ``__version__`` and ``["cpu"]``.
+        """
+        import sys
+
+        from ._identity import lookup_identity
+
+        ident = lookup_identity(self.name)
+        mod = sys.modules.get(ident.framework) if ident is not None else None
+        return {"version": str(getattr(mod, "__version__", "?")), "devices": ["cpu"]}
+
+    def claim_device(self, local_rank: int) -> None:
+        """Before a model is built in a process started by a launcher (``torchrun``), keep
+        this process on its own accelerator (``local_rank``). Fallback: nothing to do."""
+        return None
+
+    def place_model(self, model: Any, device: str = "auto", local_rank: int = 0) -> Any:
+        """``model`` on ``device`` (``"auto"``: this process's accelerator when there is one).
+
+        Fallback: the model as it is (frameworks that place work by themselves).
+        """
+        return model
 
     # --- helpers ----------------------------------------------------------------------
     def _missing(self, capability: str) -> CapabilityError:

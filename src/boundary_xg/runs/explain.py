@@ -380,7 +380,6 @@ def explain_dataset(
         >>> run = bxg.explain_dataset(model, (x, y), methods=["IG", "BIG"], out="runs/digits")
         >>> run.attributions("IG")[:10], run.table["boundary_distance"]
     """
-    from ..model_io import framework_of
     from .load import load_run
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -389,7 +388,7 @@ def explain_dataset(
         raise InputError(f"seed={seed!r}: expected an integer (a run is reproducible by construction).")
     meths = _methods(methods, options)
     mets = _metrics(metrics, metric_options)
-    reader = make_reader(data, framework_of(model), size=size, grayscale=grayscale, mean=mean, std=std,
+    reader = make_reader(data, backends.framework_of(model), size=size, grayscale=grayscale, mean=mean, std=std,
                          on_error=on_error)
     if reader.length == 0:
         raise InputError("data has no examples.")
@@ -406,7 +405,7 @@ def explain_dataset(
         "seed": int(seed),
         "search": ({"attacks": fs.jsonable(attacks), "bounds": fs.jsonable(bounds),
                     "given": None if given is None else given.describe} if work.boundary else None),
-        "versions": _versions(framework_of(model)),
+        "versions": _versions(backends.framework_of(model)),
     }
     procs = Processes()
     procs.start(timeout_s)

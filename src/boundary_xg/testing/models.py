@@ -121,6 +121,24 @@ def keras_cnn(w: Weights, activation: str = "relu"):
     return model
 
 
+#: the builder of the small CNN per framework (the demo's digit models use these)
+CNN_BUILDERS = {"torch": torch_cnn, "tensorflow": keras_cnn}
+
+
+def cnn(w: Weights, framework: str, activation: str = "relu"):
+    """The small CNN with weights ``w`` in ``framework`` (a canonical backend name).
+
+    Raises:
+        UnsupportedModelError: no builder for that framework.
+    """
+    builder = CNN_BUILDERS.get(framework)
+    if builder is None:
+        from ..errors import UnsupportedModelError
+
+        raise UnsupportedModelError(f"framework={framework!r}: the test CNN is built for {sorted(CNN_BUILDERS)}.")
+    return builder(w, activation)
+
+
 def linear_weights(seed: int = 0, features: int = 12, classes: int = 4) -> Weights:
     """Weights ``W (classes, features)`` and bias ``b`` of a linear classifier."""
     rng = np.random.default_rng(seed)

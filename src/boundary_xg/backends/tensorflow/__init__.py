@@ -2,7 +2,8 @@
 
 This file imports no framework: it declares the backend's identity for detection.
 The primitives live in ``backend.py``, DeepLIFT's Rescale kernel in ``rescale.py``,
-layer capture in ``layers.py``, the X-DNN scans and builders in ``xdnn.py``.
+layer capture in ``layers.py``, the X-DNN scans and builders in ``xdnn.py``, model files
+and devices for the command line in ``model_files.py``.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ IDENTITY = register_backend(BackendIdentity(
     extra="boundary_xg[tensorflow]",
     image_layout="NHWC",
     module="boundary_xg.backends.tensorflow.backend",
-    capabilities=frozenset({"deeplift", "layers", "xdnn", "datasets"}),
+    capabilities=frozenset({"deeplift", "layers", "xdnn", "datasets", "model_files"}),
     import_order=10,
+    model_files=(".keras",),
+    model_file_kind="a .keras file",
+    weight_files=(".weights.h5", ".h5", ".hdf5"),
+    weight_file_kind="Keras weights (.weights.h5, saved with model.save_weights(FILE))",
     before_import=_torch_lazy_parts_first,
     import_context=tensorflow_logs_quiet,
     check_model=_keras_on_tensorflow,
