@@ -423,7 +423,7 @@ def test_torch_bfloat16_model():
         assert as_np.dtype == np.float32 and np.isfinite(as_np).all()
 
 
-# --- the registry through the public API (issue 14: the one source of method facts) -------
+# --- the registry through the public API (the one source of method facts) -------
 def test_readme_method_table_is_generated_from_the_registry():
     readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
     start = "<!-- methods-table: generated from the registry by scripts/update_readme.py -->"

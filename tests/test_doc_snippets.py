@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/*.md runs as written (issue 19).
+"""Every ```python block of README.md and docs/*.md runs as written.
 
 Each block runs on its own, in a fresh namespace and an empty working folder, as a
 reader who pastes it into a new Python session would run it: a block that needs

@@ -1,4 +1,4 @@
-"""The front door (``boundary_xg._entry``): races, odd models and odd calls (issue 13).
+"""The front door (``boundary_xg._entry``): races, odd models and odd calls.
 
 Oracles: the same call run serially / outside inference mode / on an equivalent
 single-output or out-of-place model; the model's own state before the call; the

@@ -1,4 +1,4 @@
-"""Evaluation metrics (issue 16) on both frameworks.
+"""Evaluation metrics on both frameworks.
 
 Oracles we did not write in the package:
 

@@ -23,7 +23,7 @@ from test_runs import _files
 
 import boundary_xg as bxg
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 
 #: a run of the digits through the API, with hooks to count shards, kill or fail a rank
 SCRIPT = textwrap.dedent('''

@@ -81,7 +81,7 @@ def check_demo(r, out, n: int) -> dict:
     assert "completeness gap" in page and f"{rows['IG']['gap_mean_abs']:.3g}" in page
     assert "Boundary distances" in page and f"{rows['BIG']['distances'][0]:.3f}" in page
     assert "<th>seconds</th>" in page and f"<td>{rows['SM']['seconds']:.2f}</td>" in page
-    # DiffID and the insertion and deletion areas of every method (issue 16), random for reference
+    # DiffID and the insertion and deletion areas of every method, random for reference
     assert "<th>DiffID</th>" in page and "<th>insertion</th>" in page and "<th>deletion</th>" in page
     for name in ALL_METHODS:
         for metric in ("diffid", "insertion", "deletion"):
@@ -417,7 +417,7 @@ def test_training_script_reproduces_the_shipped_weights():
     """scripts/train_digits.py retrains both digit models (CPU, fixed seeds; about 10 s): bit for
     bit on the CPU that made them, elsewhere as accurate and agreeing on 99 % of the test digits."""
     pytest.importorskip("sklearn")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "train_digits.py"), "--check", "--no-keras"],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout + r.stderr

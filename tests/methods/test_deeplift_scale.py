@@ -1,4 +1,4 @@
-"""DeepLIFT's 0/0 fallbacks are scale-free, 16-bit safe and never silently wrong (issue 13).
+"""DeepLIFT's 0/0 fallbacks are scale-free, 16-bit safe and never silently wrong.
 
 Oracles: summation-to-delta (``sum(attr) = F(x) - F(x')``, computed by the model
 itself), scale invariance of a ReLU network without biases' influence

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import needs_both, needs_captum, needs_tf, needs_torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def rel(a, b) -> float:

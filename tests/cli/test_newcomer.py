@@ -1,4 +1,4 @@
-"""The command line as a newcomer meets it (issue 19): checks before the expensive part,
+"""The command line as a newcomer meets it: checks before the expensive part,
 one-line errors that say what to pass instead, the boundary search and EG's background
 from the command line, one framework enough, warnings once, progress on a terminal.
 
