@@ -50,24 +50,49 @@ def backend_name(request):
     return request.param
 
 
+def pytest_addoption(parser):
+    parser.addoption("--backend", action="append", default=None, metavar="NAME",
+                     help="run the backend-parametrised tests for this backend only (repeatable; "
+                          f"registered: {', '.join(_backends.names())})")
+
+
+def pytest_collection_modifyitems(config, items):
+    chosen = config.getoption("--backend")
+    if not chosen:
+        return
+    chosen = {_backends.identity(n).name for n in chosen}
+    known = set(_backends.names())
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        named = {v for v in params.values() if isinstance(v, str) and v in known}
+        (drop if named and not named & chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _channels_first(backend: str) -> bool:
+    return _backends.identity(backend).image_layout == "NCHW"
+
+
 def build_cnn(backend: str, seed: int = 0, bias: bool = True, activation: str = "relu", **kw):
-    """(model, make_input) for the shared small CNN in ``backend``.
+    """(model, make_input) for the shared small CNN in ``backend`` (the builder registered for it
+    in ``boundary_xg.testing.models.CNN_BUILDERS``).
 
     ``make_input(x_nchw)`` converts a NCHW NumPy batch to the model's layout.
     """
     from boundary_xg.testing import models as tm
 
     w = tm.cnn_weights(seed=seed, bias=bias, **kw)
-    if backend == "torch":
-        return tm.torch_cnn(w, activation), (lambda x: x)
-    return tm.keras_cnn(w, activation), tm.nchw_to_nhwc
+    return tm.cnn(w, backend, activation), ((lambda x: x) if _channels_first(backend) else tm.nchw_to_nhwc)
 
 
 def to_nchw(backend: str, a: np.ndarray) -> np.ndarray:
     """An attribution in ``backend``'s layout, as NCHW."""
     from boundary_xg.testing.models import nhwc_to_nchw
 
-    return a if backend == "torch" else nhwc_to_nchw(a)
+    return a if _channels_first(backend) else nhwc_to_nchw(a)
 
 
 @pytest.fixture

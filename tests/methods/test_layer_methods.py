@@ -560,14 +560,14 @@ def test_cli_explain_gradcam_with_layer(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     common = ["explain", "--model", f"{module}:build", "--images", "x.npy", "--out", "o"]
-    assert main(common + ["--method", "GradCAM", "--layer", "3", "--labels", *map(str, y[:3])]) == 0
+    assert main(common + ["--method", "GradCAM", "--layer", "conv2", "--labels", *map(str, y[:3])]) == 0
     attr = np.load(tmp_path / "o" / "attributions.npy")
-    expect = bxg.attribute(load_digit_model("torch"), x[:3], y[:3], method="GradCAM", layer="3")
+    expect = bxg.attribute(load_digit_model("torch"), x[:3], y[:3], method="GradCAM", layer="conv2")
     assert attr.shape == (3, 1, 8, 8)
     np.testing.assert_allclose(attr, expect, rtol=1e-5, atol=1e-7)
     assert (tmp_path / "o" / "heatmaps.png").stat().st_size > 1000
     capsys.readouterr()
     assert main(common + ["--method", "GradCAM", "--layer", "nope"]) == 1
     assert "layer='nope' names no sub-module" in capsys.readouterr().err
-    assert main(common + ["--method", "SM", "--layer", "3"]) == 1
+    assert main(common + ["--method", "SM", "--layer", "conv2"]) == 1
     assert "takes no option 'layer'" in capsys.readouterr().err

@@ -358,7 +358,7 @@ def test_contrastive_objective_of_a_layer_method_is_the_difference_model():
     diff = torch.nn.Sequential(base, head).eval()
     x = np.random.default_rng(10).uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
     y = np.array([0, 1])
-    for method, layer, diff_layer in (("GradCAM", {"layer": "3"}, {"layer": "0.3"}), ("SM", {}, {})):
+    for method, layer, diff_layer in (("GradCAM", {"layer": "conv2"}, {"layer": "0.conv2"}), ("SM", {}, {})):
         a = bxg.attribute(base, x, y, method=method, objective="contrastive", **layer)
         b = bxg.attribute(diff, x, y, method=method, **diff_layer)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=method)

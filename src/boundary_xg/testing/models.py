@@ -6,7 +6,8 @@ each other: an oracle that neither backend wrote. Layouts differ (PyTorch NCHW,
 Keras NHWC); :func:`nchw_to_nhwc` converts inputs, and the builders permute the
 first dense layer's weights so that the two flatten orders agree.
 
-The small CNN (default input 3x8x8, 5 classes)::
+The small CNN (default input 3x8x8, 5 classes), its layers named alike in both frameworks
+(conv1, act1, pool1, conv2, act2, pool2, flatten, fc1, act3, fc2)::
 
     conv3x3(3->4, pad 1) -> ReLU -> maxpool 2 -> conv3x3(4->8, pad 1) -> ReLU
     -> avgpool 2 -> flatten -> dense(32->16) -> ReLU -> dense(16->classes)
@@ -17,6 +18,7 @@ With ``bias=False`` every layer is bias-free: a nonnegatively homogeneous networ
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Dict
 
 import numpy as np
@@ -71,15 +73,16 @@ def torch_cnn(w: Weights, activation: str = "relu"):
     cin, size, classes, c1, c2, hidden = (int(v) for v in w["meta"])
     bias = "conv1.bias" in w
     act = {"relu": nn.ReLU, "softplus": nn.Softplus}[activation]
-    model = nn.Sequential(
-        nn.Conv2d(cin, c1, 3, padding=1, bias=bias), act(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1, bias=bias), act(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(c2 * (size // 4) ** 2, hidden, bias=bias), act(),
-        nn.Linear(hidden, classes, bias=bias),
-    )
-    layers = {"conv1": model[0], "conv2": model[3], "fc1": model[7], "fc2": model[9]}
+    # the layers carry the Keras model's names, so layer="conv2" means the same in both
+    model = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(cin, c1, 3, padding=1, bias=bias)), ("act1", act()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(c1, c2, 3, padding=1, bias=bias)), ("act2", act()), ("pool2", nn.AvgPool2d(2)),
+        ("flatten", nn.Flatten()), ("fc1", nn.Linear(c2 * (size // 4) ** 2, hidden, bias=bias)), ("act3", act()),
+        ("fc2", nn.Linear(hidden, classes, bias=bias)),
+    ]))
     with torch.no_grad():
-        for name, layer in layers.items():
+        for name in ("conv1", "conv2", "fc1", "fc2"):
+            layer = getattr(model, name)
             layer.weight.copy_(torch.from_numpy(w[name + ".weight"]))
             if bias:
                 layer.bias.copy_(torch.from_numpy(w[name + ".bias"]))
@@ -97,14 +100,15 @@ def keras_cnn(w: Weights, activation: str = "relu"):
     bias = "conv1.bias" in w
     L = keras.layers
 
-    def act():
-        return L.ReLU() if activation == "relu" else L.Activation(activation)
+    def act(name):
+        return L.ReLU(name=name) if activation == "relu" else L.Activation(activation, name=name)
 
     model = keras.Sequential([
         keras.Input((size, size, cin)),
-        L.Conv2D(c1, 3, padding="same", use_bias=bias, name="conv1"), act(), L.MaxPooling2D(2),
-        L.Conv2D(c2, 3, padding="same", use_bias=bias, name="conv2"), act(), L.AveragePooling2D(2),
-        L.Flatten(), L.Dense(hidden, use_bias=bias, name="fc1"), act(),
+        L.Conv2D(c1, 3, padding="same", use_bias=bias, name="conv1"), act("act1"), L.MaxPooling2D(2, name="pool1"),
+        L.Conv2D(c2, 3, padding="same", use_bias=bias, name="conv2"), act("act2"),
+        L.AveragePooling2D(2, name="pool2"),
+        L.Flatten(name="flatten"), L.Dense(hidden, use_bias=bias, name="fc1"), act("act3"),
         L.Dense(classes, use_bias=bias, name="fc2"),
     ])
     q = size // 4
