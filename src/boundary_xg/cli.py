@@ -30,6 +30,8 @@ import sys
 import warnings
 from typing import List, Optional, Sequence
 
+from .errors import first_line
+
 EXIT_ERROR = 1
 
 #: ``explain --help``'s description: what a method costs, so a long run is expected
@@ -492,10 +494,6 @@ def cmd_backends(args) -> int:
     return 0 if any(r["installed"] and not r["error"] for r in rows) else EXIT_ERROR
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
-    return first
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -530,14 +528,14 @@ def _run(handler, args) -> int:
     except (CLIError, BoundaryXGError, FileNotFoundError, PermissionError) as err:
         if args.debug:
             raise
-        print(f"boundary-xg: error: {_one_line(err)}", file=sys.stderr)
+        print(f"boundary-xg: error: {first_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except ImportError as err:
         if args.debug:
             raise
         from .model_io import install_hint
 
-        print(f"boundary-xg: error: {_one_line(err)}; install the missing package "
+        print(f"boundary-xg: error: {first_line(err)}; install the missing package "
               f"({install_hint(getattr(err, 'name', None))}).", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -546,7 +544,7 @@ def _run(handler, args) -> int:
     except Exception as err:  # an unexpected failure: still one line, the trace with --debug
         if args.debug:
             raise
-        print(f"boundary-xg: error: {type(err).__name__}: {_one_line(err)} "
+        print(f"boundary-xg: error: {type(err).__name__}: {first_line(err)} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_ERROR
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import BoundaryXGError, InputError
+from .errors import BoundaryXGError, InputError, first_line
 from .frameworks import framework_for_file, framework_info, frameworks, image_layout
 from .model_io import IMAGE_EXT, CLIError, install_hint
 
@@ -118,7 +118,7 @@ def check_images(paths: Sequence[str], size: Any, grayscale: bool, labels: Optio
         try:
             shape = np.load(npy[0], mmap_mode="r", allow_pickle=False).shape
         except Exception as err:
-            raise CLIError(f"--images {npy[0]!r} is not a NumPy array file ({_first(err)}); save it "
+            raise CLIError(f"--images {npy[0]!r} is not a NumPy array file ({first_line(err)}); save it "
                            "with np.save (numbers, no objects).") from err
         n = 1 if len(shape) == 3 else (shape[0] if shape else 1)  # one example without its batch axis: 1
         from_files = False
@@ -198,7 +198,7 @@ def _attack(node: ast.AST, text: str) -> Any:
     try:
         return cls(**params)
     except (BoundaryXGError, TypeError, ValueError) as err:
-        raise CLIError(f"--option attacks: {cls.__name__}: {_first(err)}") from err
+        raise CLIError(f"--option attacks: {cls.__name__}: {first_line(err)}") from err
 
 
 def _tuples(v: Any) -> Any:
@@ -237,7 +237,7 @@ def method_options(spec: Any, raw: Sequence[Tuple[str, Any]], layer: Optional[st
     try:
         BA(spec.short, **options)  # the API's option checks, before any work
     except BoundaryXGError as err:
-        raise CLIError(f"--option: {_first(err)}") from err
+        raise CLIError(f"--option: {first_line(err)}") from err
     return options
 
 
@@ -279,7 +279,7 @@ def _array(name: str, value: Any) -> Any:
         try:
             arr = np.load(value, allow_pickle=False)
         except Exception as err:
-            raise CLIError(f"--option {name}={value!r}: not a NumPy array file ({_first(err)}); save "
+            raise CLIError(f"--option {name}={value!r}: not a NumPy array file ({first_line(err)}); save "
                            "it with np.save.") from err
         if arr.dtype.kind not in "biuf":
             raise CLIError(f"--option {name}={value!r} holds dtype {arr.dtype}; expected numbers.")
@@ -371,7 +371,7 @@ def check_bounds(model: Any, x: np.ndarray, options: Dict[str, Any]) -> None:
     try:
         prepare_bounds(B, options["bounds"], B.asarray(x))
     except InputError as err:
-        raise CLIError(f"--option bounds: {_first(err)}") from err
+        raise CLIError(f"--option bounds: {first_line(err)}") from err
 
 
 # --- warnings: one line each, once per run ---------------------------------------------------
@@ -384,7 +384,7 @@ class WarningPrinter:
         self.seen: set = set()
 
     def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
-        text = _first(message)
+        text = first_line(message)
         if text in self.seen:
             return
         self.seen.add(text)
@@ -427,9 +427,6 @@ def demo_backend(requested: Optional[str]) -> str:
                    + " or ".join(f"pip install '{f.extra}'" for f in frameworks()) + ".")
 
 
-def _first(err: Any) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # --- CPU threads ------------------------------------------------------------------------------

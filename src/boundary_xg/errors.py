@@ -14,7 +14,7 @@ import contextvars
 import os
 import sys
 import warnings
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 
 class BoundaryXGError(Exception):
@@ -131,13 +131,16 @@ def one_call() -> Iterator[None]:
         _GIVEN.reset(token)
 
 
+def first_line(err: Any) -> str:
+    """The first line of ``err``'s message (its type's name when empty): one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def first_sentence(err: BaseException, limit: int = 140) -> str:
     """The first sentence of the first line of ``err``'s message (its type's name when
     empty), at most ``limit`` characters: a cause quoted inside a one-line error."""
-    text = str(err).strip()
-    if not text:
-        return type(err).__name__
-    first = text.splitlines()[0].strip()
+    first = first_line(err).strip()
     cut = first.find(". ")
     if 0 < cut:
         first = first[:cut]

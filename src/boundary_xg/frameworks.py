@@ -161,7 +161,7 @@ def load_model_file(path: str) -> Tuple[Any, str]:
         raise UnsupportedModelError(f"unsupported model file {path!r}; use {kinds}.")
     B = get_backend(name)
     require(B, ["model_files"], "loading a model file")
-    return B.load_model_file(path), name
+    return B.model_files().load_model_file(path), name
 
 
 def load_weights(model: Any, path: str) -> Any:
@@ -176,7 +176,7 @@ def load_weights(model: Any, path: str) -> Any:
     name = _owned(model)
     B = get_backend(name)
     require(B, ["model_files"], "loading weights")
-    return B.load_weights(model, path)
+    return B.model_files().load_weights(model, path)
 
 
 def runtime_report(framework: str) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .api import native_stderr_silenced as _native_stderr_silenced
-from .errors import BoundaryXGError, first_sentence
+from .errors import BoundaryXGError, first_line, first_sentence
 from .frameworks import (
     framework_for_file,
     framework_info,
@@ -110,7 +110,7 @@ def load_model(spec: str, weights: Optional[str] = None) -> Tuple[Any, str]:
         try:
             return load_model_file(spec)
         except BoundaryXGError as err:
-            raise CLIError(_one_line(err)) from err
+            raise CLIError(first_line(err)) from err
     if ":" in spec and not os.path.exists(spec):
         return _from_callable(spec, weights)
     if os.path.isdir(spec):
@@ -139,7 +139,7 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
             # the module was found; something it imports is missing
             raise CLIError(f"module {mod_name!r} imports {missing!r}, which is not installed; "
                            f"install it with: {install_hint(missing)}") from err
-        raise CLIError(f"could not import module {mod_name!r} ({_reason(err)}); check the name and that "
+        raise CLIError(f"could not import module {mod_name!r} ({first_sentence(err)}); check the name and that "
                        "it is on the path.") from err
     fn = mod
     for part in attr.split("."):
@@ -161,7 +161,7 @@ def _from_callable(spec: str, weights: Optional[str]) -> Tuple[Any, str]:
         try:
             model = _load_weights(model, weights)
         except BoundaryXGError as err:
-            raise CLIError(_one_line(err).replace("the model", f"the model of {spec!r}", 1)) from err
+            raise CLIError(first_line(err).replace("the model", f"the model of {spec!r}", 1)) from err
     return model, fw
 
 
@@ -207,14 +207,8 @@ def _frameworks_imported_by(mod_name: str) -> List[str]:
     return found
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
-def _reason(err: BaseException, limit: int = 140) -> str:
-    """The first sentence of the first line of ``err``'s message, at most ``limit`` characters."""
-    return first_sentence(err, limit)
 
 
 def pixel_bounds(x: np.ndarray, framework: str, mean: Optional[Sequence[float]] = None,
@@ -278,7 +272,7 @@ def load_images(
         try:
             x = np.load(paths[0], allow_pickle=False)
         except Exception as err:
-            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({_reason(err)}); save it with "
+            raise CLIError(f"could not read {paths[0]!r} as a NumPy array ({first_sentence(err)}); save it with "
                            "np.save (no object arrays).") from err
         if x.dtype.kind not in "biuf":
             raise CLIError(f"{paths[0]!r} holds dtype {x.dtype}; expected numbers.")
@@ -297,7 +291,7 @@ def load_images(
             try:
                 im = Image.open(p).convert("L" if grayscale else "RGB")
             except Exception as err:
-                raise CLIError(f"could not read image {p!r} ({_reason(err)}); use PNG or JPEG files.") from err
+                raise CLIError(f"could not read image {p!r} ({first_sentence(err)}); use PNG or JPEG files.") from err
             if size is not None:
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255.0

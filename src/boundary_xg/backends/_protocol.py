@@ -37,7 +37,7 @@ CAPABILITIES: Dict[str, str] = {
     "datasets": "reading the framework's dataset objects in a dataset run, data_plan(data)",
     "distributed": "agreeing on work and waiting for each other across processes, process_group()",
     "model_files": "loading the framework's model files and weights for the command line: "
-                   "load_model_file, load_weights",
+                   "model_files() (load_model_file, load_weights)",
 }
 
 
@@ -587,21 +587,15 @@ class Backend(abc.ABC):
         raise self._missing("distributed")
 
     # --- capability "model_files" -----------------------------------------------------
-    def load_model_file(self, path: str) -> Any:
-        """The model saved in ``path`` (one of the identity's ``model_files``), in inference mode,
-        loaded without running arbitrary code. Capability ``"model_files"``.
+    def model_files(self) -> Any:
+        """The module that reads the framework's model and weight files for the command line.
 
-        Raises:
-            ModelError: the file is not what its name says (one line, with the fix).
-        """
-        raise self._missing("model_files")
-
-    def load_weights(self, model: Any, path: str) -> Any:
-        """``model`` with the weights saved in ``path`` (the framework's own weights format,
-        never pickled code), in inference mode. Capability ``"model_files"``.
-
-        Raises:
-            ModelError: a file of another format, or weights that do not fit ``model``.
+        Capability ``"model_files"``. It provides ``load_model_file(path)`` (the model
+        in inference mode, loaded without running arbitrary code) and
+        ``load_weights(model, path)`` (never pickled code), both raising
+        :class:`~boundary_xg.errors.ModelFileError` with the fix; optionally
+        ``runtime_report()``, ``claim_device(local_rank)`` and
+        ``place_model(model, device, local_rank)``, which replace the fallbacks below.
         """
         raise self._missing("model_files")
 
@@ -611,6 +605,9 @@ class Backend(abc.ABC):
 
         Fallback: the framework module's ``__version__`` and ``["cpu"]``.
         """
+        own = self._files_hook("runtime_report")
+        if own is not None:
+            return own()
         import sys
 
         from ._identity import lookup_identity
@@ -622,14 +619,23 @@ class Backend(abc.ABC):
     def claim_device(self, local_rank: int) -> None:
         """Before a model is built in a process started by a launcher (``torchrun``), keep
         this process on its own accelerator (``local_rank``). Fallback: nothing to do."""
-        return None
+        own = self._files_hook("claim_device")
+        if own is not None:
+            own(local_rank)
 
     def place_model(self, model: Any, device: str = "auto", local_rank: int = 0) -> Any:
         """``model`` on ``device`` (``"auto"``: this process's accelerator when there is one).
 
         Fallback: the model as it is (frameworks that place work by themselves).
         """
-        return model
+        own = self._files_hook("place_model")
+        return model if own is None else own(model, device, local_rank)
+
+    def _files_hook(self, name: str) -> Optional[Callable]:
+        """The function ``name`` of :meth:`model_files`' module, or None."""
+        if "model_files" not in self.capabilities:
+            return None
+        return getattr(self.model_files(), name, None)
 
     # --- helpers ----------------------------------------------------------------------
     def _missing(self, capability: str) -> CapabilityError:

@@ -542,26 +542,11 @@ class TensorFlowBackend(Backend):
 
         return plan(data)
 
-    # --- capability "model_files"; versions and devices -------------------------------
-    def load_model_file(self, path: str) -> Any:
-        from .model_files import load_model_file
+    # --- capability "model_files" -----------------------------------------------------
+    def model_files(self) -> Any:
+        from . import model_files
 
-        return load_model_file(path)
-
-    def load_weights(self, model: Any, path: str) -> Any:
-        from .model_files import load_weights
-
-        return load_weights(model, path)
-
-    def runtime_report(self) -> Dict[str, Any]:
-        from .model_files import runtime_report
-
-        return runtime_report()
-
-    def claim_device(self, local_rank: int) -> None:
-        from .model_files import claim_device
-
-        claim_device(local_rank)
+        return model_files
 
 
 def _own_weights(layer: Any) -> list:

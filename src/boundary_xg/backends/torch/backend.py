@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -449,26 +449,11 @@ class TorchBackend(Backend):
 
         return ProcessGroup(local_rank, timeout_s)
 
-    # --- capability "model_files"; versions and devices -------------------------------
-    def load_model_file(self, path: str) -> Any:
-        from .model_files import load_model_file
+    # --- capability "model_files" -----------------------------------------------------
+    def model_files(self) -> Any:
+        from . import model_files
 
-        return load_model_file(path)
-
-    def load_weights(self, model: Any, path: str) -> Any:
-        from .model_files import load_weights
-
-        return load_weights(model, path)
-
-    def runtime_report(self) -> Dict[str, Any]:
-        from .model_files import runtime_report
-
-        return runtime_report()
-
-    def place_model(self, model: Any, device: str = "auto", local_rank: int = 0) -> Any:
-        from .model_files import place_model
-
-        return place_model(model, device, local_rank)
+        return model_files
 
 
 BACKEND = TorchBackend()
