@@ -49,19 +49,19 @@ def summary_rows(cols: Dict[str, List[Any]], methods: List[str]) -> List[List[st
     return rows
 
 
-#: the abscissa of the known curve metrics (others: "fraction")
-_X_LABELS = {"insertion": "fraction of pixels inserted", "deletion": "fraction of pixels deleted",
-             "diffid": "fraction of pixels (ratio)", "sensitivity_n": "fraction of features removed (ratio)"}
-
 #: the ordinate by the metric's ``score`` option (insertion, deletion)
 _Y_LABELS = {"probability": "mean probability of the label", "logit": "mean logit of the label",
              "accuracy": "fraction still classified as the label"}
 
 
-def curve_figures(curves: Any, methods: List[str]) -> List[str]:
-    """One figure per curve metric: every method's mean curve, its area in the legend.
+def curve_figures(curves: Any, methods: List[str], cols: Dict[str, List[Any]]) -> List[str]:
+    """One figure per curve metric: every method's mean curve, the metric's mean value in the legend.
 
-    Returns ``<h3>``/``<img class="curve">`` HTML parts (none without matplotlib or curves).
+    Drawn by :func:`boundary_xg.viz.plot_metric_curves` (the figures of ``boundary-xg
+    explain --metrics``) into a detached ``Figure``. The legend's number is the mean
+    of the table's ``<metric>_<METHOD>`` column, which for insertion and deletion is
+    the area under the mean curve. Returns ``<h3>``/``<img class="curve">`` HTML
+    parts (none without matplotlib or curves).
     """
     if curves is None or not curves.names():
         return []
@@ -69,26 +69,29 @@ def curve_figures(curves: Any, methods: List[str]) -> List[str]:
         from matplotlib.figure import Figure
     except ImportError:
         return []
+    from ..metrics.results import MetricResult
+    from ..viz import plot_metric_curves
     from .curves import trapezoid
 
     parts = []
     for metric in curves.names():
         means, counts = curves.means(metric), curves.counts(metric)
         info = curves.metrics[metric]
-        fig = Figure(figsize=(5.5, 3.4), dpi=100)
-        ax = fig.subplots()
+        results = {}
         for m in [m for m in methods if m in means] + [m for m in means if m not in methods]:
             x, y = means[m]
-            ax.plot(x, y, marker="." if x.size <= 40 else None,
-                    label=f"{m} (area {_fmt(trapezoid(y, x))}, {counts[m]} ex.)")
-        ax.set_xlabel(_X_LABELS.get(metric, "fraction"))
-        score = info.get("score")
-        ax.set_ylabel(_Y_LABELS.get(score, f"mean {score}") if score else f"mean {metric}")
-        better = {True: "; higher area is better", False: "; lower area is better"}.get(info.get("higher_is_better"),
-                                                                                         "")
-        ax.set_title(f"{metric}: mean curve per method{better}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            col = np.asarray(cols.get(f"{metric}_{m}", []), np.float64)
+            value = np.nanmean(col) if np.isfinite(col).any() else trapezoid(y, x)
+            results[f"{m}, {counts[m]} ex."] = MetricResult(
+                name=metric, value=np.float64(value), per_example=col, curve=y, fractions=x,
+                higher_is_better=info.get("higher_is_better"))
+        better = {True: "; higher is better", False: "; lower is better"}.get(info.get("higher_is_better"), "")
+        fig = Figure(figsize=(5.5, 3.4), dpi=100)
+        ax = fig.subplots()
+        plot_metric_curves(results, ax=ax, title=f"{metric}: mean curve per method{better}")
+        ax.title.set_fontsize(10)
+        if info.get("score") in _Y_LABELS:
+            ax.set_ylabel(_Y_LABELS[info["score"]])
         fig.tight_layout()
         parts.append(f'<h3>{html.escape(metric)}</h3><img class="curve" alt="{html.escape(metric)} curves" '
                      f'src="data:image/png;base64,{_png(fig)}">')
@@ -160,7 +163,7 @@ def write_report(out: str, reader: Any, batch_size: int, methods: List[str], col
     mtable = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
                      for a, b, c in mrows)
     try:
-        cfigs = curve_figures(curves, methods)
+        cfigs = curve_figures(curves, methods, cols)
     except Exception as err:  # a picture must never fail a finished run
         log.warning("report: no metric curves (%s: %s)", type(err).__name__, err)
         cfigs = []
