@@ -202,7 +202,8 @@ class Run:
         return self._curve_sums().names()
 
     def curves(self, metric: str) -> Dict[str, Any]:
-        """The mean curve of each method for the curve metric ``metric``, over the complete shards.
+        """The mean curve of each method for the curve metric ``metric``, over the complete shards
+        (from shard 0 up to the first one missing, as :meth:`attributions`).
 
         A run keeps, per shard and method, the sum of the examples' curves of every
         metric whose result has a ``.curve`` (``insertion``, ``deletion``, ``diffid``,
