@@ -78,6 +78,10 @@ def test_array_run_equals_attribute_on_the_whole_array(digits, tmp_path):
     assert cfg["versions"]["torch"] and cfg["model"]["framework"] == "torch"
     assert os.path.exists(tmp_path / "r" / "table.csv") and os.path.exists(tmp_path / "r" / "report.html")
     assert cfg == json.load(open(tmp_path / "r" / "run.json"))
+    assert 'class="curve"' not in open(tmp_path / "r" / "report.html").read()  # no curve metric, no curves
+    assert run.curve_metrics() == []
+    with pytest.raises(bxg.InputError, match="kept no curves of 'insertion'"):
+        run.curves("insertion")
     assert cfg["options"]["IG"] == {"baseline": None, "steps": 4, "rule": "gausslegendre", "exact": False}
     with pytest.raises(bxg.InputError, match="no examples"):
         bxg.explain_dataset(model, x[:0], methods=["SM"], out=str(tmp_path / "e"))
@@ -164,6 +168,62 @@ def test_resume_recomputes_only_missing_shards_and_gives_identical_files(digits,
 
 
 @needs_torch
+def test_curve_metrics_keep_mean_curves_across_resume_and_in_the_report(digits, tmp_path, monkeypatch):
+    model, x, y = digits
+    x, y = x[:40], y[:40]
+    kw = dict(methods={"IG": {"steps": 4}, "SM": {}}, metrics=["insertion", "deletion"],
+              metric_options={"insertion": {"steps": 8}, "deletion": {"steps": 8}}, batch_size=16, progress=False)
+    run = bxg.explain_dataset(model, (x, y), out=str(tmp_path / "full"), **kw)
+    assert run.curve_metrics() == ["insertion", "deletion"]
+    for metric in ("insertion", "deletion"):
+        curves = run.curves(metric.upper())
+        assert list(curves) == ["IG", "SM"]
+        for m in ("IG", "SM"):
+            # the reference: the metric on the whole array of the run's attributions, averaged here
+            ref = getattr(bxg.metrics, metric)(model, x, y, np.asarray(run.attributions(m)), steps=8)
+            frac, mean = curves[m]
+            np.testing.assert_allclose(frac, np.arange(9) / 8, atol=0)
+            np.testing.assert_allclose(mean, ref.per_example_curves.mean(axis=0), atol=1e-6)
+            # area under the mean curve = the mean of the per-example areas in the table
+            area = ((mean[1:] + mean[:-1]) / 2 * np.diff(frac)).sum()
+            np.testing.assert_allclose(area, np.nanmean(run.table[f"{metric}_{m}"]), atol=1e-6)
+    page = open(tmp_path / "full" / "report.html").read()
+    assert page.count('class="curve"') == 2 and 'alt="insertion curves"' in page and 'alt="deletion curves"' in page
+    # killed after the first shard, then resumed: the same files, curves and report included
+    from boundary_xg.runs import explain as ex
+
+    real = ex._ShardWork.run
+
+    def crash_at_second(self, sh):
+        if sh.index == 1:
+            raise KeyboardInterrupt
+        return real(self, sh)
+
+    monkeypatch.setattr(ex._ShardWork, "run", crash_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        bxg.explain_dataset(model, (x, y), out=str(tmp_path / "part"), **kw)
+    monkeypatch.setattr(ex._ShardWork, "run", real)
+    assert bxg.load_run(str(tmp_path / "part")).curves("insertion")  # the complete shard's curves, already
+    again = bxg.explain_dataset(model, (x, y), out=str(tmp_path / "part"), resume=True, **kw)
+    assert _files(tmp_path / "full") == _files(tmp_path / "part")
+    np.testing.assert_array_equal(again.curves("insertion")["IG"][1], run.curves("insertion")["IG"][1])
+    # a folder written before runs kept curves: it loads, and curves() says why there are none
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "full", old)
+    for name in os.listdir(old / "examples"):
+        rec = json.load(open(old / "examples" / name))
+        del rec["curves"]
+        json.dump(rec, open(old / "examples" / name, "w"))
+    past = bxg.load_run(str(old))
+    np.testing.assert_array_equal(np.asarray(past.attributions("IG")), np.asarray(run.attributions("IG")))
+    assert past.curve_metrics() == []
+    with pytest.raises(bxg.InputError, match="written before runs kept curves"):
+        past.curves("insertion")
+
+
+@needs_torch
 def test_other_arguments_are_refused_unless_overwrite(digits, tmp_path):
     model, x, y = digits
     out = str(tmp_path / "r")
@@ -195,16 +255,30 @@ def test_metrics_through_the_adapter(digits, tmp_path, monkeypatch):
         # a tiny metric: the sum of each example's attributions, scaled
         return Result(scale * attributions.reshape(len(x), -1).sum(axis=1))
 
+    class Profile(Result):
+        def __init__(self, per):
+            super().__init__(per)
+            # only the mean curve (no per-example curves): a run weights it by the shard's size
+            self.curve, self.fractions = np.array([per.mean(), 2 * per.mean()]), np.array([0.0, 1.0])
+
+    def profile(model, x, labels, attributions):
+        return Profile(attributions.reshape(len(x), -1).sum(axis=1))
+
     fake = types.ModuleType("boundary_xg.metrics")
-    fake.total, fake.__all__ = total, ["total"]
+    fake.total, fake.profile, fake.__all__ = total, profile, ["total", "profile"]
     monkeypatch.setitem(sys.modules, "boundary_xg.metrics", fake)
-    run = bxg.explain_dataset(model, (x, y), methods={"IG": {"steps": 4}, "SM": {}}, metrics=["TOTAL"],
+    run = bxg.explain_dataset(model, (x, y), methods={"IG": {"steps": 4}, "SM": {}}, metrics=["TOTAL", "profile"],
                               metric_options={"TOTAL": {"scale": 2.0}}, out=str(tmp_path / "m"), batch_size=16,
                               progress=False)
     ig = bxg.attribute(model, x, y, method="IG", steps=4)
     np.testing.assert_allclose(run.table["total_IG"], 2 * ig.reshape(30, -1).sum(axis=1), rtol=1e-5)
     assert "total_SM" in run.table
-    assert "total" in open(tmp_path / "m" / "report.html").read()
+    page = open(tmp_path / "m" / "report.html").read()
+    assert "total" in page and page.count('class="curve"') == 1  # total has no curve, profile has
+    mean = ig.reshape(30, -1).sum(axis=1).mean()  # shards of 16 and 14 examples, weighted by their sizes
+    np.testing.assert_allclose(run.curves("profile")["IG"][1], [mean, 2 * mean], rtol=1e-5)
+    with pytest.raises(bxg.InputError, match="not a curve metric"):
+        run.curves("total")
     with pytest.raises(bxg.InputError, match="unknown metric 'nope'"):
         bxg.explain_dataset(model, x, methods=["SM"], metrics=["nope"], out=str(tmp_path / "n"))
 
@@ -296,6 +370,22 @@ def test_keras_model_with_tf_data(tmp_path):
         np.testing.assert_allclose(np.asarray(run.attributions("IG")), ref, atol=1e-5)
         np.testing.assert_array_equal(run.table["label"], y)
         assert run.config["model"]["framework"] == "tensorflow"
+
+
+@pytest.mark.slow  # ~9 s: the metric's first TensorFlow compile; the curve code itself is NumPy, tested above
+@needs_tf
+def test_keras_curve_metric_mean_curve(tmp_path):
+    from boundary_xg.demo_models import load_digit_model, load_digit_test_set
+
+    x, y = load_digit_test_set("NHWC")
+    model = load_digit_model("tensorflow")
+    # a curve metric on Keras: the run's mean curve is the metric's own on the same attributions
+    run = bxg.explain_dataset(model, (x[:12], y[:12]), methods=["SM"], metrics=["deletion"],
+                              metric_options={"deletion": {"steps": 4}}, out=str(tmp_path / "c"), batch_size=8,
+                              progress=False)
+    ref = bxg.metrics.deletion(model, x[:12], y[:12], np.asarray(run.attributions("SM")), steps=4)
+    np.testing.assert_allclose(run.curves("deletion")["SM"][1], ref.per_example_curves.mean(axis=0), atol=1e-6)
+    assert open(tmp_path / "c" / "report.html").read().count('class="curve"') == 1
 
 
 @needs_torch

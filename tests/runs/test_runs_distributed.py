@@ -1,7 +1,8 @@
 """Dataset runs across processes: torchrun on CPU (gloo), SIGKILL then resume, a failing rank.
 
 Every test starts real processes (``python -m torch.distributed.run``), on the
-shipped digits with cheap methods (saliency, IG with 4 steps), so the suite stays
+shipped digits with cheap methods (saliency, IG with 4 steps; insertion curves in
+the first), so the suite stays
 within about a minute on two cores.
 """
 
@@ -110,7 +111,7 @@ def test_torchrun_two_processes_give_the_single_process_files(tmp_path):
         "from boundary_xg.demo_models import load_digit_model\n\n\ndef build():\n"
         "    return load_digit_model('torch')\n")
     args = ["--model", "digits_model:build", "--data", "x.npy", "--labels", "y.npy",
-            "--methods", "IG,SM", "--option", "steps=4", "--batch-size", "40"]
+            "--methods", "IG,SM", "--option", "steps=4", "--metrics", "insertion", "--batch-size", "40"]
     single = subprocess.run([sys.executable, "-m", "boundary_xg", "evaluate", *args, "--out", "one"],
                             cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
     assert single.returncode == 0, single.stderr
@@ -127,6 +128,10 @@ def test_torchrun_two_processes_give_the_single_process_files(tmp_path):
                                atol=1e-6)
     np.testing.assert_allclose(np.asarray(run.attributions("SM")), bxg.attribute(model, x, y, method="SM"),
                                atol=1e-6)
+    # rank 0's report and run.curves add up the curves both ranks kept: the metric's own mean curve
+    ref = bxg.metrics.insertion(model, x, y, np.asarray(run.attributions("IG")))
+    np.testing.assert_allclose(run.curves("insertion")["IG"][1], ref.per_example_curves.mean(axis=0), atol=1e-6)
+    assert open(tmp_path / "two" / "report.html").read().count('class="curve"') == 1
 
 
 @needs_torch

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import folder as fs
 from . import metrics_adapter
+from .curves import record_curves
 from ._lib import (
     backends,
     AlreadyMisclassifiedWarning, BoundaryNotFoundWarning, InputError, MethodError, attribute,
@@ -225,6 +226,7 @@ class _ShardWork:
             rows["boundary_distance"] = _float_list(dist_all)
             rows["boundary_found"] = found_all.tolist()
         arrays: Dict[str, np.ndarray] = {}
+        curve_entries: Dict[str, Dict[str, Dict[str, Any]]] = {}  # {metric: {method: sums of the curves}}
         for m, opts in self.methods.items():
             info = self.info[m]
             o = dict(opts)
@@ -247,8 +249,10 @@ class _ShardWork:
             for name, mopts in self.metrics.items():
                 vals = np.full(n, np.nan)
                 if len(x):
-                    vals[keep] = metrics_adapter.per_example(self.metric_funcs[name], name, self.model, x, y,
-                                                             full[keep], mopts)
+                    vals[keep], entry = metrics_adapter.evaluate(self.metric_funcs[name], name, self.model, x, y,
+                                                                 full[keep], mopts)
+                    if entry is not None:
+                        curve_entries.setdefault(name, {})[m] = entry
                 rows[f"{name}_{m}"] = _float_list(vals)
         for m, a in arrays.items():
             fs.save_array(os.path.join(fs.method_dir(self.out, m), fs.shard_name(sh.index, "npy")), a,
@@ -257,6 +261,8 @@ class _ShardWork:
             fs.save_array(os.path.join(fs.points_dir(self.out), fs.shard_name(sh.index, "npy")), points_all,
                           self.durable)
         record = {"shard": sh.index, "start": sh.start, "n": n, "shape": list(sh.x.shape[1:]), "rows": rows}
+        if curve_entries:  # in the record, so the curves are complete exactly when the shard is
+            record["curves"] = record_curves(curve_entries)
         # last: its presence marks the shard complete
         fs.save_json(os.path.join(fs.examples_dir(self.out), fs.shard_name(sh.index, "json")), record,
                      self.durable)
@@ -342,7 +348,9 @@ def explain_dataset(
         methods: method names (``["IG", "BIG"]``) or ``{"IG": {"steps": 64}, ...}``.
         metrics: metric names of :mod:`boundary_xg.metrics` (e.g. ``["diffid"]``),
             each called as ``metric(model, x, labels, attributions, **metric_options[name])``
-            per shard; the table keeps their per-example values.
+            per shard; the table keeps their per-example values and, for curve
+            metrics (insertion, deletion, ...), each shard's record keeps the sum of
+            the curves, so ``run.curves(name)`` and the report give the mean curves.
         out: the run folder.
         batch_size: examples per shard (one ``.npy`` file per method), which is
             also the batch each method is called on (default 64). Model inputs

@@ -6,10 +6,11 @@ Layout (every file opens without boundary_xg)::
                                        the versions, the seed
     RUN/attributions/<METHOD>/00000.npy  one shard: examples [k*S, (k+1)*S), float32, model layout
     RUN/boundary/points/00000.npy      the boundary points shared by BSM/BIG/BSG/BDT (when any ran)
-    RUN/examples/00000.json            the shard's per-example numbers; written last, so its
+    RUN/examples/00000.json            the shard's per-example numbers (and, for curve metrics,
+                                       each method's sum of curves); written last, so its
                                        presence marks the shard complete
     RUN/table.csv | table.parquet      every example's numbers, in dataset order (rank 0, at the end)
-    RUN/report.html                    metric table, distances, example heatmaps
+    RUN/report.html                    metric table, metric curves, distances, example heatmaps
     RUN/failed/rank-R.txt              why a rank stopped (removed when a run starts)
 
 Every file is written to a temporary name in its folder and renamed into place

@@ -192,6 +192,53 @@ class Run:
             return short
         raise InputError(f"method {method!r} is not in this run; its methods are {self.methods}.")
 
+    def _curve_sums(self) -> Any:
+        from .curves import from_records, read_records
+
+        return from_records(read_records(self.path))
+
+    def curve_metrics(self) -> List[str]:
+        """The metrics of the run whose curves were kept (insertion, deletion, DiffID, ...)."""
+        return self._curve_sums().names()
+
+    def curves(self, metric: str) -> Dict[str, Any]:
+        """The mean curve of each method for the curve metric ``metric``, over the complete shards
+        (from shard 0 up to the first one missing, as :meth:`attributions`).
+
+        A run keeps, per shard and method, the sum of the examples' curves of every
+        metric whose result has a ``.curve`` (``insertion``, ``deletion``, ``diffid``,
+        the KPM family, ``sensitivity_n``); the mean is the sum over the shards
+        divided by the number of examples (skipped images and NaN points left out).
+        For insertion and deletion the area under the mean curve (trapezoid rule)
+        equals the mean of the table's ``insertion_<METHOD>`` column.
+
+        Args:
+            metric: a metric name of the run (case-insensitive), e.g. ``"insertion"``.
+
+        Returns:
+            ``{method: (x, mean_y)}``: ``x`` ``(S,)`` the curve's abscissa (for
+            insertion/deletion the fraction of pixels inserted/deleted, ``s / steps``),
+            ``mean_y`` ``(S,)`` float64 the mean score (the label's probability by
+            default) at each point.
+
+        Raises:
+            InputError: the run kept no curve of ``metric`` (not a curve metric, not
+                in the run, or a folder written before runs kept curves).
+
+        Example:
+            >>> x, y = run.curves("insertion")["IG"]
+        """
+        sums = self._curve_sums()
+        names = sums.names()
+        key = {n.lower(): n for n in names}.get(str(metric).lower().replace("-", "_"))
+        if key is None:
+            asked = list(self.config.get("metrics") or {})
+            why = ("it is not a curve metric, or the folder was written before runs kept curves"
+                   if str(metric).lower() in asked else f"the run's metrics are {asked}")
+            raise InputError(f"the run in {self.path!r} kept no curves of {metric!r} ({why}); curves are kept "
+                             f"for {names or 'no metric'}.")
+        return sums.means(key)
+
     @property
     def table(self) -> Any:
         """The per-example table: a pandas DataFrame when pandas is installed, else ``{column: array}``."""
@@ -211,7 +258,8 @@ def load_run(path: str) -> Run:
     Returns:
         A :class:`Run`: ``.attributions("IG")`` (one array in dataset order over
         memory-mapped shards), ``.table`` (per-example numbers), ``.config``
-        (``run.json``), ``.boundary_points()``.
+        (``run.json``), ``.boundary_points()``, ``.curves("insertion")`` (mean
+        curve per method of a curve metric).
 
     Raises:
         InputError: ``path`` holds no run.

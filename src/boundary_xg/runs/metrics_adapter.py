@@ -2,15 +2,16 @@
 
 A metric is ``boundary_xg.metrics.NAME(model, x, labels, attributions, **options)``
 returning an object with ``.value`` (one number) and ``.per_example`` (one value
-per example); a run stores the per-example values and summarises a dataset by
-their mean. Names are looked up case-insensitively among the module's public
+per example) and, for curve metrics, ``.curve`` (see :mod:`.curves`); a run
+stores the per-example values, summarises a dataset by their mean and keeps
+the sums of the curves. Names are looked up case-insensitively among the module's public
 callables.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -54,13 +55,15 @@ def resolve(name: str) -> Callable:
     raise InputError(f"metrics: unknown metric {name!r}; available: {available()}.")
 
 
-def per_example(func: Callable, name: str, model: Any, x: np.ndarray, labels: np.ndarray,
-                attributions: np.ndarray, options: Dict[str, Any]) -> np.ndarray:
-    """``func``'s per-example values ``(n,)`` as float64, checked."""
+def evaluate(func: Callable, name: str, model: Any, x: np.ndarray, labels: np.ndarray,
+             attributions: np.ndarray, options: Dict[str, Any]) -> Tuple[np.ndarray, Optional[Dict[str, Any]]]:
+    """``func``'s per-example values ``(n,)`` as float64, checked, and its curve's shard entry
+    (:func:`.curves.shard_entry`: sum and count of the examples' curves) or None."""
     res = func(model, x, labels, attributions, **options)
     vals = getattr(res, "per_example", None)
     if vals is None:
         raise InputError(f"metric {name!r} returned {type(res).__name__} without .per_example.")
+    from .curves import shard_entry
     from .readers import to_numpy
 
     arr = np.asarray(to_numpy(vals), dtype=np.float64)
@@ -69,4 +72,10 @@ def per_example(func: Callable, name: str, model: Any, x: np.ndarray, labels: np
     arr = arr.reshape(-1)
     if arr.shape[0] != len(x):
         raise InputError(f"metric {name!r} gave {arr.shape[0]} per-example values for {len(x)} examples.")
-    return arr
+    return arr, shard_entry(res, len(x))
+
+
+def per_example(func: Callable, name: str, model: Any, x: np.ndarray, labels: np.ndarray,
+                attributions: np.ndarray, options: Dict[str, Any]) -> np.ndarray:
+    """``func``'s per-example values ``(n,)`` as float64, checked (:func:`evaluate` without the curve)."""
+    return evaluate(func, name, model, x, labels, attributions, options)[0]

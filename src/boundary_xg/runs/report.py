@@ -1,4 +1,5 @@
-"""``report.html`` of a run: the summary and metric table, distance and gap curves, example heatmaps.
+"""``report.html`` of a run: the summary and metric table, the metrics' mean curves, boundary
+distances, example heatmaps.
 
 Figures are PNGs embedded in the page (one self-contained file); without
 matplotlib the page has the tables only.
@@ -48,6 +49,55 @@ def summary_rows(cols: Dict[str, List[Any]], methods: List[str]) -> List[List[st
     return rows
 
 
+#: the ordinate by the metric's ``score`` option (insertion, deletion)
+_Y_LABELS = {"probability": "mean probability of the label", "logit": "mean logit of the label",
+             "accuracy": "fraction still classified as the label"}
+
+
+def curve_figures(curves: Any, methods: List[str], cols: Dict[str, List[Any]]) -> List[str]:
+    """One figure per curve metric: every method's mean curve, the metric's mean value in the legend.
+
+    Drawn by :func:`boundary_xg.viz.plot_metric_curves` (the figures of ``boundary-xg
+    explain --metrics``) into a detached ``Figure``. The legend's number is the mean
+    of the table's ``<metric>_<METHOD>`` column, which for insertion and deletion is
+    the area under the mean curve. Returns ``<h3>``/``<img class="curve">`` HTML
+    parts (none without matplotlib or curves).
+    """
+    if curves is None or not curves.names():
+        return []
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return []
+    from ..metrics.results import MetricResult
+    from ..viz import plot_metric_curves
+    from .curves import trapezoid
+
+    parts = []
+    for metric in curves.names():
+        means, counts = curves.means(metric), curves.counts(metric)
+        info = curves.metrics[metric]
+        results = {}
+        for m in [m for m in methods if m in means] + [m for m in means if m not in methods]:
+            x, y = means[m]
+            col = np.asarray(cols.get(f"{metric}_{m}", []), np.float64)
+            value = np.nanmean(col) if np.isfinite(col).any() else trapezoid(y, x)
+            results[f"{m}, {counts[m]} ex."] = MetricResult(
+                name=metric, value=np.float64(value), per_example=col, curve=y, fractions=x,
+                higher_is_better=info.get("higher_is_better"))
+        better = {True: "; higher is better", False: "; lower is better"}.get(info.get("higher_is_better"), "")
+        fig = Figure(figsize=(5.5, 3.4), dpi=100)
+        ax = fig.subplots()
+        plot_metric_curves(results, ax=ax, title=f"{metric}: mean curve per method{better}")
+        ax.title.set_fontsize(10)
+        if info.get("score") in _Y_LABELS:
+            ax.set_ylabel(_Y_LABELS[info["score"]])
+        fig.tight_layout()
+        parts.append(f'<h3>{html.escape(metric)}</h3><img class="curve" alt="{html.escape(metric)} curves" '
+                     f'src="data:image/png;base64,{_png(fig)}">')
+    return parts
+
+
 def _figures(out: str, reader: Any, batch_size: int, methods: List[str], cols: Dict[str, List[Any]],
              layout: str) -> List[str]:
     try:
@@ -84,8 +134,16 @@ def _figures(out: str, reader: Any, batch_size: int, methods: List[str], cols: D
     return parts
 
 
-def write_report(out: str, reader: Any, batch_size: int, methods: List[str], cols: Dict[str, List[Any]]) -> str:
-    """Write ``out/report.html``; return its path."""
+def write_report(out: str, reader: Any, batch_size: int, methods: List[str], cols: Dict[str, List[Any]],
+                 curves: Any = None) -> str:
+    """Write ``out/report.html``; return its path.
+
+    ``curves``: the run's :class:`~.curves.CurveSums` (default: read from the shards' records).
+    """
+    if curves is None:
+        from .curves import from_records, read_records
+
+        curves = from_records(read_records(out))
     config = fs.load_json(os.path.join(out, fs.RUN_FILE))
     n = len(cols.get("index", []))
     labels, preds = np.asarray(cols["label"]), np.asarray(cols["prediction"])
@@ -104,6 +162,11 @@ def write_report(out: str, reader: Any, batch_size: int, methods: List[str], col
     mrows = summary_rows(cols, methods)
     mtable = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
                      for a, b, c in mrows)
+    try:
+        cfigs = curve_figures(curves, methods, cols)
+    except Exception as err:  # a picture must never fail a finished run
+        log.warning("report: no metric curves (%s: %s)", type(err).__name__, err)
+        cfigs = []
     figs = _figures(out, reader, batch_size, methods, cols, layout)
     opts = html.escape(str(config.get("methods")))
     page = f"""<!doctype html>
@@ -116,6 +179,7 @@ per shard; data: <code>{html.escape(str(config.get('data', {}).get('kind')))}</c
 <table>{table}</table>
 <h2>Methods (means over explained examples)</h2>
 <table><tr><th>method</th><th>quantity</th><th>mean</th></tr>{mtable}</table>
+{'<h2>Metric curves (means over explained examples)</h2>' + ''.join(cfigs) if cfigs else ''}
 {''.join(figs)}
 <p>Per-example numbers: <code>table.csv</code> / <code>table.parquet</code>; arrays: <code>attributions/</code>;
 open with <code>boundary_xg.load_run</code>.</p>

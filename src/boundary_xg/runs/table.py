@@ -14,8 +14,11 @@ from . import folder as fs
 from ._lib import InputError
 
 
-def gather_rows(out: str, length: int, batch_size: int) -> Dict[str, List[Any]]:
+def gather_rows(out: str, length: int, batch_size: int, curves: Any = None) -> Dict[str, List[Any]]:
     """Every example's numbers, in dataset order, from ``examples/*.json``.
+
+    ``curves``: a :class:`~.curves.CurveSums` that also adds up the records' curves
+    (read in the same pass).
 
     Raises:
         fs.RunFailedError: a shard is missing (a rank did not finish).
@@ -36,6 +39,8 @@ def gather_rows(out: str, length: int, batch_size: int) -> Dict[str, List[Any]]:
                              f"{tuple(shape)}; every example of the data must have the same shape.")
         for name, vals in rec["rows"].items():
             cols.setdefault(name, []).extend(vals)
+        if curves is not None:
+            curves.add(rec)
     return cols
 
 
@@ -105,7 +110,10 @@ def _parse(vals: List[str]) -> np.ndarray:
 def finish(out: str, reader: Any, length: Optional[int], batch_size: int, methods: List[str],
            boundary: bool, report: bool) -> None:
     """Rank 0, once every shard is written: the table, then the report."""
-    cols = gather_rows(out, length or 0, batch_size)
+    from .curves import CurveSums
+
+    sums = CurveSums()
+    cols = gather_rows(out, length or 0, batch_size, sums)
     path = write_table(out, cols)
     for name in ("table.csv", "table.parquet"):  # one table: not a stale one of the other format
         other = os.path.join(out, name)
@@ -114,4 +122,4 @@ def finish(out: str, reader: Any, length: Optional[int], batch_size: int, method
     if report:
         from .report import write_report
 
-        write_report(out, reader, batch_size, methods, cols)
+        write_report(out, reader, batch_size, methods, cols, sums)
