@@ -6,9 +6,9 @@ wider one (64/128 channels, 256 inputs) and
 torchvision's resnet18 at 3x64x64 (96 inputs), with the default pipeline
 (box-aware DeepFool then FMN, refined) and the reference preset (L2 PGD over the
 reference's 7 radii x 40 steps, then CW 9 x 100) and bounds (-2.118, 2.64), per
-input: forward+backward passes actually run (counted by the search),
-wall seconds (best of two runs for the small CNN, one for resnet18), the ratio
-to the floor, success rate, mean distance of the found points and the passes as
+input: forward+backward and forward-only passes actually run (counted by the
+search), seconds (wall, or CPU with ``--cpu-time``; best of two runs for the
+small CNN, one for resnet18), the floor and the ratio to it, success rate, mean distance of the found points and the passes as
 a fraction of the reference's 7 x 40 + 9 x 100 = 1180. The search runs at the
 batch size where plain passes of that model run fastest (measured first and
 printed with the default chunk size of ``boundary_xg.ops.default_batch_size``,
