@@ -6,9 +6,9 @@ wider one (64/128 channels, 256 inputs) and
 torchvision's resnet18 at 3x64x64 (96 inputs), with the default pipeline
 (box-aware DeepFool then FMN, refined) and the reference preset (L2 PGD over the
 reference's 7 radii x 40 steps, then CW 9 x 100) and bounds (-2.118, 2.64), per
-input: forward+backward passes actually run (counted by the search),
-wall seconds (best of two runs for the small CNN, one for resnet18), the ratio
-to the floor, success rate, mean distance of the found points and the passes as
+input: forward+backward and forward-only passes actually run (counted by the
+search), seconds (wall, or CPU with ``--cpu-time``; best of two runs for the
+small CNN, one for resnet18), the floor and the ratio to it, success rate, mean distance of the found points and the passes as
 a fraction of the reference's 7 x 40 + 9 x 100 = 1180. The search runs at the
 batch size where plain passes of that model run fastest (measured first and
 printed with the default chunk size of ``boundary_xg.ops.default_batch_size``,
@@ -20,10 +20,15 @@ pool empties as examples finish and the ratio to the floor grows (about 1.5x on
 the small CNN at 128 inputs in torch, more in TensorFlow, whose per-call cost
 is larger).
 
-* floor = passes x the best per-row time of plain framework code (the gradient
-  of the label's logit, the same primitive the search uses) over several batch
-  sizes, each timed as about 2 s of back-to-back passes right after each search
-  run, so that both see the same load of a shared machine; best of the runs.
+* floor = forward+backward rows x the per-row time of plain framework code
+  (the gradient of the label's logit, the same primitive the search uses) +
+  forward-only rows x the per-row time of plain forward passes (the
+  refinement, the final checks), each at the fastest of several batch sizes
+  (1 s of passes each) and then timed there over as many rows as the search ran
+  (at least 2 s), right after each search run, so that both see the same load
+  of a shared machine over as long; best of the runs. Both row counts are
+  the search's own (counted from shapes); in PyTorch a forward hook on the model
+  checks them on the warm-up run.
 * "reference emulation" rows run our attacks configured like the reference
   (spec 2.3): PGD with the absolute step 2*eps^2/steps, random start, last
   iterate, no early exit, every radius for every example, the first successful
@@ -40,13 +45,14 @@ is larger).
   batch as multiples of a plain pass, and the same on a linear model of the
   same input: the attack's own arithmetic, whatever the model (``step_costs``).
 
-Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time]   (all parts:
-about 8 minutes on 2 CPU cores; parts: cnn32-torch cnn32-tf steps wide resnet)
+Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time] [--default-only]
+(all parts: about 8 minutes on 2 CPU cores; parts: cnn32-torch cnn32-tf steps wide resnet; --help)
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,60 +76,114 @@ REFERENCE_PASSES = 7 * 40 + 9 * 100
 CLOCK = time.perf_counter
 BOUNDS = (-2.117904, 2.64)
 EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
-HEADER = f"{'case':<46} {'passes':>7} {'s/input':>8} {'/floor':>6} {'succ':>6} {'dist':>7} {'/1180':>7}"
+HEADER = (f"{'case':<46} {'passes':>7} {'fwd':>5} {'s/input':>8} {'floor':>7} {'/floor':>6} {'succ':>6} "
+          f"{'dist':>7} {'/1180':>7}")
 
 
-def floor_per_row(B, f, x, y, batch_sizes, seconds=2.0):
-    """Best per-row time of plain forward+backward passes over ``batch_sizes``.
+def _plain_forward(B, f, z):
+    return B.forward(f, z)
 
-    Each batch size runs back-to-back passes for about ``seconds`` (not a best of
-    a few short timings, which catch the quiet moments of a shared machine that a
-    search of several seconds does not get); measured right after each search run.
+
+def floor_per_row(B, f, x, y, batch_sizes, seconds=2.0, forward=False, rows=0):
+    """Best per-row time of plain forward+backward passes (``forward``: forward-only passes) over ``batch_sizes``.
+
+    Each batch size runs back-to-back passes for at least ``seconds`` and at least
+    ``rows`` rows (not a best of a few short timings, which catch the quiet moments
+    of a shared machine that a search of several seconds does not get).
     """
-    step = B.jit(label_grad, f, B, f, False)
+    if forward:
+        fwd = B.jit(_plain_forward, f, B, f)
+        step = lambda xb, yb: (None, fwd(xb))  # noqa: E731
+    else:
+        step = B.jit(label_grad, f, B, f, False)
     best = float("inf")
     for bs in batch_sizes:
         reps = -(-bs // B.shape(x)[0])
         xb = B.concat([x] * reps)[:bs] if reps > 1 else x[:bs]
         yb = B.concat([y] * reps)[:bs] if reps > 1 else y[:bs]
         B.to_numpy(step(xb, yb)[1][:1])  # warm-up (and tf.function trace)
-        rows, t0 = 0, CLOCK()
+        done, t0 = 0, CLOCK()
         while True:
             _, g = step(xb, yb)
             B.to_numpy(g[:1])
-            rows += bs
+            done += bs
             el = CLOCK() - t0
-            if el >= seconds:
+            if el >= seconds and done >= rows:
                 break
-        best = min(best, el / rows)
+        best = min(best, el / done)
     return best
 
 
-def line(name, passes, sec, floor_sec, found, dist):
-    """One row; ``sec`` and ``floor_sec`` are seconds per input."""
+def floors(B, f, x, y, batch_sizes, fb_rows, f_rows):
+    """``(forward+backward, forward-only)`` per-row times of the floor, measured right after a search.
+
+    Each: the fastest of ``batch_sizes`` (1 s of passes each), then that batch size
+    timed over as many rows as the search ran (``fb_rows``, ``f_rows``; at least 2 s),
+    so that the floor sees the load of a shared machine over as long as the search
+    did. (Timed over 2 s windows instead, the floor of the small CNN in PyTorch
+    ranged over 0.51-0.60 ms per row within a minute on the shared 2-core machine,
+    and its best caught the quiet moments that a search of 35 s does not get.)
+    """
+    out = []
+    for fwd, rows in ((False, fb_rows), (True, f_rows)):
+        probe = {bs: floor_per_row(B, f, x, y, (bs,), 1.0, fwd) for bs in batch_sizes}
+        out.append(floor_per_row(B, f, x, y, (min(probe, key=probe.get),), 2.0, fwd, rows))
+    return tuple(out)
+
+
+def line(name, passes, forwards, sec, per_row, found, dist):
+    """One row; ``sec`` is seconds per input, ``per_row`` the floor's ``(forward+backward, forward)``
+    seconds per row: the floor per input is ``passes x per_row[0] + forwards x per_row[1]``."""
+    floor_sec = passes * per_row[0] + forwards * per_row[1]
     mean_d = float(dist[found].mean()) if found.any() else float("nan")
-    print(f"{name:<46} {passes:7.1f} {sec:8.3f} {sec / floor_sec:6.2f} "
+    print(f"{name:<46} {passes:7.1f} {forwards:5.1f} {sec:8.3f} {floor_sec:7.4f} {sec / floor_sec:6.2f} "
           f"{found.mean():6.2f} {mean_d:7.3f} {passes / REFERENCE_PASSES:7.2f}", flush=True)
 
 
-def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2):
+@contextmanager
+def row_hook(model):
+    """``{"fb": rows, "f": rows}`` run through a torch ``model`` inside the block (forward+backward:
+    gradients recorded; forward: not), counted by a forward hook; None for other models."""
+    if not isinstance(model, torch.nn.Module):
+        yield None
+        return
+    rows = {"fb": 0, "f": 0}
+
+    def hook(mod, inp, out):
+        rows["fb" if torch.is_grad_enabled() else "f"] += int(inp[0].shape[0])
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield rows
+    finally:
+        handle.remove()
+
+
+def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2, model=None):
     """Time the search and its floor, alternately (best of ``runs`` each), and print a row.
 
-    ``attacks`` is a preset name or a list (see ``find_boundary``).
+    ``attacks`` is a preset name or a list (see ``find_boundary``). ``model``: the torch
+    module behind ``f``, whose forward hook checks the search's row counts on the warm-up run.
     """
     attacks, refine = check_attacks(attacks)
-    boundary_search(B, f, x[:2], y[:2], attacks=attacks, lo=lo, hi=hi, num_classes=classes,
-                    progress=False, warn=False, refine=refine)
+    k = min(16, B.shape(x)[0])
+    with row_hook(model) as rows:
+        res = boundary_search(B, f, x[:k], y[:k], attacks=attacks, lo=lo, hi=hi, num_classes=classes,
+                              progress=False, warn=False, refine=refine)
+    if rows is not None and (rows["fb"] != round(res.passes * k) or rows["f"] != round(res.forwards * k)):
+        raise SystemExit(f"{name}: the search counted {res.passes * k:.0f} forward+backward and "
+                         f"{res.forwards * k:.0f} forward rows, the model's hook {rows['fb']} and {rows['f']}")
     n = B.shape(x)[0]
-    sec = per_row = float("inf")
+    sec, per_fb, per_f = float("inf"), float("inf"), float("inf")
     for _ in range(runs):
         t = CLOCK()
         res = boundary_search(B, f, x, y, attacks=attacks, lo=lo, hi=hi, num_classes=classes,
                               seed=0, batch_size=batch_size, progress=False, warn=False, refine=refine)
         B.to_numpy(res.distances)
         sec = min(sec, (CLOCK() - t) / n)
-        per_row = min(per_row, floor_per_row(B, f, x, y, floor_bs))
-    line(name, res.passes, sec, res.passes * per_row, B.to_numpy(res.found).astype(bool),
+        fb, fo = floors(B, f, x, y, floor_bs, round(res.passes * n), round(res.forwards * n))
+        per_fb, per_f = min(per_fb, fb), min(per_f, fo)
+    line(name, res.passes, res.forwards, sec, (per_fb, per_f), B.to_numpy(res.found).astype(bool),
          B.to_numpy(res.distances))
     return sec
 
@@ -178,8 +238,9 @@ def reference_emulation(name, B, f, x, y, lo, hi, classes, floor_bs):
     dist = np.where(take, d_cw, d_pgd)
     pred = B.to_numpy(B.argmax(B.forward(f, B.asarray(final, like=x)), axis=1))
     sec = (CLOCK() - t) / n
-    per_row = floor_per_row(B, f, x, y, floor_bs)
-    line(name, cost.passes / n, sec, cost.passes / n * per_row, pred != B.to_numpy(y), dist)
+    cost.forwards += n  # the check of the final points
+    line(name, cost.passes / n, cost.forwards / n, sec, floors(B, f, x, y, floor_bs, cost.passes, cost.forwards),
+         pred != B.to_numpy(y), dist)
 
 
 def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
@@ -244,6 +305,10 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
                       for k in ("deepfool", "fmn", "cw", "pgd")), flush=True)
 
 
+#: ``--default-only``: time the default pipeline alone (no reference preset, PGD-only or emulation rows)
+DEFAULT_ONLY = False
+
+
 def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2):
     B = get_backend(backend)
     x = B.asarray(x_np, dtype="float32")
@@ -263,11 +328,14 @@ def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2
                   + ", ".join(f"{bs}: {1e3 * t:.3f}" for bs, t in sorted(per.items()))
                   + f"; the search runs at {batch_size} rows (default here: {default})")
         sec = run(f"{label}, default (DeepFool+FMN)", B, f, x, y, lo, hi, classes, floor_bs, "default",
-                  batch_size, runs)
+                  batch_size, runs, model=model)
+        if DEFAULT_ONLY:
+            return sec
         run(f"{label}, reference preset (PGD+CW)", B, f, x, y, lo, hi, classes, floor_bs, "reference",
-            batch_size, runs)
+            batch_size, runs, model=model)
         if emulate:
-            run(f"{label}, PGD only", B, f, x, y, lo, hi, classes, floor_bs, [bxg.PGD()], batch_size, runs=1)
+            run(f"{label}, PGD only", B, f, x, y, lo, hi, classes, floor_bs, [bxg.PGD()], batch_size, runs=1,
+                model=model)
             reference_emulation(f"{label}, reference emulation ({emulate} inputs)", B, f, x[:emulate],
                                 y[:emulate], lo, hi, classes, floor_bs)
     return sec
@@ -277,12 +345,16 @@ PARTS = ("cnn32-torch", "cnn32-tf", "steps", "wide", "resnet")
 
 
 def main(argv):
-    """``python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time]``: the parts in
+    """``python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time] [--default-only]``: the parts in
     :data:`PARTS` (default all); ``--inputs N`` runs the small CNN on N inputs instead of 512
     (shorter; the pool then empties sooner, which raises the ratio to the floor a little);
     ``--threads T`` (default 2); ``--cpu-time`` times with this process's CPU time instead of the
-    wall clock (with one thread: what a search costs whatever else the machine runs)."""
-    global CLOCK
+    wall clock (with one thread: what a search costs whatever else the machine runs); ``--default-only``
+    times the default pipeline alone (shorter)."""
+    global CLOCK, DEFAULT_ONLY
+    if "--help" in argv or "-h" in argv:
+        print(main.__doc__)
+        return
     parts = [a for a in argv if not a.startswith("--") and not a.isdigit()] or list(PARTS)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -291,6 +363,7 @@ def main(argv):
     threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else 2
     if "--cpu-time" in argv:
         CLOCK = time.process_time
+    DEFAULT_ONLY = "--default-only" in argv
     print(f"-- {threads} thread(s), {'CPU' if CLOCK is time.process_time else 'wall'} time")
     torch.manual_seed(0)
     torch.set_num_threads(threads)
