@@ -106,7 +106,8 @@ class TensorFlowBackend(Backend):
             if dtype is None and like is not None and data.dtype.kind == "f":
                 dtype = like.dtype
             if dtype is not None and dtype.is_numpy_compatible and dtype != tf.bfloat16:
-                return tf.constant(data.astype(dtype.as_numpy_dtype, copy=False))
+                with np.errstate(over="ignore", invalid="ignore"):  # inf is refused by the caller's check
+                    return tf.constant(data.astype(dtype.as_numpy_dtype, copy=False))
             t = tf.constant(data)
             return t if dtype is None or t.dtype == dtype else tf.cast(t, dtype)
         if tf.is_tensor(data):
