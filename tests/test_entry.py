@@ -371,3 +371,55 @@ def test_keras_model_bug_propagates_with_its_type():
 
     with pytest.raises(Boom):
         bxg.attribute(Buggy(), np.zeros((2, 4), np.float32), [0, 1], method="SM")
+
+
+# --- the per-call checks made cheaper (issue 14/16 follow-up) ---------------------------------
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_x_finite_in_float64_but_not_in_the_models_float32_is_refused(framework):
+    # the NaN check of NumPy input runs on the host array where no conversion happens; a
+    # float64 value beyond float32's range becomes inf in the model's dtype and is refused
+    from boundary_xg.testing import models as tm
+
+    pytest.importorskip(framework)
+    w = tm.cnn_weights(seed=0, size=8, widths=(4, 4), hidden=8, classes=3)
+    model = tm.torch_cnn(w) if framework == "torch" else tm.keras_cnn(w)
+    shape = (2, 3, 8, 8) if framework == "torch" else (2, 8, 8, 3)
+    x = np.zeros(shape, np.float64)
+    x[0, 0, 0, 0] = 1e39
+    with pytest.raises(InputError, match="NaN or infinity"):
+        bxg.attribute(model, x, [0, 1], method="SM")
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN or infinity"):
+        bxg.attribute(model, x.astype(np.float32), [0, 1], method="SM")
+
+
+@needs_torch
+def test_mixed_train_and_eval_flags_are_put_back_exactly():
+    model = _bn_dropout_cnn().eval()
+    model[1].train()  # one batch norm in training mode, the rest in eval mode
+    state = _state(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    for method in ("SM", "FullGrad", "GradCAM"):
+        bxg.attribute(model, x, [0, 1], method=method)
+        _same_state(model, state)
+    model.eval()  # all in eval mode: nothing to switch, still nothing changed
+    state = _state(model)
+    bxg.attribute(model, x, [0, 1], method="SM")
+    _same_state(model, state)
+
+
+def test_owner_lookup_follows_backend_registration():
+    from boundary_xg.backends import BackendIdentity, framework_of, register_backend, unregister_backend
+
+    class Thing:
+        pass
+
+    Thing.__module__ = "h14fakefw.models"
+    assert framework_of(Thing()) is None  # cached as "no owner"
+    register_backend(BackendIdentity(name="h14fake", framework="h14fakefw", roots=("h14fakefw",),
+                                     module="h14fakefw", image_layout="NCHW"))
+    try:
+        assert framework_of(Thing()) == "h14fake"
+    finally:
+        unregister_backend("h14fake")
+    assert framework_of(Thing()) is None

@@ -137,8 +137,35 @@ def prepare_x(B: Backend, model: Any, x: Any) -> Tuple[Any, str, Any]:
         if arr.dtype.kind not in "biuf":
             raise InputError(f"x has dtype {arr.dtype}; expected a numeric array.")
         kind, np_dtype = "numpy", arr.dtype
+        _check_x_shape(B, arr.shape)
         xt = B.asarray(arr, dtype=B.model_dtype(model), device=B.model_device(model))
-    shape = B.shape(xt)
+        if B.dtype_name(xt) == _np_name(arr.dtype):
+            # checked on the host array: no tensor op and no read back from the device
+            finite = arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
+        else:  # converted: a value may overflow the model's dtype (1e39 in float32)
+            finite = B.all_finite(xt)
+        if not finite:
+            raise _not_finite()
+        return xt, kind, np_dtype
+    _check_x_shape(B, B.shape(xt))
+    if not B.all_finite(xt):
+        raise _not_finite()
+    return xt, kind, np_dtype
+
+
+_NP_NAMES: Dict[Any, str] = {}
+
+
+def _np_name(dtype: Any) -> str:
+    """``dtype.name``, cached (NumPy 2 computes it in Python, ~20 us)."""
+    name = _NP_NAMES.get(dtype)
+    if name is None:
+        name = _NP_NAMES[dtype] = dtype.name
+    return name
+
+
+def _check_x_shape(B: Backend, shape: Tuple[int, ...]) -> None:
+    shape = tuple(shape)
     if len(shape) < 2:
         raise InputError(
             f"x has shape {shape}; expected a batch-first array (N, ...) in the model's layout "
@@ -146,9 +173,10 @@ def prepare_x(B: Backend, model: Any, x: Any) -> Tuple[Any, str, Any]:
         )
     if shape[0] == 0:
         raise InputError("x has no examples (its first axis has length 0).")
-    if not B.all_finite(xt):
-        raise InputError("x contains NaN or infinity; attributions need finite inputs.")
-    return xt, kind, np_dtype
+
+
+def _not_finite() -> InputError:
+    return InputError("x contains NaN or infinity; attributions need finite inputs.")
 
 
 def check_device(B: Backend, model: Any, t: Any, name: str) -> None:

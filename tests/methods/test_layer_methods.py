@@ -571,3 +571,23 @@ def test_cli_explain_gradcam_with_layer(tmp_path, monkeypatch, capsys):
     assert "layer='nope' names no sub-module" in capsys.readouterr().err
     assert main(common + ["--method", "SM", "--layer", "conv2"]) == 1
     assert "takes no option 'layer'" in capsys.readouterr().err
+
+
+@needs_tf
+def test_fullgrad_keras_batch_norm_biases_follow_new_statistics():
+    # the effective biases run as one compiled function cached per model: it must read the
+    # statistics when it runs, so the decomposition still closes after they change
+    import keras
+
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same"), L.BatchNormalization(),
+                              L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(3)])
+    x, y = np.random.default_rng(7).standard_normal((2, 8, 8, 3)).astype(np.float32), np.array([0, 2])
+    for shift in (0.0, 0.7):
+        bn = model.layers[1]
+        bn.moving_mean.assign(np.full((4,), shift, np.float32))
+        bn.moving_variance.assign(np.full((4,), 1.0 + shift, np.float32))
+        _, gap = _fullgrad_gap(model, x, y)
+        logit = model(x, training=False).numpy()[np.arange(2), y]
+        assert np.all(np.abs(gap) < 1e-4 * np.maximum(np.abs(logit), 1e-2)), (shift, gap, logit)

@@ -107,17 +107,37 @@ def register_backend(identity: BackendIdentity) -> BackendIdentity:
                     f"backend {identity.name!r}: the spellings {sorted(clash)} already name "
                     f"backend {other.name!r}.")
     _REGISTRY[identity.name] = identity
+    _changed()
     return identity
 
 
 def unregister_backend(name: str) -> None:
     """Remove a registered backend (tests register temporary ones)."""
     _REGISTRY.pop(name, None)
+    _changed()
+
+
+#: the registry's version (bumped by every change) and its identities in import order at that version:
+#: every API call asks who owns its model and arrays, so the sorted list is kept, not re-sorted
+_ORDERED: List[Any] = [0, None]
+
+
+def _changed() -> None:
+    _ORDERED[0] += 1
+    _ORDERED[1] = None
+
+
+def registry_version() -> int:
+    """A number that changes whenever a backend is registered or removed (for caches)."""
+    return _ORDERED[0]
 
 
 def identities() -> List[BackendIdentity]:
     """Every registered backend, in import order."""
-    return sorted(_REGISTRY.values(), key=lambda i: (i.import_order, i.name))
+    ordered = _ORDERED[1]
+    if ordered is None:
+        ordered = _ORDERED[1] = tuple(sorted(_REGISTRY.values(), key=lambda i: (i.import_order, i.name)))
+    return list(ordered)
 
 
 def lookup_identity(name: Any) -> Optional[BackendIdentity]:

@@ -129,12 +129,16 @@ class TorchBackend(Backend):
         # statistics, which are put back afterwards (the model is left as it was found)
         buffers = [] if mode == "eval" else [(b, b.detach().clone()) for b in model.buffers()]
         try:
-            if mode == "eval":
+            # model.eval() only where some module trains: it sets every module's flag
+            # through nn.Module.__setattr__, which on a small model costs as much as
+            # the rest of a call's checks
+            if mode == "eval" and any(flag for _, flag in flags):
                 model.eval()
             yield self._logits_fn(model)
         finally:
             for m, flag in flags:
-                m.training = flag
+                if m.training is not flag:  # put back only what changed (the same state)
+                    m.training = flag
             for b, saved in buffers:
                 # through .data: no version bump, so a graph kept for double
                 # back-propagation (xgradient_for_training) stays usable
