@@ -9,7 +9,8 @@ reference's 7 radii x 40 steps, then CW 9 x 100) and bounds (-2.118, 2.64), per
 input: forward+backward and forward-only passes actually run (counted by the
 search), seconds (wall, or CPU with ``--cpu-time``; best of two runs for the
 small CNN, one for resnet18), the floor and the ratio to it, success rate, mean
-distance of the found points and the passes as a fraction of the reference's 7 x 40 + 9 x 100 = 1180. The search runs at the
+distance of the found points and the passes as a fraction of the reference's
+7 x 40 + 9 x 100 = 1180. The search runs at the
 batch size where plain passes of that model run fastest (measured first and
 printed with the default chunk size of ``boundary_xg.ops.default_batch_size``,
 which is chosen from the input size alone and can be far from a given model's
