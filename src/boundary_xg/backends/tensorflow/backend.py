@@ -58,6 +58,10 @@ def _identity_call(inputs, *args, **kwargs):
     return inputs
 
 
+#: a sum over a last axis at most this long adds its slices instead (see ``sum``)
+_FEW = 4
+
+
 class _KerasLogits:
     """The model's inference-mode logits function (one object per model and mode).
 
@@ -374,6 +378,15 @@ class TensorFlowBackend(Backend):
 
     # --- reductions -------------------------------------------------------------------
     def sum(self, t: Any, axis: Any = None) -> Any:
+        rank = t.shape.rank
+        last = axis if isinstance(axis, int) else (
+            axis[0] if isinstance(axis, (tuple, list)) and len(axis) == 1 else None)
+        if rank is not None and rank >= 2 and last is not None and last % rank == rank - 1:
+            n = t.shape[-1]
+            if n is not None and 1 < n <= _FEW:
+                # a sum over a short last axis (an image's channels): Eigen's reduction runs
+                # 2-3x slower than adding the slices (FullGrad's input term at 3 channels)
+                return tf.add_n(tf.unstack(t, axis=-1))
         return tf.reduce_sum(t, axis=axis)
 
     def max(self, t: Any, axis: Any = None) -> Any:
