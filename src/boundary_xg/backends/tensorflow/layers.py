@@ -181,6 +181,7 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
             path from the input to the output.
     """
     calls: List[list] = [[] for _ in layers]
+    order: List[Tuple[int, int]] = []  # (layer, call) of every capture, in the order they ran
     patches = _CallPatches()
     linear = keras.activations.linear
 
@@ -194,6 +195,7 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                 fused = pre_activation and callable(act) and act is not linear
                 if not fused:
                     out = original(*args, **kwargs)
+                    order.append((i, len(calls[i])))
                     calls[i].append(out)
                     return out
                 layer.activation = linear
@@ -201,6 +203,7 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
                     z = original(*args, **kwargs)
                 finally:
                     layer.activation = act
+                order.append((i, len(calls[i])))
                 calls[i].append(z)
                 return act(z)
             return call
@@ -232,10 +235,46 @@ def capture_layers(f: Callable, layers: Sequence[Any], x: Any, labels: Any,
         gx = tf.zeros_like(x)
     out_grads = per_layer_grads(calls, grads, name_of, strict, lambda i, o: tf.zeros_like(o))
     if reduce is not None:  # in a compiled step, the graph frees each gradient once reduced
-        done = [t for t in grads if t is not None] + ([gx] if wrt_input else [])
-        with tf.control_dependencies(done):
-            out_grads = [[reduce(i, g) for g in gl] for i, gl in enumerate(out_grads)]
+        out_grads = _reduce_in_order(reduce, out_grads, grads, calls, order, gx)
     return tf.stop_gradient(scores), calls, out_grads, gx
+
+
+def _reduce_in_order(reduce: Callable[[int, Any], Any], out_grads: List[list], grads: List[Any],
+                     calls: List[list], order: List[Tuple[int, int]], gx: Any) -> List[list]:
+    """``reduce(i, g)`` of every captured gradient, each run after the backward pass has used ``g``.
+
+    The gradient of a layer's output is also the input of that layer's backward
+    ops; while they have not run, the reduction's first elementwise op (FullGrad's
+    ``|g|``) cannot reuse ``g``'s buffer and writes a new tensor of its size (a
+    quarter of FullGrad's post-processing on a small CNN at 256 rows). Each
+    reduction waits (a control dependency, no data) for the gradient of the capture
+    that ran just before it in the forward pass, computed from those backward ops
+    (``grad_x`` for the first); on a chain this frees ``g`` as early as before.
+    """
+    flat_index, k = {}, 0
+    for i, c in enumerate(calls):
+        for j in range(len(c)):
+            flat_index[(i, j)] = k
+            k += 1
+    after: dict = {}
+    previous = gx
+    for i, j in order:
+        after[(i, j)] = previous
+        g = grads[flat_index[(i, j)]]
+        if g is not None:
+            previous = g
+    out: List[list] = []
+    for i, gl in enumerate(out_grads):
+        reduced = []
+        for j, g in enumerate(gl):
+            dep = after.get((i, j))
+            if dep is None:
+                reduced.append(reduce(i, g))
+                continue
+            with tf.control_dependencies([dep]):
+                reduced.append(reduce(i, g))
+        out.append(reduced)
+    return out
 
 
 def bias_terms(model: Any) -> List[Tuple[Any, Any, int]]:
