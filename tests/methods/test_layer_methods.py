@@ -491,6 +491,30 @@ def test_tf_weighted_sum_and_layer_methods_trace_once():
         assert len(compiled) == 1 and compiled[0].experimental_get_tracing_count() == 1, method
 
 
+@needs_tf
+def test_tf_resize_and_short_channel_sum_match_the_framework_ops():
+    import tensorflow as tf
+
+    from boundary_xg.backends import get_backend
+
+    B = get_backend("tensorflow")
+    g = np.random.default_rng(0)
+    for (h, w), size in [((2, 2), (64, 64)), ((7, 7), (224, 224)), ((16, 16), (32, 32)),
+                         ((5, 3), (4, 9)), ((1, 1), (8, 8)), ((9, 9), (1, 1))]:
+        t = tf.constant(g.standard_normal((3, h, w, 1)).astype(np.float32))
+        # one-channel maps go through interpolation matrices, the rest through the framework op
+        for align in (True, False):
+            if align:
+                ref = tf.raw_ops.ResizeBilinear(images=t, size=list(size), align_corners=True)
+            else:
+                ref = tf.image.resize(t, size, method="bilinear")
+            assert rel(B.resize(t, size, align).numpy(), ref.numpy()) < 1e-5
+    t = g.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    for axis in (3, -1, (3,), 1):  # slices added for a short last axis
+        np.testing.assert_allclose(B.sum(tf.constant(t), axis=axis).numpy(), t.sum(axis=axis),
+                                   rtol=1e-6, atol=1e-6)
+
+
 # --- the registry is the one source of method facts ---------------------------------------
 def test_registry_facts_readme_cli_and_demo():
     from boundary_xg.cli import build_parser
