@@ -249,7 +249,8 @@ def _reduce_in_order(reduce: Callable[[int, Any], Any], out_grads: List[list], g
     quarter of FullGrad's post-processing on a small CNN at 256 rows). Each
     reduction waits (a control dependency, no data) for the gradient of the capture
     that ran just before it in the forward pass, computed from those backward ops
-    (``grad_x`` for the first); on a chain this frees ``g`` as early as before.
+    (``grad_x`` for the first); on a chain ``g`` lives one layer's backward step longer,
+    not to the end of the backward pass (the peak memory grows by about one gradient).
     """
     flat_index, k = {}, 0
     for i, c in enumerate(calls):
