@@ -135,9 +135,14 @@ class DeepFool:
         # the class whose boundary is nearest, per row: the first smallest score (as a loop
         # keeping the earlier class on ties), then its projection taken from the row's k
         # (an index, not k - 1 selections over whole rows: a where costs 15-20x a product
-        # in PyTorch on a CPU)
+        # in PyTorch on a CPU); (k, R, n) to (R, k, n) with a spelled-out einsum: TensorFlow's
+        # with "..." costs 10x a transpose (11 against 1.2 ms for 9 x 28 rows of 32x32x3)
         nearest = B.argmax(-B.einsum("kr->rk", score), axis=1)
-        pick = B.take_along_axis(B.einsum("kr...->rk...", d), nearest)
+        size = 1
+        for n in inner:
+            size *= n
+        pick = B.take_along_axis(B.einsum("krn->rkn", B.reshape(d, (k, -1, size))), nearest)
+        pick = B.reshape(pick, (-1,) + inner)
         # the point just evaluated: keep it if misclassified and closer
         best, best_d = keep_closer(B, z, x0, mis, state["best"], state["best_d"])
         new = clip_to(B, x0 + pick, lo, hi)
