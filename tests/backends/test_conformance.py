@@ -117,6 +117,9 @@ def test_shape_and_indexing(B):
     np.testing.assert_array_equal(np_(B, got), upd)
     col = B.asarray(np.array([0, 2, 1, 0]), dtype="int64")
     np.testing.assert_array_equal(np_(B, B.take_along_axis(t, col)), A[np.arange(4), [0, 2, 1, 0]])
+    # above 2-D: one sub-array per row (DeepFool's nearest class among each row's k)
+    A3 = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    np.testing.assert_array_equal(np_(B, B.take_along_axis(B.asarray(A3), col)), A3[np.arange(4), [0, 2, 1, 0]])
     np.testing.assert_array_equal(np_(B, B.concat([t, t], axis=1)), np.concatenate([A, A], 1))
     np.testing.assert_array_equal(np_(B, B.one_hot(col, 3, like=t)), np.eye(3, dtype=np.float32)[[0, 2, 1, 0]])
 

@@ -245,6 +245,36 @@ def test_halfspace_projection_numpy():
         np.testing.assert_allclose(np.linalg.norm(d[i]), exact[0], rtol=1e-5)  # the 1e-6 push past the level
 
 
+def test_halfspace_projection_classes_broadcast_bounds_at_zero():
+    """``lead=2`` (classes x rows, bounds per row) equals the projection of each row on its own,
+    with coordinates on the box (a bound at 0) and zero gradients: finite, feasible, exact."""
+    torch = pytest.importorskip("torch")
+    from boundary_xg.backends import get_backend
+    from boundary_xg.search._box import halfspace_projection
+
+    B = get_backend("torch")
+    rng = np.random.default_rng(5)
+    k, R, n = 3, 4, 10
+    a = rng.standard_normal((k, R, n)).astype(np.float32)
+    a[:, :, :3] = 0.0  # no gradient there
+    x = rng.uniform(0, 1, (R, n)).astype(np.float32)
+    x[:, 2:6] = 0.0  # on the lower bound
+    x[:, 6:8] = 1.0  # on the upper bound
+    lo, hi = -x, 1 - x
+    need = np.abs(rng.standard_normal((k, R))).astype(np.float32) * 0.2
+    d, feas = halfspace_projection(B, torch.tensor(a), torch.tensor(need), torch.tensor(lo), torch.tensor(hi), lead=2)
+    d, feas = d.numpy(), feas.numpy()
+    assert d.shape == (k, R, n) and feas.shape == (k, R) and np.isfinite(d).all()
+    for j in range(k):
+        for r in range(R):
+            if not feas[j, r]:
+                continue
+            assert np.all(d[j, r] >= lo[r]) and np.all(d[j, r] <= hi[r]) and np.all(d[j, r, :3] == 0)
+            W = np.stack([np.zeros(n), a[j, r]]).astype(np.float64)
+            exact = linear_box_distance(W, np.array([need[j, r], 0.0]), np.zeros((1, n)), np.array([0]), lo[r], hi[r])
+            np.testing.assert_allclose(np.linalg.norm(d[j, r]), exact[0], rtol=1e-5)
+
+
 @needs_torch
 def test_seed_api_pipeline_is_the_reference_preset():
     """``get_boundary_points`` with the reference's ``PIPELINE`` runs the reference preset (no refinement)."""

@@ -263,7 +263,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def take_along_axis(self, t: Any, index: Any) -> Any:
-        """``t[n, index[n]]`` for a 2-D ``t`` and an integer ``index`` of shape ``(N,)``."""
+        """``t[n, index[n]]`` for ``t`` of shape ``(N, M, ...)`` and an integer ``index`` of shape ``(N,)``
+        (shape ``(N, ...)``: one entry per row for a 2-D ``t``, one sub-array per row above)."""
         raise NotImplementedError
 
     @abc.abstractmethod

@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any, Tuple
 
 from ..backends import Backend
-from ..ops import expand_rows
-from ._ops import flat_axes
 
 #: Newton steps of the projection (exact once the set of clipped coordinates is found;
 #: measured on DeepFool's projections: lambda within float32 rounding (1.3e-7) of its
@@ -31,22 +29,29 @@ _BIG = 3.4028234663852886e38
 #: the largest multiple of the unconstrained lambda used (a box that blocks all but a
 #: 1e-8 share of the gradient's energy)
 _LAMBDA_RANGE = 1e8
+#: a bound at 0 moved off it (see :func:`halfspace_projection`): the smallest normal float32
+#: is 1.18e-38 (a subnormal could be flushed to 0)
+_OFF_ZERO = 1e-38
 
 
-def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[Any, Any]:
+def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any, lead: int = 1) -> Tuple[Any, Any]:
     """The smallest ``d`` (L2) with ``a . d >= b`` and ``lo <= d <= hi``, per row.
 
     Args:
         a: ``(R, ...)`` the constraint's normal (a gradient); b: ``(R,)`` its level.
         lo, hi: ``(R, ...)`` or broadcastable bounds of ``d``, ``lo <= 0 <= hi``
             (``-inf``/``inf`` allowed).
+        lead: leading axes that index rows (default 1). DeepFool passes ``a``
+            as ``(k, R, ...)`` (its ``k`` competing classes of ``R`` rows), ``b``
+            as ``(k, R)`` and the bounds as ``(R, ...)``: they broadcast over the
+            classes instead of being copied ``k`` times.
 
     Returns:
-        ``(d, feasible)``: ``d`` shaped like ``a``; ``feasible`` ``(R,)`` bool, the
-        box allows ``a . d >= b`` (where it does not, ``d`` is ``clip(lambda a)``
-        at the largest ``lambda`` used: the box corner that gets ``a . d``
-        largest, up to coordinates whose gradient is below ``1e-8`` of the
-        unconstrained step).
+        ``(d, feasible)``: ``d`` shaped like ``a``; ``feasible`` shaped like ``b``,
+        bool: the box allows ``a . d >= b`` (where it does not, ``d`` is
+        ``clip(lambda a)`` at the largest ``lambda`` used: the box corner that
+        gets ``a . d`` largest, up to coordinates whose gradient is below
+        ``1e-8`` of the unconstrained step).
 
     The minimiser is ``d(lambda) = clip(lambda a, lo, hi)`` (the KKT conditions),
     ``lambda`` the smallest with ``a . d(lambda) >= b``: ``a . d(lambda)`` is
@@ -65,32 +70,43 @@ def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[
     forward+backward pass per row on 162 rows of 3x32x32, this one about 0.2).
     """
     nd = len(a.shape)
-    axes = flat_axes(B, a)
+    axes = tuple(range(lead, nd))  # rank only: shapes may be unknown under tf.function
+
+    def expand(v):  # per row (the lead axes) to (lead axes..., 1, ..., 1); the last lead axis may be unknown
+        return B.reshape(v, tuple(int(n) for n in v.shape[:lead - 1]) + (-1,) + (1,) * (nd - lead))
+
     sq = a * a
     a2 = B.sum(sq, axis=axes)
     tiny = B.zeros_like(a2) + 1e-30
     need = B.maximum(b, B.zeros_like(b))
     lam0 = need / B.maximum(a2, tiny)
     lam_cap = lam0 * _LAMBDA_RANGE
-    # breakpoints: a coordinate with a = 0 never moves (1e-30 keeps 0/0 out: its
-    # breakpoint is then 0 or huge, and its weight a**2 is 0 either way); 1 - sign(|a|)
-    # is 1 there and 0 elsewhere, as a product (a comparison and its cast to float cost
-    # 5x a product each in PyTorch on a CPU); finite (an infinite breakpoint, no bound
-    # that way, becomes the largest float32: the indicator below stays a number)
-    a_safe = a + (1.0 - B.sign(B.abs(a))) * 1e-30
-    beta = B.minimum(B.maximum(hi / a_safe, lo / a_safe), expand_rows(B, B.zeros_like(a2) + _BIG, nd))
+    # breakpoints: a coordinate with a = 0 never moves; its weight a**2 is 0, but its
+    # breakpoint must be a number (0 * nan is nan). The bounds, not a, are kept off 0:
+    # a bound at 0 (a coordinate on the box) becomes +-1e-38, so that x / 0 is +-inf and
+    # never 0 / 0. That moves a breakpoint that was 0 to 1e-38 / |a_i|, whose term
+    # a_i**2 min(beta_i, lambda) = 1e-38 |a_i| is below the float32 rounding of h; d
+    # itself is clipped to the true bounds. (The bounds are one row per example, not one
+    # per competing class: 1/k of the work of guarding a, 5 element-wise operations on
+    # every class's gradient.) sign() gives the indicator of a bound at 0 as a product
+    # (a comparison and its cast to float cost 5x a product each in PyTorch on a CPU).
+    # Finite: an infinite breakpoint (no bound that way) becomes the largest float32,
+    # so the indicator below stays a number.
+    hi_s = hi + (1.0 - B.sign(hi)) * _OFF_ZERO
+    lo_s = lo - (1.0 + B.sign(lo)) * _OFF_ZERO
+    beta = B.minimum(B.maximum(hi_s / a, lo_s / a), expand(B.zeros_like(a2) + _BIG))
 
     def h_of(lam_e):
         return B.sum(sq * B.minimum(beta, lam_e), axis=axes)
 
     def h_and_slope(lam):
-        u = B.minimum(beta, expand_rows(B, lam, nd))
+        u = B.minimum(beta, expand(lam))
         # beta_i > lambda exactly where beta_i - min(beta_i, lambda) > 0, and sign() of that
         # difference is the indicator as a float: no comparison, no cast
         return B.sum(sq * u, axis=axes), B.sum(sq * B.sign(beta - u), axis=axes)
 
     # (h at the largest lambda used: the box's best, capped as below)
-    feasible = h_of(expand_rows(B, lam_cap, nd)) >= need
+    feasible = h_of(expand(lam_cap)) >= need
     # Newton's method on h(lambda) from below: h is concave (each term grows as lambda a_i^2,
     # then stays flat once clipped), so each tangent step stays at or below the solution
     # and reaches it once the clipped set is right
@@ -102,7 +118,7 @@ def halfspace_projection(B: Backend, a: Any, b: Any, lo: Any, hi: Any) -> Tuple[
     # a row the box cannot satisfy gets its corner (the cap keeps 0 * inf out); b <= 0 gets 0
     lam = B.where(feasible, B.minimum(lam * (1.0 + _SLACK), lam_cap), lam_cap)
     lam = B.where(need > 0, lam, B.zeros_like(lam))
-    d = B.minimum(B.maximum(a * expand_rows(B, lam, nd), lo), hi)
+    d = B.minimum(B.maximum(a * expand(lam), lo), hi)
     return d, feasible
 
 

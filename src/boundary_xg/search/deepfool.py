@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Tuple
 from ..backends import Backend
 from ..errors import InputError
 from ._box import halfspace_projection, top_other_classes
-from ._ops import clip_to, forward_logits, l2_distance, misclassified, model_logits, per_sample_norm, where_rows
+from ._ops import clip_to, forward_logits, l2_distance, misclassified, model_logits
 from .base import FAR, SearchContext, check_int, check_real, finish_last_iterate, keep_closer
 
 
@@ -111,12 +111,12 @@ class DeepFool:
         z, x0, y = state["z"], state["x0"], state["y"]
         k = sum(1 for key in state if key.startswith("cls"))
         inner = tuple(int(d) for d in z.shape[1:])
-        axes = tuple(range(1, len(z.shape)))
+        axes = tuple(range(2, len(inner) + 2))  # the example axes of (k, R, ...)
         # the k competing classes of every row as one batch of k * R rows (class-major):
         # one model call and one projection, a graph k times smaller than a loop
         tile = (lambda t: B.concat([t] * k)) if k > 1 else (lambda t: t)
         cls = B.concat([state[f"cls{j}"] for j in range(k)]) if k > 1 else state["cls0"]
-        zz, xx, yy = tile(z), tile(x0), tile(y)
+        zz, yy = tile(z), tile(y)
 
         def gap(u):
             logits = model_logits(B, f, u, proto)
@@ -124,17 +124,25 @@ class DeepFool:
 
         v, logits, a = B.value_aux_and_grad(gap, zz)
         mis = misclassified(B, B.reshape(logits, (k, -1, int(logits.shape[1])))[0], y)
-        level = B.sum(a * (zz - xx), axis=axes) - v
+        # per class and row, (k, R, ...): the row's own z - x and box broadcast over its
+        # k classes (one row each, not k copies: 1/k of the element-wise work)
+        a = B.reshape(a, (k, -1) + inner)
+        level = B.sum(a * (z - x0), axis=axes) - B.reshape(v, (k, -1))
         level = level + B.abs(level) * self.overshoot
-        d, feasible = halfspace_projection(B, a, level, lo - xx, hi - xx)
-        score = per_sample_norm(B, d, "l2")
-        score = B.reshape(B.where(feasible, score, score + FAR), (k, -1))
-        d = B.reshape(d, (k, -1) + inner)
-        pick, pick_s = d[0], score[0]
-        for j in range(1, k):  # the class whose boundary is nearest (a loop over classes, not rows)
-            closer = score[j] < pick_s
-            pick = where_rows(B, closer, d[j], pick)
-            pick_s = B.where(closer, score[j], pick_s)
+        d, feasible = halfspace_projection(B, a, level, lo - x0, hi - x0, lead=2)
+        score = B.sqrt(B.sum(d * d, axis=axes))
+        score = B.where(feasible, score, score + FAR)
+        # the class whose boundary is nearest, per row: the first smallest score (as a loop
+        # keeping the earlier class on ties), then its projection taken from the row's k
+        # (an index, not k - 1 selections over whole rows: a where costs 15-20x a product
+        # in PyTorch on a CPU); (k, R, n) to (R, k, n) with a spelled-out einsum: TensorFlow's
+        # with "..." costs 10x a transpose (11 against 1.2 ms for 9 x 28 rows of 32x32x3)
+        nearest = B.argmax(-B.einsum("kr->rk", score), axis=1)
+        size = 1
+        for n in inner:
+            size *= n
+        pick = B.take_along_axis(B.einsum("krn->rkn", B.reshape(d, (k, -1, size))), nearest)
+        pick = B.reshape(pick, (-1,) + inner)
         # the point just evaluated: keep it if misclassified and closer
         best, best_d = keep_closer(B, z, x0, mis, state["best"], state["best_d"])
         new = clip_to(B, x0 + pick, lo, hi)

@@ -251,7 +251,9 @@ class TorchBackend(Backend):
         return t.index_select(0, index)
 
     def take_along_axis(self, t: Any, index: Any) -> Any:
-        return t.gather(1, index.reshape(-1, 1)).reshape(-1)
+        if t.dim() == 2:
+            return t.gather(1, index.reshape(-1, 1)).reshape(-1)
+        return t[torch.arange(t.shape[0], device=t.device), index.long()]
 
     def index_add(self, acc: Any, index: Any, rows: Any) -> Any:
         return acc.index_add(0, index, rows)
