@@ -9,6 +9,7 @@ answer needs it (loading a file, reading a version).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -16,7 +17,7 @@ from .backends import get_backend, identity, lookup_identity, require
 from .backends import framework_of as _owner
 from .backends import import_frameworks as _import_frameworks
 from .backends._identity import identities, identity_for_file, providing
-from .errors import UnsupportedModelError
+from .errors import InputError, UnsupportedModelError
 
 __all__ = [
     "FrameworkInfo", "frameworks", "framework_info", "available_frameworks", "use_framework",
@@ -151,10 +152,12 @@ def load_model_file(path: str) -> Tuple[Any, str]:
         a ``.keras`` file loaded with ``safe_mode=True``, not compiled).
 
     Raises:
+        InputError: ``path`` is not an existing file.
         UnsupportedModelError: no framework loads files named like ``path``.
         BackendNotAvailableError: the framework is not installed.
         ModelFileError: the file is not what its name says (the message says how to save it).
     """
+    _check_file(path, "path")
     name = framework_for_file(path)
     if name is None:
         kinds = ", ".join(f.model_file_kind for f in frameworks() if f.model_files)
@@ -170,10 +173,12 @@ def load_weights(model: Any, path: str) -> Any:
 
     Raises:
         UnsupportedModelError: ``model`` belongs to no registered framework.
+        InputError: ``path`` is not an existing file.
         CapabilityError: its framework loads no weight files.
         ModelFileError: a file of another format, or weights that do not fit ``model``.
     """
     name = _owned(model)
+    _check_file(path, "path")
     B = get_backend(name)
     require(B, ["model_files"], "loading weights")
     return B.model_files().load_weights(model, path)
@@ -198,6 +203,13 @@ def place_model(model: Any, device: str = "auto", local_rank: int = 0) -> Any:
         UnsupportedModelError: ``model`` belongs to no registered framework.
     """
     return get_backend(_owned(model)).place_model(model, device, local_rank)
+
+
+def _check_file(path: Any, arg: str) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"{arg}={path!r}: expected a file path (str or os.PathLike).")
+    if not os.path.isfile(path):
+        raise InputError(f"{arg}={str(path)!r}: no such file.")
 
 
 def _owned(model: Any) -> str:

@@ -97,17 +97,20 @@ def test_keras_files_that_do_not_fit_get_one_line_that_says_why(tmp_path):
         frameworks.load_model_file(str(tmp_path / "junk.keras"))
 
 
-def test_files_and_modules_are_attributed_to_frameworks_by_the_registry():
+def test_files_and_modules_are_attributed_to_frameworks_by_the_registry(tmp_path):
     assert frameworks.framework_for_file("a/b/model.KERAS") == "tensorflow"
     assert frameworks.framework_for_file("model.pth") == "torch"
     assert frameworks.framework_for_file("model.onnx") is None
     assert frameworks.framework_providing("torchvision.models").name == "torch"
     assert frameworks.framework_providing("keras.src.layers").name == "tensorflow"
     assert frameworks.framework_providing("numpy") is None
-    with pytest.raises(bxg.UnsupportedModelError, match="unsupported model file"):
+    with pytest.raises(bxg.InputError, match="no such file"):
         frameworks.load_model_file("model.onnx")
     with pytest.raises(bxg.UnsupportedModelError, match="no supported framework"):
         frameworks.load_weights(object(), "w.pt")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(bxg.UnsupportedModelError, match="unsupported model file"):
+        frameworks.load_model_file(str(tmp_path / "model.onnx"))
 
 
 @pytest.mark.parametrize("fw", BACKENDS)
@@ -134,6 +137,7 @@ def test_a_backend_without_the_capability_is_refused_by_name(tmp_path):
     backends.register_backend(backends.BackendIdentity(
         name="torch_nofiles", framework="torch", roots=(), extra="boundary_xg[torch]", factory=NoFiles,
         capabilities=NoFiles.capabilities, import_order=60, model_files=(".nofiles",)))
+    (tmp_path / "m.nofiles").write_bytes(b"")
     try:
         with pytest.raises(bxg.CapabilityError, match="'model_files'.*backends that do: .*torch"):
             frameworks.load_model_file(str(tmp_path / "m.nofiles"))
