@@ -6,6 +6,7 @@ A new backend passes this file before anything else; it needs no model of its ow
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -148,6 +149,19 @@ def test_elementwise_and_reductions(B):
     np.testing.assert_array_equal(np_(B, B.logical_not(n)), np.ones_like(A, bool))
 
 
+def test_orders_and_ranks(B):
+    """argsort is stable (ties keep their index order, also -0.0 against 0.0) and
+    invert_permutation inverts each row: the rankings of the metrics, the same in every framework."""
+    keys = np.array([[0.5, -1.0, 0.5, 2.0, 0.0, 0.5], [3.0, 3.0, 3.0, -0.0, 0.0, 1.0]], np.float32)
+    order = B.argsort(B.asarray(keys), axis=1)
+    want = np.argsort(keys, axis=1, kind="stable")
+    np.testing.assert_array_equal(np_(B, order), want)
+    np.testing.assert_array_equal(np_(B, B.argsort(B.asarray(keys.T), axis=0)), want.T)
+    inv = np.empty_like(want)
+    np.put_along_axis(inv, want, np.arange(6)[None].repeat(2, 0), axis=1)
+    np.testing.assert_array_equal(np_(B, B.invert_permutation(order)), inv)
+
+
 def test_fast_paths_equal_their_written_once_fallbacks(B):
     """The fused kernels give what the protocol's composite gives (the fallback a new backend gets)."""
     y, dy = B.asarray(np.tanh(A)), B.asarray(B2)
@@ -193,6 +207,18 @@ def test_autodiff_on_a_linear_function(B):
         return fn(x) * k
 
     np.testing.assert_allclose(np_(B, B.jit(scaled, fn, 3.0)(t)), 3 * (A @ B2[0]), rtol=1e-5)
+
+    def shaped(shape, flag, x):
+        return B.reshape(x, shape) * (2.0 if flag else 1.0)
+
+    # plain bound values (shapes, flags) built anew each call reuse the compiled function
+    # (a compiled function per call would trace every time); other values give their own
+    first = B.jit(shaped, fn, (4, 3), True)
+    if not isinstance(first, functools.partial):  # a backend that compiles (and caches)
+        assert B.jit(shaped, fn, tuple([4, 3]), True) is first
+        assert B.jit(shaped, fn, (4, 3), 1) is not first
+    np.testing.assert_allclose(np_(B, first(t)), 2 * A, rtol=1e-6)
+    np.testing.assert_allclose(np_(B, B.jit(shaped, fn, (12,), False)(t)), A.reshape(12), rtol=1e-6)
 
 
 def test_a_missing_capability_is_a_clear_error(B):

@@ -48,8 +48,8 @@ def _curve(kind: str, model: Any, x: Any, labels: Any, attributions: Any, steps:
                      batch_size=batch_size) as c:
         B, lay = c.B, c.layout
         n, p = lay.shape[0], lay.pixels
-        rank = B.jit(curve_ranks, c.f, B)(c.attributions, layout_key(lay), "abs_sum" if order == "abs" else "sum",
-                                          order == "negative")  # 0: the most important pixel
+        rank = B.jit(curve_ranks, c.f, B, layout_key(lay), "abs_sum" if order == "abs" else "sum",
+                     order == "negative")(c.attributions)  # 0: the most important pixel
         counts = (p * np.arange(steps + 1)) // steps
         ex = np.repeat(np.arange(n), steps + 1)
         idx = np.stack([ex, ex, np.tile(counts, n)])

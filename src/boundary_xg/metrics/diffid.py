@@ -102,15 +102,15 @@ def diffid(model: Any, x: Any, labels: Any = None, attributions: Any = None, *,
                      batch_size=batch_size) as c:
         B, lay = c.B, c.layout
         n, k = lay.shape[0], len(ratios)
-        # insertion replaces the least important first (rows 0..n-1), deletion the most important
-        rank_src = B.jit(diffid_ranks, c.f, B)(c.attributions, layout_key(lay),
-                                                 "abs_sum" if order == "abs" else "sum", order == "negative")
         counts = [int(math.floor(lay.elements * r)) for r in ratios]
         per = 1 + 2 * k  # rows per example: clean, insertions, deletions
         ex = np.repeat(np.arange(n), per)
         which = np.tile(np.array([0] * (1 + k) + [1] * k), n)
         idx = np.stack([ex, ex + n * which, np.tile(np.array([0] + counts + counts), n)])
         prob = score.startswith("prob")
+        how = "abs_sum" if order == "abs" else "sum"
+        # insertion replaces the least important first (rank rows 0..n-1), deletion the most important
+        rank_src = B.jit(diffid_ranks, c.f, B, layout_key(lay), how, order == "negative")(c.attributions)
         if isinstance(baseline, str) and baseline == "mean_kept":
             out = run_rows(c, mean_kept_chunk, (c.x, rank_src, c.labels), idx, True, prob, progress, "diffid")
         else:

@@ -84,8 +84,8 @@ def keep_remove(model: Any, x: Any, labels: Any, attributions: Any, tests: Seque
                      batch_size=batch_size) as c:
         B, lay = c.B, c.layout
         n, hw, s, t = lay.shape[0], lay.pixels, len(fr), len(tests)
-        rank_src, n_pos = B.jit(keep_remove_ranks, c.f, B)(
-            c.attributions, layout_key(lay), tuple(TESTS[name][:2] for name in tests))  # test-major rows
+        rank_src, n_pos = B.jit(keep_remove_ranks, c.f, B, layout_key(lay), tuple(TESTS[name][:2] for name in tests))(
+            c.attributions)  # test-major rows
         # k = floor(min(p HW, n+)) = min(floor(p HW), n+) as n+ is an integer; the chunk takes the min
         cap = np.floor(fr * hw).astype(np.int64)
         ex = np.repeat(np.arange(n), t * s)                 # rows: example, test, fraction

@@ -93,39 +93,46 @@ def element_ranks(B: Backend, lay: Layout, pixel_rank: Any) -> Any:
 
 
 # --- the rankings, each one compiled function where the backend compiles --------------------
-def diffid_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
+# The plain arguments (layout, options) come first, bound when compiled (see run_rows).
+def diffid_ranks(B: Backend, lay_key: tuple, how: str, negate: bool, a: Any) -> Any:
     """``(2N, ...)`` int32 element ranks like ``x``: ascending importance (rows ``0..N-1``:
-    what insertion replaces first) then descending (what deletion replaces first)."""
+    what insertion replaces first) then descending (what deletion replaces first).
+
+    Both orders come from one sort of ``2N`` rows (the keys and their negatives):
+    one sort and one scatter call instead of two of each."""
     lay = Layout(*lay_key)
     key = pixel_values(B, lay, a, how)
     if negate:
         key = key * -1.0
-    return _int32(B, B.concat([element_ranks(B, lay, ranks(B, key, descending=False)),
-                               element_ranks(B, lay, ranks(B, key, descending=True))]))
+    return _int32(B, element_ranks(B, lay, ranks(B, B.concat([key, key * -1.0]), descending=False)))
 
 
-def curve_ranks(B: Backend, a: Any, lay_key: tuple, how: str, negate: bool) -> Any:
+def curve_ranks(B: Backend, lay_key: tuple, how: str, negate: bool, a: Any) -> Any:
     """``(N, P)`` pixel ranks, 0 the most important (insertion and deletion)."""
     key = pixel_values(B, Layout(*lay_key), a, how)
     return _int32(B, ranks(B, key * -1.0 if negate else key, descending=True))
 
 
-def keep_remove_ranks(B: Backend, a: Any, lay_key: tuple, tests: tuple) -> Tuple[Any, Any]:
+def keep_remove_ranks(B: Backend, lay_key: tuple, tests: tuple, a: Any) -> Tuple[Any, Any]:
     """Pixel ranks ``(T N, P)`` and positive counts ``n+`` ``(T N,)`` of the keep/remove
-    tests ``tests`` (``(mode, order)`` pairs), test-major."""
+    tests ``tests`` (``(mode, order)`` pairs), test-major.
+
+    Every test's key is made ascending (keep: ``-P``, the largest first; remove: ``P`` with
+    the non-positive pixels at ``+inf``, last), so all tests rank in one sort and one
+    scatter of ``T N`` rows."""
     m = pixel_values(B, Layout(*lay_key), a, "mean")
     maps = {"positive": m, "negative": m * -1.0, "absolute": B.abs(m)}
-    out, counts = [], []
+    keys, counts = [], []
+    one = B.arange(0, 1, like=m)  # int64
     for mode, order in tests:
         pos = B.maximum(maps[order], maps[order] * 0.0)   # P = max(map, 0)
         positive = B.not_equal(pos, pos * 0.0)
         if mode == "keep":  # the k largest of P stay sharp
-            r = ranks(B, pos, descending=True)
+            keys.append(pos * -1.0)
         else:  # the k smallest positive ones stay sharp (non-positive pixels rank last)
-            r = ranks(B, B.where(positive, pos, pos * 0.0 + np.inf), descending=False)
-        out.append(_int32(B, r))
-        counts.append(B.sum(B.cast(positive, r), axis=1))
-    return B.concat(out), B.concat(counts)
+            keys.append(B.where(positive, pos, pos * 0.0 + np.inf))
+        counts.append(B.sum(B.cast(positive, one), axis=1))
+    return _int32(B, ranks(B, B.concat(keys), descending=False)), B.concat(counts)
 
 
 # --- baselines -----------------------------------------------------------------------------
@@ -228,8 +235,8 @@ def score_rows(B: Backend, logits: Any, labels: Any, probability: bool = True) -
     return B.concat([B.reshape(v, (-1, 1)) for v in (ly, p, acc)], axis=1)
 
 
-def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any, limit_src: Any, labels_src: Any,
-                 idx: Any, tail: Tuple[int, ...], probability: bool) -> Any:
+def masked_chunk(B: Backend, f: Callable, tail: Tuple[int, ...], probability: bool, a_src: Any, b_src: Any,
+                 rank_src: Any, limit_src: Any, labels_src: Any, idx: Any) -> Any:
     """Scores of rows ``where(rank < count, a, b)``: the shared step of insertion, deletion,
     the KPM family and DiffID with a fixed baseline.
 
@@ -246,8 +253,8 @@ def masked_chunk(B: Backend, f: Callable, a_src: Any, b_src: Any, rank_src: Any,
     return score_rows(B, f(z), B.gather(labels_src, ex), probability)
 
 
-def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, labels_src: Any, idx: Any,
-                    tail: Tuple[int, ...], probability: bool) -> Any:
+def mean_kept_chunk(B: Backend, f: Callable, tail: Tuple[int, ...], probability: bool, x_src: Any, rank_src: Any,
+                    labels_src: Any, idx: Any) -> Any:
     """Scores of rows where the ``count`` lowest-ranked elements take the mean of the
     elements kept (the re-calibration code's DiffID replacement; one value per row).
     ``idx`` as for :func:`masked_chunk`; ``tail``: one example's shape (element ranks)."""
@@ -263,25 +270,27 @@ def mean_kept_chunk(B: Backend, f: Callable, x_src: Any, rank_src: Any, labels_s
 
 def run_rows(c: Call, chunk: Callable, sources: Sequence[Any], idx: np.ndarray, elements: bool,
              probability: bool, progress: Optional[bool], desc: str) -> np.ndarray:
-    """Run ``chunk(B, f, *sources, idx[:, lo:hi], tail, probability)`` over all rows in chunks
+    """Run ``chunk(B, f, tail, probability, *sources, idx[:, lo:hi])`` over all rows in chunks
     of ``batch_size``; the scores ``(R, 3)`` (see :func:`score_rows`) on the host.
 
     ``idx`` ``(k, R)`` int64 (NumPy): the rows' indices and counts; each chunk uploads
     its slice (one small transfer to the device, nothing read back until the end).
+    ``tail`` and ``probability`` are bound when the chunk is compiled, not passed per
+    call: each argument of a call costs TensorFlow's dispatch time (tens of us each).
     """
     B = c.B
-    step = B.jit(chunk, c.f, B, c.f)
     idx = np.asarray(idx, dtype=np.int64)
     total = idx.shape[1]
     # the ranks' shape per row: element ranks like x, or pixel ranks broadcast over the channels
     tail = tuple(int(d) for d in (c.layout.shape if elements else c.layout.map_shape(1))[1:])
+    step = B.jit(chunk, c.f, B, c.f, tail, bool(probability))
     bar = progress_bar(progress, total, desc)
     outs = []
     try:
         with B.no_grad():  # forwards only: no autograd graph kept (torch)
             for lo, hi in row_chunks(total, c.batch_size):
                 rows = B.asarray(np.ascontiguousarray(idx[:, lo:hi]), like=c.x)
-                outs.append(step(*sources, rows, tail, bool(probability)))
+                outs.append(step(*sources, rows))
                 bar.update(hi - lo)
     finally:
         bar.close()

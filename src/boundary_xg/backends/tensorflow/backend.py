@@ -41,6 +41,19 @@ def _is_softmax(fn: Any) -> bool:
 _GPU: list = []
 
 
+def _static_key(s: Any) -> Any:
+    """Cache key of one bound argument of :meth:`TensorFlowBackend.jit`: plain values (numbers,
+    strings, flags, tuples of them: shapes, options) by value, so a caller may build them
+    anew each call; anything else (models, functions, plans) by identity."""
+    if s is None or isinstance(s, (bool, int, str)) or (isinstance(s, float) and s == s):
+        return (type(s), s)
+    if isinstance(s, tuple):
+        inner = tuple(_static_key(v) for v in s)
+        if all(isinstance(k, tuple) and len(k) == 2 and k[0] is not id for k in inner):
+            return (tuple, inner)
+    return (id, id(s))
+
+
 def _gpu_visible() -> bool:
     """Whether TensorFlow sees a GPU (asked once)."""
     if not _GPU:
@@ -257,7 +270,7 @@ class TensorFlowBackend(Backend):
             cache = self._compiled.setdefault(owner, {})
         except TypeError:  # owner not weak-referenceable: compile without caching
             return tf.function(bound, reduce_retracing=True, autograph=autograph)
-        key = (fn,) + tuple(id(s) for s in static)
+        key = (fn,) + tuple(_static_key(s) for s in static)
         if key not in cache:
             cache[key] = tf.function(bound, reduce_retracing=True, autograph=autograph)
         return cache[key]
