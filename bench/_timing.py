@@ -46,3 +46,30 @@ def best_times(*fns, repeat=5):
 def best_time(fn, repeat=5):
     """Best time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
     return best_times(fn, repeat=repeat)[0]
+
+
+def round_times(*fns, repeat=5):
+    """Every round's time of each ``fn()``: ``[[t_round0, t_round1, ...] per fn]``.
+
+    As :func:`best_times` (one warm-up each, the functions in turn within each round), for
+    estimators that pair the functions of one round: on a shared machine whose speed
+    swings by 20-50 % between rounds, the median over rounds of ``t_a / t_b`` moves far
+    less than the ratio of the two best times.
+    """
+    repeat = max(repeat, _REPEAT)
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = CLOCK[0]()
+            fn()
+            times[i].append(CLOCK[0]() - t0)
+    return times
+
+
+def paired_median(a, b):
+    """Median over rounds of ``a[i] / b[i]`` (two lists of :func:`round_times`)."""
+    ratios = sorted(x / y for x, y in zip(a, b))
+    m = len(ratios) // 2
+    return ratios[m] if len(ratios) % 2 else 0.5 * (ratios[m - 1] + ratios[m])

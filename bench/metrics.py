@@ -7,7 +7,8 @@ forward passes per example in plain framework code (no boundary_xg), in batches 
 the fastest of a few batch sizes, timed in the same rounds as the metric (the
 rounds alternate, so both see the same load of a shared machine). For each model
 this prints the seconds per explained input of each metric at its default
-``batch_size`` and at the floor's batch size, and the ratios to the floor
+``batch_size`` and at the floor's batch size, and the ratios to the floor (of the best
+times, and the median over rounds of each round's ratio, which a loaded machine moves less)
 (target for DiffID and the KPM family: <= 1.2x, issue 16); insertion/deletion and
 sensitivity-n for reference.
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch  # torch before tensorflow (see README)
 import torchvision
 
-from _timing import best_time, best_times  # noqa: E402  (bench/ is on sys.path)
+from _timing import best_time, paired_median, round_times  # noqa: E402  (bench/ is on sys.path)
 from boundary_xg import metrics
 from boundary_xg.testing import models as tm
 
@@ -72,7 +73,7 @@ def tf_forward(model, shape):
 def bench(name, model, x, y, run, batch_sizes, repeat, extra=True):
     """Seconds per input of each metric and of its floor, timed in the same rounds."""
     n = len(x)
-    per_b = {b: best_time(lambda: run(4 * b, b), repeat=2) / (4 * b) for b in batch_sizes}
+    per_b = {b: best_time(lambda: run(4 * b, b), repeat=3) / (4 * b) for b in batch_sizes}
     fb = min(per_b, key=per_b.get)
     print(f"\n== {name}, input {tuple(x.shape[1:])}, N={n}")
     print("plain forward (s/example) by batch size: "
@@ -85,13 +86,15 @@ def bench(name, model, x, y, run, batch_sizes, repeat, extra=True):
                   ("deletion(32)", lambda bs: metrics.deletion(model, x, y, a, batch_size=bs), 33),
                   ("sensitivity_n", lambda bs: metrics.sensitivity_n(model, x, y, a, batch_size=bs), 91)]
     print(f"{'metric':14} {'forwards':>8} {'s/input':>9} {'floor s/input':>14} {'/floor':>7} "
-          f"{'at batch ' + str(fb):>12}")
+          f"{'at batch ' + str(fb):>12} {'paired median':>14}")
     rows = []
     for label, fn, fwd in cases:
-        ours, ours_fb, floor = (t / n for t in best_times(
-            lambda: fn(None), lambda: fn(fb), lambda: run(fwd * n, fb), repeat=repeat))
-        rows.append((label, ours / floor, ours_fb / floor))
-        print(f"{label:14} {fwd:8d} {ours:9.5f} {floor:14.5f} {ours / floor:7.2f} {ours_fb / floor:12.2f}")
+        times = round_times(lambda: fn(None), lambda: fn(fb), lambda: run(fwd * n, fb), repeat=repeat)
+        ours, ours_fb, floor = (min(t) / n for t in times)
+        paired = (paired_median(times[0], times[2]), paired_median(times[1], times[2]))
+        rows.append((label, ours / floor, ours_fb / floor) + paired)
+        print(f"{label:14} {fwd:8d} {ours:9.5f} {floor:14.5f} {ours / floor:7.2f} {ours_fb / floor:12.2f} "
+              f"{paired[0]:6.2f} /{paired[1]:5.2f}")
     return rows
 
 
