@@ -451,6 +451,27 @@ class Backend(abc.ABC):
         hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
         return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
 
+    def abs_channel_stats(self, t: Any, w: Any, axis: int) -> Tuple[Any, Any, Any]:
+        """``|t| * w`` summed over ``axis`` and its extremes per example, without forming it.
+
+        For ``t (N, ...)`` with channels on ``axis`` and ``w (C,) >= 0`` (cast to
+        ``t``'s dtype): ``(sum(|t| * w, axis)`` (``t``'s shape without ``axis``),
+        ``min(|t| * w)`` and ``max(|t| * w)`` over all axes but the first, each ``(N,)``).
+        FullGrad's post-processing of a layer's gradient. The extremes are exact
+        (rounding is monotonic, so ``min(|t|) * w_c`` is the smallest rounded product
+        of channel ``c``); the sum rounds as the backend's reduction does.
+        """
+        # fallback written once: |t| once, its per-channel extremes and one matrix
+        # product (a backend may fuse it into one pass, as TensorFlow does with XLA)
+        a = self.abs(t)
+        rank = len(self.shape(a))
+        axis %= rank
+        rest = tuple(i for i in range(1, rank) if i != axis)
+        wc = self.reshape(self.cast(w, a), (1, -1))
+        lo = self.min(self.min(a, axis=rest) * wc, axis=1)
+        hi = self.max(self.max(a, axis=rest) * wc, axis=1)
+        return self.weighted_sum(a, w, axis), lo, hi
+
     # --- capability "deeplift": DeepLIFT's Rescale kernel -----------------------------
     def check_deeplift_model(self, model: Any) -> None:
         """Refuse a model whose nonlinearities :meth:`deeplift_grad` cannot intercept.

@@ -33,10 +33,6 @@ from .registry import MethodSpec, register
 _EPS = 1e-6
 
 
-def _spatial_axes(B: Backend) -> Tuple[int, int]:
-    return (2, 3) if B.image_layout == "NCHW" else (1, 2)
-
-
 def _rank(B: Backend, t: Any) -> int:
     return len(B.shape(t))
 
@@ -57,29 +53,25 @@ def _psi_map(B: Backend, t: Any) -> Any:
     """``sum_c psi(t)``: ``|t|`` min-max scaled per example over all its axes, summed over channels.
 
     ``sum_c (|t| - m) / (M - m + eps) = (sum_c |t| - C m) / (M - m + eps)`` with
-    ``m, M`` the example's min and max of ``|t|``: three reductions of ``|t|`` and
-    arithmetic on the one-channel map.
+    ``m, M`` the example's min and max of ``|t|``: the channel sum and the two
+    extremes of ``|t|`` (:meth:`~boundary_xg.backends.Backend.abs_channel_stats`
+    with unit weights) and arithmetic on the one-channel map.
     """
-    a = B.abs(t)
-    axes = tuple(range(1, _rank(B, a)))
-    return _scaled(B, B.sum(a, axis=channel_axis(B)), B.min(a, axis=axes), B.max(a, axis=axes),
-                   B.shape(a)[channel_axis(B)])
+    c = B.shape(t)[channel_axis(B)]
+    s, lo, hi = B.abs_channel_stats(t, B.constant([1.0] * c, like=t), channel_axis(B))
+    return _scaled(B, s, lo, hi, c)
 
 
 def _bias_map(B: Backend, g: Any, bias: Any) -> Any:
     """``sum_c psi(g * b)`` of a 4-D layer, without forming ``g * b``.
 
-    ``|g b| = |g| |b_c|`` and ``|b_c| >= 0``, so the example's extremes of
-    ``|g b|`` are the extremes over channels of ``|b_c|`` times the channel's
-    extremes of ``|g|`` (exactly: rounding is monotonic), and the channel sum is
-    ``|g|`` contracted with ``|b|``.
+    ``|g b| = |g| |b_c|`` and ``|b_c| >= 0``: the channel sum of ``|g|`` weighted
+    by ``|b|`` and the example's extremes of ``|g| |b_c|``, all from
+    :meth:`~boundary_xg.backends.Backend.abs_channel_stats` (the fallback: ``|g|``,
+    its per-channel extremes and one matrix product; TensorFlow: one fused pass).
     """
-    a = B.abs(g)
-    wb = B.abs(B.cast(bias, g))
-    k = (1, -1)
-    lo = B.min(B.min(a, axis=_spatial_axes(B)) * B.reshape(wb, k), axis=1)
-    hi = B.max(B.max(a, axis=_spatial_axes(B)) * B.reshape(wb, k), axis=1)
-    return _scaled(B, B.weighted_sum(a, wb, channel_axis(B)), lo, hi, B.shape(a)[channel_axis(B)])
+    s, lo, hi = B.abs_channel_stats(g, B.abs(B.cast(bias, g)), channel_axis(B))
+    return _scaled(B, s, lo, hi, B.shape(g)[channel_axis(B)])
 
 
 def _bias_total(B: Backend, g: Any, bias: Any, axis: int) -> Any:

