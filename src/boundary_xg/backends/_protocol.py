@@ -451,26 +451,36 @@ class Backend(abc.ABC):
         hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
         return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
 
-    def abs_channel_stats(self, t: Any, w: Any, axis: int) -> Tuple[Any, Any, Any]:
-        """``|t| * w`` summed over ``axis`` and its extremes per example, without forming it.
+    def scaled_abs_channel_sum(self, t: Any, w: Optional[Any], axis: int, eps: float) -> Any:
+        """``sum_c (|t| w_c - m) / (M - m + eps)`` over the channel ``axis``, without forming ``|t| w``.
 
-        For ``t (N, ...)`` with channels on ``axis`` and ``w (C,) >= 0`` (cast to
-        ``t``'s dtype): ``(sum(|t| * w, axis)`` (``t``'s shape without ``axis``),
-        ``min(|t| * w)`` and ``max(|t| * w)`` over all axes but the first, each ``(N,)``).
-        FullGrad's post-processing of a layer's gradient. The extremes are exact
-        (rounding is monotonic, so ``min(|t|) * w_c`` is the smallest rounded product
-        of channel ``c``); the sum rounds as the backend's reduction does.
+        ``t (N, ...)`` with ``C`` channels on ``axis``, ``w (C,) >= 0`` (cast to ``t``'s
+        dtype) or None for unit weights; ``m, M`` are the example's minimum and maximum
+        of ``|t| w`` over all axes but the first. FullGrad's post-processing of a
+        term (``psi``: absolute value, min-max scaling per example, channel sum), as
+        ``(sum_c |t| w_c - C m) / (M - m + eps)``. Returns ``t``'s shape without ``axis``.
+        The extremes are exact (rounding is monotonic, so ``min(|t|) * w_c`` is the
+        smallest rounded product of channel ``c``); the channel sum rounds as the
+        backend adds.
         """
-        # fallback written once: |t| once, its per-channel extremes and one matrix
-        # product (a backend may fuse it into one pass, as TensorFlow does with XLA)
+        # fallback written once: |t| once, its extremes and one channel sum (a matrix
+        # product with weights); a backend may fuse it into one pass (TensorFlow: XLA)
         a = self.abs(t)
-        rank = len(self.shape(a))
+        shape = self.shape(a)
+        rank = len(shape)
         axis %= rank
-        rest = tuple(i for i in range(1, rank) if i != axis)
-        wc = self.reshape(self.cast(w, a), (1, -1))
-        lo = self.min(self.min(a, axis=rest) * wc, axis=1)
-        hi = self.max(self.max(a, axis=rest) * wc, axis=1)
-        return self.weighted_sum(a, w, axis), lo, hi
+        if w is None:
+            every = tuple(range(1, rank))
+            s, lo, hi = self.sum(a, axis=axis), self.min(a, axis=every), self.max(a, axis=every)
+        else:
+            rest = tuple(i for i in range(1, rank) if i != axis)
+            wc = self.reshape(self.cast(w, a), (1, -1))
+            lo = self.min(self.min(a, axis=rest) * wc, axis=1)
+            hi = self.max(self.max(a, axis=rest) * wc, axis=1)
+            s = self.weighted_sum(a, w, axis)
+        keep = (-1,) + (1,) * (rank - 2)
+        lo, hi = self.reshape(lo, keep), self.reshape(hi, keep)
+        return (s - float(shape[axis]) * lo) / (hi - lo + eps)
 
     # --- capability "deeplift": DeepLIFT's Rescale kernel -----------------------------
     def check_deeplift_model(self, model: Any) -> None:

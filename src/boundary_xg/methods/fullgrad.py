@@ -42,36 +42,28 @@ def _total(B: Backend, t: Any) -> Any:
     return B.sum(t, axis=tuple(range(1, _rank(B, t))))
 
 
-def _scaled(B: Backend, s: Any, lo: Any, hi: Any, channels: int) -> Any:
-    """``sum_c psi``: ``(s - C lo) / (hi - lo + eps)`` with ``s (N, H, W)`` the channel sum of ``|t|``."""
-    keep = (-1, 1, 1)
-    lo, hi = B.reshape(lo, keep), B.reshape(hi, keep)
-    return as_map(B, (s - float(channels) * lo) / (hi - lo + _EPS))
-
-
 def _psi_map(B: Backend, t: Any) -> Any:
     """``sum_c psi(t)``: ``|t|`` min-max scaled per example over all its axes, summed over channels.
 
     ``sum_c (|t| - m) / (M - m + eps) = (sum_c |t| - C m) / (M - m + eps)`` with
-    ``m, M`` the example's min and max of ``|t|``: the channel sum and the two
-    extremes of ``|t|`` (:meth:`~boundary_xg.backends.Backend.abs_channel_stats`
-    with unit weights) and arithmetic on the one-channel map.
+    ``m, M`` the example's min and max of ``|t|``
+    (:meth:`~boundary_xg.backends.Backend.scaled_abs_channel_sum`: in TensorFlow one
+    fused pass over ``t``; otherwise three reductions of ``|t|`` and arithmetic on the
+    one-channel map).
     """
-    c = B.shape(t)[channel_axis(B)]
-    s, lo, hi = B.abs_channel_stats(t, B.constant([1.0] * c, like=t), channel_axis(B))
-    return _scaled(B, s, lo, hi, c)
+    return as_map(B, B.scaled_abs_channel_sum(t, None, channel_axis(B), _EPS))
 
 
 def _bias_map(B: Backend, g: Any, bias: Any) -> Any:
     """``sum_c psi(g * b)`` of a 4-D layer, without forming ``g * b``.
 
-    ``|g b| = |g| |b_c|`` and ``|b_c| >= 0``: the channel sum of ``|g|`` weighted
-    by ``|b|`` and the example's extremes of ``|g| |b_c|``, all from
-    :meth:`~boundary_xg.backends.Backend.abs_channel_stats` (the fallback: ``|g|``,
-    its per-channel extremes and one matrix product; TensorFlow: one fused pass).
+    ``|g b| = |g| |b_c|`` with ``|b_c| >= 0``: the channel sum of ``|g|`` weighted by
+    ``|b|`` and the example's extremes of ``|g| |b_c|``
+    (:meth:`~boundary_xg.backends.Backend.scaled_abs_channel_sum`; the fallback
+    takes the extremes of ``|g|`` per channel and scales them by ``|b_c|``, exact
+    as rounding is monotonic, and contracts ``|g|`` with ``|b|`` in one matrix product).
     """
-    s, lo, hi = B.abs_channel_stats(g, B.abs(B.cast(bias, g)), channel_axis(B))
-    return _scaled(B, s, lo, hi, B.shape(g)[channel_axis(B)])
+    return as_map(B, B.scaled_abs_channel_sum(g, B.abs(B.cast(bias, g)), channel_axis(B), _EPS))
 
 
 def _bias_total(B: Backend, g: Any, bias: Any, axis: int) -> Any:

@@ -333,21 +333,21 @@ def _norm_biases(model: Any, layers: Tuple[Any, ...]) -> Callable:
     return hit[1]
 
 
-#: (dtype, rank) -> the compiled fused kernel of :func:`abs_channel_stats`, or None without XLA
+#: (dtype, rank, weighted, eps) -> the XLA kernel of :func:`scaled_abs_channel_sum`, or None
 _FUSED: dict = {}
 
 
-def _fused_stats(dtype: Any, rank: int) -> Optional[Callable]:
-    """``stats(t, w) -> (s, lo, hi)`` as one XLA kernel for ``rank``-D ``t``, or None without XLA.
+def _fused_kernel(dtype: Any, rank: int, weighted: bool, eps: float) -> Optional[Callable]:
+    """:meth:`Backend.scaled_abs_channel_sum` of channels-last ``rank``-D tensors as one XLA kernel.
 
-    One variadic reduction over the last axis computes the weighted sum, the
-    minimum and the maximum of ``|t| w`` in a single pass over ``t`` (stock
-    TensorFlow ops read it four times: ``|t|``, two reductions over the positions,
-    a matrix product; XLA fuses ``|t| w`` into each reduction but runs separate
-    reductions as separate passes). The extremes over the remaining axes are
-    reductions of ``(N, H, W)`` maps.
+    One variadic reduction over the channels computes the channel sum, the minimum
+    and the maximum of ``|t| w`` in a single pass over ``t``, and the scaling of the
+    map fuses with it (stock TensorFlow ops read ``t`` four times: ``|t|``, its
+    minimum and maximum over the positions, a matrix product, then four broadcasting
+    ops on the map; XLA runs separate reductions as separate passes). None where
+    XLA is not available (checked once by a trial call).
     """
-    key = (dtype, rank)
+    key = (dtype, rank, weighted, eps)
     if key in _FUSED:
         return _FUSED[key]
     fn = None
@@ -359,21 +359,25 @@ def _fused_stats(dtype: Any, rank: int) -> Optional[Callable]:
         combine = tf.function(
             lambda s0, lo0, hi0, s1, lo1, hi1: (s0 + s1, tf.minimum(lo0, lo1), tf.maximum(hi0, hi1)),
             autograph=False).get_concrete_function(*[scalar] * 6)
+        rest = list(range(1, rank - 1))
 
-        def stats(t, w):
-            p = tf.abs(t) * w
+        def kernel(t, *w):
+            p = tf.abs(t) * w[0] if weighted else tf.abs(t)
             init = [tf.constant(v, dtype) for v in (0.0, float("inf"), float("-inf"))]
             s, lo, hi = gen_xla_ops.xla_variadic_reduce_v2([p, p, p], init, [rank - 1], combine)
-            rest = list(range(1, rank - 1))
-            return s, tf.reduce_min(lo, rest), tf.reduce_max(hi, rest)
+            lo = tf.reduce_min(lo, rest, keepdims=True)
+            hi = tf.reduce_max(hi, rest, keepdims=True)
+            channels = tf.cast(tf.shape(t)[-1], dtype)
+            return (s - channels * lo) / (hi - lo + eps)
 
-        # traced once per rank; XLA compiles once per shape when the step first runs
-        fn = tf.function(stats, jit_compile=True, autograph=False, input_signature=(
-            tf.TensorSpec([None] * rank, dtype), tf.TensorSpec([None], dtype)))
+        # traced once per key; XLA compiles once per shape when the step first runs
+        spec = [tf.TensorSpec([None] * rank, dtype)] + ([tf.TensorSpec([None], dtype)] if weighted else [])
+        fn = tf.function(kernel, jit_compile=True, autograph=False, input_signature=spec)
         with tf.init_scope():  # one eager trial call: a build without XLA fails here, not in the step
-            probe = fn(tf.reshape(tf.constant([-1.0, 2.0], dtype), [1] * (rank - 1) + [2]),
-                       tf.constant([3.0, 0.5], dtype))
-            if [float(v) for v in tf.concat([tf.reshape(a, [-1]) for a in probe], 0)] != [4.0, 1.0, 3.0]:
+            t = tf.reshape(tf.constant([-1.0, 2.0], dtype), [1] * (rank - 1) + [2])
+            got = fn(t, tf.constant([3.0, 0.5], dtype)) if weighted else fn(t)
+            want = (4.0 - 2.0) / (3.0 - 1.0 + eps) if weighted else (3.0 - 2.0) / (2.0 - 1.0 + eps)
+            if abs(float(tf.reshape(got, [-1])[0]) - want) > 1e-6:
                 fn = None
     except Exception:  # noqa: BLE001 - no XLA here: the caller's fallback
         fn = None
@@ -381,22 +385,22 @@ def _fused_stats(dtype: Any, rank: int) -> Optional[Callable]:
     return fn
 
 
-def abs_channel_stats(t: Any, w: Any, axis: int) -> Optional[Tuple[Any, Any, Any]]:
-    """:meth:`Backend.abs_channel_stats` in one pass over ``t`` (XLA), or None for the fallback.
+def scaled_abs_channel_sum(t: Any, w: Optional[Any], axis: int, eps: float) -> Optional[Any]:
+    """:meth:`Backend.scaled_abs_channel_sum` as one XLA kernel, or None for the fallback.
 
-    Channels last, static non-batch shape, float32 or float64. Equal to the
-    fallback in the extremes (exact either way) and to 1e-7 relative in the sum
-    (XLA adds the channels in another order than the matrix product).
+    Channels last, a static non-batch shape, float32 or float64. The extremes are
+    those of the fallback exactly; the channel sum and the map agree to rounding
+    (1e-7 relative: XLA adds the channels in another order than the matrix product).
     """
     shape = t.shape
     rank = shape.rank
     if (rank is None or rank < 3 or axis % rank != rank - 1 or not shape[1:].is_fully_defined()
             or int(shape[-1]) == 0 or t.dtype not in (tf.float32, tf.float64)):
         return None
-    fn = _fused_stats(t.dtype, rank)
+    fn = _fused_kernel(t.dtype, rank, w is not None, float(eps))
     if fn is None:
         return None
-    return fn(t, tf.cast(w, t.dtype))
+    return fn(t) if w is None else fn(t, tf.cast(w, t.dtype))
 
 
 def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool) -> Any:
