@@ -12,12 +12,15 @@ post-processed terms. One forward and one backward pass.
 
 Cost. The capture, the per-layer post-processing and the resizing run as one
 step through :meth:`~boundary_xg.backends.Backend.jit` (one compiled call in
-TensorFlow, traced once per model). Each layer's gradient is post-processed as
-it arrives (the capture's ``reduce``; in PyTorch inside the backward pass, while
-it is in the cache) and not kept. Per 4-D layer the post-processing reads the
-gradient three times and writes it once: ``|g|``, its per-channel minimum and
-maximum over the positions, and the channel sum weighted by ``|b|`` (one matrix
-product); the bias term ``g * b`` itself is never formed.
+TensorFlow, traced once per model). Each layer's gradient is reduced as it
+arrives (the capture's ``reduce``; in PyTorch inside the backward pass, while it
+is in the cache) to what its map needs, and not kept: the channel sum of ``|g|``
+weighted by ``|b|`` and the example's extremes of ``|g| |b_c|``
+(:meth:`~boundary_xg.backends.Backend.abs_channel_stats`: one XLA pass over ``g``
+in TensorFlow; elsewhere ``|g|``, its per-channel extremes and one matrix product);
+the bias term ``g * b`` itself is never formed. The maps' arithmetic (scaling,
+resizing, sums) runs on these one-channel maps at the end, as one fused kernel
+where the backend has one (``B.jit(..., fuse=True)``).
 """
 
 from __future__ import annotations
