@@ -492,6 +492,58 @@ def test_tf_weighted_sum_and_layer_methods_trace_once():
 
 
 @needs_tf
+def test_tf_fused_abs_channel_stats_match_the_written_once_fallback():
+    """FullGrad's per-term statistics: TensorFlow's XLA kernel against the protocol's fallback."""
+    import tensorflow as tf
+
+    from boundary_xg.backends import Backend, get_backend
+    from boundary_xg.backends.tensorflow import layers as tl
+
+    B = get_backend("tensorflow")
+    assert tl.xla_available()  # the CPU build has XLA: the fused path is the one tested
+    g = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        t = g.standard_normal((3, 5, 4, 6)).astype(dtype)
+        t[0, 1, 2, 3] = 0.0  # an exact zero: the minimum of |t| is 0 for example 0
+        u = g.standard_normal(t.shape).astype(dtype)
+        w = np.abs(g.standard_normal(6))
+        w[2] = 0.0
+        for weights, times in ((w, None), (None, None), (None, u), (w, u)):
+            args = (tf.constant(t), None if weights is None else tf.constant(weights), 3,
+                    None if times is None else tf.constant(times))
+            fused = tl.abs_channel_stats(*args)
+            assert fused is not None
+            want = Backend.abs_channel_stats(B, *args)  # the fallback written once
+            a = np.abs(t if times is None else t * times) * (1.0 if weights is None else weights)
+            ref = (a.sum(3), a.reshape(3, -1).min(1), a.reshape(3, -1).max(1))
+            for got, fb, r in zip(fused, want, ref):
+                assert got.dtype == tf.as_dtype(dtype) and got.shape == r.shape
+                assert rel(got.numpy(), r) < (1e-6 if dtype == np.float32 else 1e-12)
+                assert rel(fb.numpy(), r) < (1e-6 if dtype == np.float32 else 1e-12)
+            # the extremes are exact: the same rounded products as the fallback's
+            np.testing.assert_array_equal(fused[1].numpy(), want[1].numpy())
+            np.testing.assert_array_equal(fused[2].numpy(), want[2].numpy())
+    # where the kernel does not apply (channels not last, half precision): the fallback
+    assert tl.abs_channel_stats(tf.constant(t), None, 1) is None
+    assert tl.abs_channel_stats(tf.constant(t.astype(np.float16)), None, 3) is None
+
+
+@needs_tf
+def test_tf_fullgrad_without_xla_gives_the_same_maps(monkeypatch):
+    import boundary_xg as bxg
+    from boundary_xg.backends.tensorflow import layers as tl
+    from boundary_xg.testing import models as tm
+
+    w = tm.cnn_weights(seed=2, size=8, widths=(4, 8), hidden=16, classes=10)
+    x = np.random.default_rng(5).standard_normal((3, 8, 8, 3)).astype(np.float32)
+    fused = bxg.attribute(tm.keras_cnn(w), x, [1, 2, 3], method="FullGrad")
+    monkeypatch.setattr(tl, "_XLA", [False])  # a build without XLA: stock ops, no fused kernel
+    plain, gap = bxg.attribute(tm.keras_cnn(w), x, [1, 2, 3], method="FullGrad", return_gap=True)
+    assert rel(fused, plain) < 1e-6
+    assert np.abs(gap).max() < 1e-4
+
+
+@needs_tf
 def test_tf_resize_and_short_channel_sum_match_the_framework_ops():
     import tensorflow as tf
 

@@ -170,12 +170,15 @@ class Backend(abc.ABC):
         """``f(x)`` without recording anything for gradients."""
         raise NotImplementedError
 
-    def jit(self, fn: Callable, owner: Any, *static: Any) -> Callable:
+    def jit(self, fn: Callable, owner: Any, *static: Any, fuse: bool = False) -> Callable:
         """``fn`` with its leading arguments ``static`` bound, compiled where that is faster.
 
         Compiled versions are cached per ``owner`` (the logits function ``f``), so a
         second call on the same model does not compile again. Functions marked with
-        :func:`as_written` are compiled without source conversion.
+        :func:`as_written` are compiled without source conversion. ``fuse=True``
+        asks for one fused kernel where the backend has a fusing compiler
+        (TensorFlow: XLA, where available): for elementwise and small-map work with
+        static shapes, not for a model's pass.
         """
         return functools.partial(fn, *static)
 
@@ -450,6 +453,34 @@ class Backend(abc.ABC):
         # fallback written once: clear the rows at ``index``, then add the new ones
         hit = self.index_add(self.zeros_like(acc), index, rows * 0 + 1)
         return self.index_add(self.where(hit > 0, acc * 0, acc), index, rows)
+
+    def abs_channel_stats(self, t: Any, w: Optional[Any], axis: int,
+                          times: Optional[Any] = None) -> Tuple[Any, Any, Any]:
+        """The channel sum of ``|t| w`` and its extremes per example, without forming ``|t| w``.
+
+        ``t (N, ...)`` with ``C`` channels on ``axis``; ``w (C,) >= 0`` (cast to ``t``'s
+        dtype) or None for unit weights; ``times``: None or a tensor of ``t``'s shape,
+        and then the term is ``|t * times|`` (FullGrad's ``x * grad_x``, not formed
+        where the backend fuses). Returns ``(s, m, M)``: ``s = sum_c |t| w_c``
+        (``t``'s shape without ``axis``) and the minimum and maximum of ``|t| w``
+        over all axes but the first, ``(N,)`` each. FullGrad's post-processing of a
+        term (``psi``: absolute value, min-max scaling, channel sum) needs nothing
+        more. The extremes are exact (rounding is monotonic, so ``min(|t|) * w_c`` is
+        the smallest rounded product of channel ``c``); the sum rounds as the backend adds.
+        """
+        # fallback written once: |t| once, its extremes and one channel sum (with
+        # weights, a matrix product); a backend may fuse it into one pass (TensorFlow: XLA)
+        a = self.abs(t if times is None else t * times)
+        rank = len(self.shape(a))
+        axis %= rank
+        if w is None:
+            every = tuple(range(1, rank))
+            return self.sum(a, axis=axis), self.min(a, axis=every), self.max(a, axis=every)
+        rest = tuple(i for i in range(1, rank) if i != axis)
+        wc = self.reshape(self.cast(w, a), (1, -1))
+        lo = self.min(self.min(a, axis=rest) * wc, axis=1)
+        hi = self.max(self.max(a, axis=rest) * wc, axis=1)
+        return self.weighted_sum(a, w, axis), lo, hi
 
     # --- capability "deeplift": DeepLIFT's Rescale kernel -----------------------------
     def check_deeplift_model(self, model: Any) -> None:

@@ -12,12 +12,15 @@ post-processed terms. One forward and one backward pass.
 
 Cost. The capture, the per-layer post-processing and the resizing run as one
 step through :meth:`~boundary_xg.backends.Backend.jit` (one compiled call in
-TensorFlow, traced once per model). Each layer's gradient is post-processed as
-it arrives (the capture's ``reduce``; in PyTorch inside the backward pass, while
-it is in the cache) and not kept. Per 4-D layer the post-processing reads the
-gradient three times and writes it once: ``|g|``, its per-channel minimum and
-maximum over the positions, and the channel sum weighted by ``|b|`` (one matrix
-product); the bias term ``g * b`` itself is never formed.
+TensorFlow, traced once per model). Each layer's gradient is reduced as it
+arrives (the capture's ``reduce``; in PyTorch inside the backward pass, while it
+is in the cache) to what its map needs, and not kept: the channel sum of ``|g|``
+weighted by ``|b|`` and the example's extremes of ``|g| |b_c|``
+(:meth:`~boundary_xg.backends.Backend.abs_channel_stats`: one XLA pass over ``g``
+in TensorFlow; elsewhere ``|g|``, its per-channel extremes and one matrix product);
+the bias term ``g * b`` itself is never formed. The maps' arithmetic (scaling,
+resizing, sums) runs on these one-channel maps at the end, as one fused kernel
+where the backend has one (``B.jit(..., fuse=True)``).
 """
 
 from __future__ import annotations
@@ -33,10 +36,6 @@ from .registry import MethodSpec, register
 _EPS = 1e-6
 
 
-def _spatial_axes(B: Backend) -> Tuple[int, int]:
-    return (2, 3) if B.image_layout == "NCHW" else (1, 2)
-
-
 def _rank(B: Backend, t: Any) -> int:
     return len(B.shape(t))
 
@@ -46,40 +45,57 @@ def _total(B: Backend, t: Any) -> Any:
     return B.sum(t, axis=tuple(range(1, _rank(B, t))))
 
 
-def _scaled(B: Backend, s: Any, lo: Any, hi: Any, channels: int) -> Any:
-    """``sum_c psi``: ``(s - C lo) / (hi - lo + eps)`` with ``s (N, H, W)`` the channel sum of ``|t|``."""
+def _psi_stats(B: Backend, t: Any, times: Any = None) -> Tuple[Any, Any, Any, Any]:
+    """What ``sum_c psi(t)`` needs: ``(sum_c |t|, min |t|, max |t|, C)`` (``|t * times|`` with ``times``).
+
+    ``sum_c (|t| - m) / (M - m + eps) = (sum_c |t| - C m) / (M - m + eps)`` with ``m, M``
+    the example's extremes of ``|t|`` over all its axes (:func:`_scaled` forms the map).
+    ``C`` as a one-element tensor, so that the maps' arithmetic compiles for any ``C``.
+    """
+    s, lo, hi = B.abs_channel_stats(t, None, channel_axis(B), times=times)
+    return s, lo, hi, B.constant([float(B.shape(t)[channel_axis(B)])], like=s)
+
+
+def _bias_stats(B: Backend, g: Any, bias: Any) -> Tuple[Any, Any, Any, Any]:
+    """What ``sum_c psi(g * b)`` of a 4-D layer needs, without forming ``g * b``.
+
+    ``|g b| = |g| |b_c|`` with ``|b_c| >= 0``: the channel sum of ``|g|`` weighted by
+    ``|b|`` and the example's extremes of ``|g| |b_c|``
+    (:meth:`~boundary_xg.backends.Backend.abs_channel_stats`; in TensorFlow one fused
+    pass over ``g``, otherwise ``|g|``, its per-channel extremes scaled by ``|b_c|``
+    and one matrix product).
+    """
+    s, lo, hi = B.abs_channel_stats(g, B.abs(B.cast(bias, g)), channel_axis(B))
+    return s, lo, hi, B.constant([float(B.shape(g)[channel_axis(B)])], like=s)
+
+
+def _scaled(B: Backend, stats: Tuple[Any, Any, Any, Any]) -> Any:
+    """``sum_c psi`` as one map per example: ``(s - C m) / (M - m + eps)``."""
+    s, lo, hi, channels = stats
     keep = (-1, 1, 1)
     lo, hi = B.reshape(lo, keep), B.reshape(hi, keep)
-    return as_map(B, (s - float(channels) * lo) / (hi - lo + _EPS))
+    return as_map(B, (s - channels * lo) / (hi - lo + _EPS))
 
 
-def _psi_map(B: Backend, t: Any) -> Any:
-    """``sum_c psi(t)``: ``|t|`` min-max scaled per example over all its axes, summed over channels.
+@as_written
+def _maps(B: Backend, x_stats: Tuple, layer_stats: Sequence[Tuple]) -> Any:
+    """The saliency map from the terms' statistics: scaling, resizing, sums.
 
-    ``sum_c (|t| - m) / (M - m + eps) = (sum_c |t| - C m) / (M - m + eps)`` with
-    ``m, M`` the example's min and max of ``|t|``: three reductions of ``|t|`` and
-    arithmetic on the one-channel map.
+    The statistics are ``(N, h, w)`` maps and per-example scalars; TensorFlow runs
+    this as one XLA kernel (``B.jit(..., fuse=True)``: one pass over each map
+    instead of a broadcasting op per step).
     """
-    a = B.abs(t)
-    axes = tuple(range(1, _rank(B, a)))
-    return _scaled(B, B.sum(a, axis=channel_axis(B)), B.min(a, axis=axes), B.max(a, axis=axes),
-                   B.shape(a)[channel_axis(B)])
-
-
-def _bias_map(B: Backend, g: Any, bias: Any) -> Any:
-    """``sum_c psi(g * b)`` of a 4-D layer, without forming ``g * b``.
-
-    ``|g b| = |g| |b_c|`` and ``|b_c| >= 0``, so the example's extremes of
-    ``|g b|`` are the extremes over channels of ``|b_c|`` times the channel's
-    extremes of ``|g|`` (exactly: rounding is monotonic), and the channel sum is
-    ``|g|`` contracted with ``|b|``.
-    """
-    a = B.abs(g)
-    wb = B.abs(B.cast(bias, g))
-    k = (1, -1)
-    lo = B.min(B.min(a, axis=_spatial_axes(B)) * B.reshape(wb, k), axis=1)
-    hi = B.max(B.max(a, axis=_spatial_axes(B)) * B.reshape(wb, k), axis=1)
-    return _scaled(B, B.weighted_sum(a, wb, channel_axis(B)), lo, hi, B.shape(a)[channel_axis(B)])
+    saliency = _scaled(B, x_stats)
+    size = spatial_size(B, saliency)
+    by_size: Dict[Tuple[int, int], Any] = {}  # resizing is linear: one resize per resolution
+    for stats in layer_stats:
+        m = _scaled(B, stats)
+        hw = spatial_size(B, m)
+        by_size[hw] = m if hw not in by_size else by_size[hw] + m
+    for hw, m in by_size.items():
+        # align_corners=True to the same size is the identity: skip it
+        saliency = saliency + (m if hw == size else B.resize(m, size, align_corners=True))
+    return saliency
 
 
 def _bias_total(B: Backend, g: Any, bias: Any, axis: int) -> Any:
@@ -134,38 +150,38 @@ def _plan(f: Callable, terms: Sequence) -> _Plan:
 def _step(B: Backend, f: Callable, plan: _Plan, return_gap: bool, x: Any, labels: Any,
           biases: Sequence[Any]) -> Tuple[Any, Any]:
     """One chunk: capture, post-process, resize; ``(map, gap or scores)``."""
-    size = spatial_size(B, x)
 
     def reduce(i: int, g: Any) -> Tuple[Any, Any]:
-        # one layer's (map or None, sum(b * g) per example or None), computed as the
-        # gradient arrives (PyTorch: in the backward pass, while g is in the cache;
+        # one layer's (statistics of its map or None, sum(b * g) per example or None),
+        # computed as the gradient arrives (PyTorch: in the backward pass, while g is in the cache;
         # g is not kept)
         bias, axis, rank = biases[i], plan.axes[i], _rank(B, g)
         total = _bias_total(B, g, bias, axis) if return_gap else None
         if rank != 4:
             return None, total  # dense layers: in the decomposition, not in the map
         if axis % rank == channel_axis(B):
-            return _bias_map(B, g, bias), total
+            return _bias_stats(B, g, bias), total
         # a bias along another axis (a channels_first layer in NHWC): form the term
-        return _psi_map(B, g * _broadcast(B, B.cast(bias, g), axis, rank)), total
+        return _psi_stats(B, g * _broadcast(B, B.cast(bias, g), axis, rank)), total
 
     scores, _, per_layer, gx = B.capture_layers(
         f, list(plan.layers), x, labels, wrt_input=True, pre_activation=True, strict=False,
         values=False, reduce=reduce)
-    ix = x * gx
-    saliency = _psi_map(B, ix)
-    gap = _total(B, ix) - scores if return_gap else scores
-    by_size: Dict[Tuple[int, int], Any] = {}  # resizing is linear: one resize per resolution
+    gap = scores
+    if return_gap:
+        ix = x * gx
+        x_stats = _psi_stats(B, ix)
+        gap = _total(B, ix) - scores
+    else:  # x * grad_x is not formed where the backend fuses
+        x_stats = _psi_stats(B, x, gx)
+    layer_stats = []
     for results in per_layer:
-        for m, total in results:
+        for stats, total in results:
             if total is not None:
                 gap = gap + total
-            if m is not None:
-                hw = spatial_size(B, m)
-                by_size[hw] = m if hw not in by_size else by_size[hw] + m
-    for hw, m in by_size.items():
-        # align_corners=True to the same size is the identity: skip it
-        saliency = saliency + (m if hw == size else B.resize(m, size, align_corners=True))
+            if stats is not None:
+                layer_stats.append(stats)
+    saliency = B.jit(_maps, f, B, fuse=True)(x_stats, layer_stats)
     return saliency, gap
 
 

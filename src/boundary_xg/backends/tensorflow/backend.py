@@ -260,19 +260,25 @@ class TensorFlowBackend(Backend):
     def forward(self, f: Callable, x: Any) -> Any:
         return f(x)
 
-    def jit(self, fn: Callable, owner: Any, *static: Any) -> Callable:
+    def jit(self, fn: Callable, owner: Any, *static: Any, fuse: bool = False) -> Callable:
         bound = functools.partial(fn, *static)
         if not self.use_tf_function:
             return bound
         # as_written: no autograph, so our errors raised while tracing pass through unwrapped
-        autograph = not getattr(fn, "jit_as_written", False)
+        options = dict(autograph=not getattr(fn, "jit_as_written", False), reduce_retracing=True)
+        if fuse:
+            from .layers import xla_available
+
+            if xla_available():
+                # one XLA kernel; traced per exact shape (XLA compiles per shape anyway)
+                options.update(jit_compile=True, reduce_retracing=False)
         try:
             cache = self._compiled.setdefault(owner, {})
         except TypeError:  # owner not weak-referenceable: compile without caching
-            return tf.function(bound, reduce_retracing=True, autograph=autograph)
-        key = (fn,) + tuple(_static_key(s) for s in static)
+            return tf.function(bound, **options)
+        key = (fn, fuse) + tuple(_static_key(s) for s in static)
         if key not in cache:
-            cache[key] = tf.function(bound, reduce_retracing=True, autograph=autograph)
+            cache[key] = tf.function(bound, **options)
         return cache[key]
 
     # --- autodiff ---------------------------------------------------------------------
@@ -594,6 +600,15 @@ class TensorFlowBackend(Backend):
         from .layers import bias_terms
 
         return bias_terms(model)
+
+    def abs_channel_stats(self, t: Any, w: Optional[Any], axis: int,
+                          times: Optional[Any] = None) -> Tuple[Any, Any, Any]:
+        from .layers import abs_channel_stats
+
+        # one XLA kernel, one pass over t (FullGrad at 256 rows of the small CNN: the
+        # statistics of its terms 14.7 -> ~5 ms)
+        fused = abs_channel_stats(t, w, axis, times)
+        return fused if fused is not None else super().abs_channel_stats(t, w, axis, times)
 
     def resize(self, t: Any, size: Tuple[int, int], align_corners: bool = False) -> Any:
         from .layers import resize
