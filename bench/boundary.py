@@ -183,7 +183,8 @@ def line(name, passes, forwards, sec, per_row, found, dist, backwards=0.0):
     mean_d = float(dist[found].mean()) if found.any() else float("nan")
     print(f"{name:<46} {passes:7.1f} {forwards:5.1f} {backwards:5.1f} {sec:8.3f} {floor_sec:7.4f} "
           f"{sec / floor_sec:6.2f} {sec / strict:7.2f} {found.mean():6.2f} {mean_d:7.3f} "
-          f"{(passes + backwards) / REFERENCE_PASSES:7.2f}", flush=True)
+          f"{(passes + backwards) / REFERENCE_PASSES:7.2f}   (floor ms/row: fwd+bwd {1e3 * per_row[0]:.3f}, "
+          f"fwd {1e3 * per_row[1]:.3f}, bwd-only {1e3 * per_b:.3f})", flush=True)
 
 
 @contextmanager
