@@ -27,9 +27,16 @@ is larger).
   refinement, the final checks), each at the fastest of several batch sizes
   (1 s of passes each) and then timed there over as many rows as the search ran
   (at least 2 s), right after each search run, so that both see the same load
-  of a shared machine over as long; best of the runs. Both row counts are
-  the search's own (counted from shapes); in PyTorch a forward hook on the model
-  checks them on the warm-up run.
+  of a shared machine over as long; best of the runs; + backward-only rows
+  (PyTorch: DeepFool's further classes, backwards through a forward shared with
+  the row's first class) x the smaller of the marginal cost of a cotangent in
+  the framework's batched backward (at DeepFool's shape, timed interleaved with
+  plain passes of the same rows) and the backward half of a plain pass
+  (forward+backward minus forward per row). The row counts are the search's
+  own (counted from shapes); in PyTorch a forward hook on the model checks the
+  forward+backward (forwards with a graph) and forward-only rows on the warm-up
+  run; the columns: passes (forward+backward rows), fwd (forward-only rows),
+  bwd (backward-only rows), per input.
 * "reference emulation" rows run our attacks configured like the reference
   (spec 2.3): PGD with the absolute step 2*eps^2/steps, random start, last
   iterate, no early exit, every radius for every example, the first successful
@@ -78,7 +85,7 @@ CLOCK = time.perf_counter
 BOUNDS = (-2.117904, 2.64)
 EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
 HEADER = (f"{'case':<46} {'passes':>7} {'fwd':>5} {'bwd':>5} {'s/input':>8} {'floor':>7} {'/floor':>6} "
-          f"{'/strict':>7} {'succ':>6} {'dist':>7} {'/1180':>7}")
+          f"{'succ':>6} {'dist':>7} {'/1180':>7}")
 
 
 def _plain_forward(B, f, z):
@@ -174,17 +181,19 @@ def floors(B, f, x, y, batch_sizes, fb_rows, f_rows):
 def line(name, passes, forwards, sec, per_row, found, dist, backwards=0.0):
     """One row; ``sec`` is seconds per input, ``per_row`` the floor's ``(forward+backward, forward,
     backward-only)`` seconds per row: the floor per input is ``passes x per_row[0] + forwards x
-    per_row[1] + backwards x per_row[2]``. "/strict" charges a backward-only row only what the
-    backward half of a plain pass costs (``per_row[0] - per_row[1]``), which no batched
-    backward of the framework reaches. "/1180" counts model gradient rows (passes + backwards)."""
-    per_b = per_row[2] if len(per_row) > 2 else 0.0
+    per_row[1] + backwards x b``, ``b`` the smaller of two prices of a backward-only row: the
+    marginal cost of one more cotangent in the framework's batched backward (``per_row[2]``,
+    :func:`backward_per_row`) and the backward half of a plain pass (``per_row[0] -
+    per_row[1]``), whichever asks more of the search. "/1180" counts model gradient rows
+    (passes + backwards)."""
+    per_b = min(per_row[2], max(0.0, per_row[0] - per_row[1])) if len(per_row) > 2 else 0.0
     floor_sec = passes * per_row[0] + forwards * per_row[1] + backwards * per_b
-    strict = passes * per_row[0] + forwards * per_row[1] + backwards * max(0.0, per_row[0] - per_row[1])
     mean_d = float(dist[found].mean()) if found.any() else float("nan")
     print(f"{name:<46} {passes:7.1f} {forwards:5.1f} {backwards:5.1f} {sec:8.3f} {floor_sec:7.4f} "
-          f"{sec / floor_sec:6.2f} {sec / strict:7.2f} {found.mean():6.2f} {mean_d:7.3f} "
+          f"{sec / floor_sec:6.2f} {found.mean():6.2f} {mean_d:7.3f} "
           f"{(passes + backwards) / REFERENCE_PASSES:7.2f}   (floor ms/row: fwd+bwd {1e3 * per_row[0]:.3f}, "
-          f"fwd {1e3 * per_row[1]:.3f}, bwd-only {1e3 * per_b:.3f})", flush=True)
+          f"fwd {1e3 * per_row[1]:.3f}, bwd-only {1e3 * (per_row[2] if len(per_row) > 2 else 0.0):.3f})",
+          flush=True)
 
 
 @contextmanager
