@@ -27,9 +27,16 @@ is larger).
   refinement, the final checks), each at the fastest of several batch sizes
   (1 s of passes each) and then timed there over as many rows as the search ran
   (at least 2 s), right after each search run, so that both see the same load
-  of a shared machine over as long; best of the runs. Both row counts are
-  the search's own (counted from shapes); in PyTorch a forward hook on the model
-  checks them on the warm-up run.
+  of a shared machine over as long; best of the runs; + backward-only rows
+  (PyTorch: DeepFool's further classes, backwards through a forward shared with
+  the row's first class) x the smaller of the marginal cost of a cotangent in
+  the framework's batched backward (at DeepFool's shape, timed interleaved with
+  plain passes of the same rows) and the backward half of a plain pass
+  (forward+backward minus forward per row). The row counts are the search's
+  own (counted from shapes); in PyTorch a forward hook on the model checks the
+  forward+backward (forwards with a graph) and forward-only rows on the warm-up
+  run; the columns: passes (forward+backward rows), fwd (forward-only rows),
+  bwd (backward-only rows), per input.
 * "reference emulation" rows run our attacks configured like the reference
   (spec 2.3): PGD with the absolute step 2*eps^2/steps, random start, last
   iterate, no early exit, every radius for every example, the first successful
@@ -77,8 +84,8 @@ REFERENCE_PASSES = 7 * 40 + 9 * 100
 CLOCK = time.perf_counter
 BOUNDS = (-2.117904, 2.64)
 EPS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
-HEADER = (f"{'case':<46} {'passes':>7} {'fwd':>5} {'s/input':>8} {'floor':>7} {'/floor':>6} {'succ':>6} "
-          f"{'dist':>7} {'/1180':>7}")
+HEADER = (f"{'case':<46} {'passes':>7} {'fwd':>5} {'bwd':>5} {'s/input':>8} {'floor':>7} {'/floor':>6} "
+          f"{'succ':>6} {'dist':>7} {'/1180':>7}")
 
 
 def _plain_forward(B, f, z):
@@ -115,6 +122,45 @@ def floor_per_row(B, f, x, y, batch_sizes, seconds=2.0, forward=False, rows=0):
     return best
 
 
+def _plain_vjps(B, f, z, cot):
+    return B.value_and_vjps(f, z, cot)
+
+
+def backward_per_row(B, f, x, y, rows, k, total, seconds=2.0):
+    """Per-row time of a backward-only row in plain framework code: ``(T_vjps - T_pass) / ((k - 1) rows)``.
+
+    ``T_vjps``: :meth:`value_and_vjps` of the bare logits on ``rows`` rows with ``k``
+    cotangents ``e_c - e_y`` (the shape of DeepFool's step: one forward, ``k``
+    backwards); ``T_pass``: a plain forward+backward pass of the same ``rows`` rows.
+    Timed interleaved (so both see the same load) for at least ``seconds`` and
+    ``total`` backward-only rows. The marginal cost at the pool's small row count,
+    where a plain pass costs more per row than at the best batch size, so this
+    floor is the lower (stricter) one.
+    """
+    xb, yb = x[:rows], y[:rows]
+    classes = B.shape(B.forward(f, xb))[1]
+    oh = B.one_hot(yb, classes, like=xb)
+    cot = B.concat([B.reshape(B.one_hot((yb + (1 + j)) % classes, classes, like=xb) - oh, (1, -1, classes))
+                    for j in range(k)])
+    vj = B.jit(_plain_vjps, f, B, f)
+    fb = B.jit(label_grad, f, B, f, False)
+    B.to_numpy(vj(xb, cot)[1][:1, :1])
+    B.to_numpy(fb(xb, yb)[1][:1])
+    t_v = t_p = 0.0
+    done = 0
+    while True:
+        t = CLOCK()
+        B.to_numpy(vj(xb, cot)[1][:1, :1])
+        t_v += CLOCK() - t
+        t = CLOCK()
+        B.to_numpy(fb(xb, yb)[1][:1])
+        t_p += CLOCK() - t
+        done += (k - 1) * rows
+        if t_v + t_p >= seconds and done >= total:
+            break
+    return max(0.0, t_v - t_p) / done
+
+
 def floors(B, f, x, y, batch_sizes, fb_rows, f_rows):
     """``(forward+backward, forward-only)`` per-row times of the floor, measured right after a search.
 
@@ -132,13 +178,22 @@ def floors(B, f, x, y, batch_sizes, fb_rows, f_rows):
     return tuple(out)
 
 
-def line(name, passes, forwards, sec, per_row, found, dist):
-    """One row; ``sec`` is seconds per input, ``per_row`` the floor's ``(forward+backward, forward)``
-    seconds per row: the floor per input is ``passes x per_row[0] + forwards x per_row[1]``."""
-    floor_sec = passes * per_row[0] + forwards * per_row[1]
+def line(name, passes, forwards, sec, per_row, found, dist, backwards=0.0):
+    """One row; ``sec`` is seconds per input, ``per_row`` the floor's ``(forward+backward, forward,
+    backward-only)`` seconds per row: the floor per input is ``passes x per_row[0] + forwards x
+    per_row[1] + backwards x b``, ``b`` the smaller of two prices of a backward-only row: the
+    marginal cost of one more cotangent in the framework's batched backward (``per_row[2]``,
+    :func:`backward_per_row`) and the backward half of a plain pass (``per_row[0] -
+    per_row[1]``), whichever asks more of the search. "/1180" counts model gradient rows
+    (passes + backwards)."""
+    per_b = min(per_row[2], max(0.0, per_row[0] - per_row[1])) if len(per_row) > 2 else 0.0
+    floor_sec = passes * per_row[0] + forwards * per_row[1] + backwards * per_b
     mean_d = float(dist[found].mean()) if found.any() else float("nan")
-    print(f"{name:<46} {passes:7.1f} {forwards:5.1f} {sec:8.3f} {floor_sec:7.4f} {sec / floor_sec:6.2f} "
-          f"{found.mean():6.2f} {mean_d:7.3f} {passes / REFERENCE_PASSES:7.2f}", flush=True)
+    print(f"{name:<46} {passes:7.1f} {forwards:5.1f} {backwards:5.1f} {sec:8.3f} {floor_sec:7.4f} "
+          f"{sec / floor_sec:6.2f} {found.mean():6.2f} {mean_d:7.3f} "
+          f"{(passes + backwards) / REFERENCE_PASSES:7.2f}   (floor ms/row: fwd+bwd {1e3 * per_row[0]:.3f}, "
+          f"fwd {1e3 * per_row[1]:.3f}, bwd-only {1e3 * (per_row[2] if len(per_row) > 2 else 0.0):.3f})",
+          flush=True)
 
 
 @contextmanager
@@ -171,11 +226,19 @@ def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2
     with row_hook(model) as rows:
         res = boundary_search(B, f, x[:k], y[:k], attacks=attacks, lo=lo, hi=hi, num_classes=classes,
                               progress=False, warn=False, refine=refine)
+    # (the hook sees forwards: a forward+backward row is a forward with gradients recorded, and
+    # backward-only rows, through a forward already counted there, are not seen)
     if rows is not None and (rows["fb"] != round(res.passes * k) or rows["f"] != round(res.forwards * k)):
         raise SystemExit(f"{name}: the search counted {res.passes * k:.0f} forward+backward and "
                          f"{res.forwards * k:.0f} forward rows, the model's hook {rows['fb']} and {rows['f']}")
     n = B.shape(x)[0]
-    sec, per_fb, per_f = float("inf"), float("inf"), float("inf")
+    sec, per_fb, per_f, per_b = float("inf"), float("inf"), float("inf"), float("inf")
+    vjp_shape = None
+    if res.backwards:
+        # the shape of the step that runs backward-only rows: DeepFool's (its pool's rows, its classes)
+        df = next(a for a in attacks if hasattr(a, "row_backwards"))
+        kc = df.classes(classes)
+        vjp_shape = (max(1, batch_size // kc), kc)
     for _ in range(runs):
         t = CLOCK()
         res = boundary_search(B, f, x, y, attacks=attacks, lo=lo, hi=hi, num_classes=classes,
@@ -184,8 +247,10 @@ def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2
         sec = min(sec, (CLOCK() - t) / n)
         fb, fo = floors(B, f, x, y, floor_bs, round(res.passes * n), round(res.forwards * n))
         per_fb, per_f = min(per_fb, fb), min(per_f, fo)
-    line(name, res.passes, res.forwards, sec, (per_fb, per_f), B.to_numpy(res.found).astype(bool),
-         B.to_numpy(res.distances))
+        if vjp_shape is not None:
+            per_b = min(per_b, backward_per_row(B, f, x, y, *vjp_shape, round(res.backwards * n)))
+    line(name, res.passes, res.forwards, sec, (per_fb, per_f, per_b if vjp_shape else 0.0),
+         B.to_numpy(res.found).astype(bool), B.to_numpy(res.distances), res.backwards)
     return sec
 
 

@@ -221,6 +221,25 @@ def test_autodiff_on_a_linear_function(B):
     np.testing.assert_allclose(np_(B, B.jit(shaped, fn, (12,), False)(t)), A.reshape(12), rtol=1e-6)
 
 
+def test_value_and_vjps_on_a_linear_map(B):
+    """value_and_vjps of f(x) = x @ W (3 -> 2): out = x @ W, grads[j] = cot[j] @ W.T (closed form),
+    and the backend's path equals the protocol's tiled fallback."""
+    W = B2[:3, :2]  # (3, 2)
+    w = B.asarray(W)
+    t = B.asarray(A)  # (4, 3)
+    cot = RNG.normal(size=(5, 4, 2)).astype(np.float32)  # k = 5 cotangents
+
+    def fn(x):
+        return B.einsum("ni,io->no", x, w)
+
+    out, grads = B.value_and_vjps(fn, t, B.asarray(cot))
+    np.testing.assert_allclose(np_(B, out), A @ W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np_(B, grads), cot @ W.T, rtol=1e-5, atol=1e-6)
+    out2, grads2 = Backend.value_and_vjps(B, fn, t, B.asarray(cot))
+    np.testing.assert_allclose(np_(B, out2), np_(B, out), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np_(B, grads2), np_(B, grads), rtol=1e-6, atol=1e-7)
+
+
 def test_a_missing_capability_is_a_clear_error(B):
     from boundary_xg.errors import CapabilityError
 

@@ -201,6 +201,39 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError
 
+    #: :meth:`value_and_vjps` runs one forward of ``N`` rows (``False``: ``k`` tiled copies)
+    vjps_share_forward: bool = False
+
+    def value_and_vjps(self, fn: Callable, x: Any, cotangents: Any) -> Tuple[Any, Any]:
+        """``fn(x)`` and ``k`` vector-Jacobian products of it: one forward, ``k`` backwards.
+
+        Args:
+            fn: ``x (N, ...) -> out (N, C)`` (e.g. the logits).
+            x: ``(N, ...)`` the point.
+            cotangents: ``(k, N, C)``, ``k`` known when traced.
+
+        Returns:
+            ``(out, grads)``: ``out`` ``(N, C)`` without a gradient and ``grads``
+            ``(k, N, ...)``, ``grads[j] = d sum(out * cotangents[j]) / dx``.
+
+        This default runs ``fn`` on ``k`` tiled copies of ``x`` (``k N`` rows forward
+        and backward) and returns the first copy's ``out``; a backend that can run
+        the ``k`` backwards through one forward of ``N`` rows overrides it.
+        """
+        k = int(cotangents.shape[0])
+        classes = int(cotangents.shape[-1])
+        xx = self.concat([x] * k) if k > 1 else x
+        cc = self.reshape(cotangents, (-1, classes))
+
+        def weighted(u):
+            out = fn(u)
+            return self.sum(out * cc, axis=1), out
+
+        _, out, grad = self.value_aux_and_grad(weighted, xx)
+        inner = tuple(int(d) for d in x.shape[1:])
+        # the first copy's rows (a reshape: the row count may be unknown while traced)
+        return self.reshape(out, (k, -1, classes))[0], self.reshape(grad, (k, -1) + inner)
+
     @abc.abstractmethod
     def stop_gradient(self, t: Any) -> Any:
         raise NotImplementedError

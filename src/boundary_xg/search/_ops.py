@@ -138,7 +138,9 @@ def misclassified_at(B: Backend, f: Any, z: Any, labels: Any) -> Any:
 
 
 class Cost:
-    """Counts the model rows actually run: ``passes`` forward+backward, ``forwards`` forward only.
+    """Counts the model rows actually run: ``passes`` forward+backward, ``forwards`` forward only,
+    ``backwards`` backward only (further backwards through a forward already counted in ``passes``:
+    :meth:`~boundary_xg.backends.Backend.value_and_vjps` where the backend shares the forward).
 
     Counted on the host from shapes (never from tensor values), so counting
     costs no synchronisation.
@@ -147,6 +149,7 @@ class Cost:
     def __init__(self) -> None:
         self.passes = 0
         self.forwards = 0
+        self.backwards = 0
 
 
 def where_rows(B: Backend, mask: Any, a: Any, b: Any) -> Any:

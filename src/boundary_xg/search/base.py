@@ -17,7 +17,9 @@ primitives (:class:`Attack`):
 
 plus ``steps`` (the most steps of a row), ``check`` (steps between host reads of
 ``done``, default 1), ``row_passes(ctx)`` (optional: forward+backward model rows
-per row and step, for the pass count; default 1), ``jobs()`` (units of work per
+per row and step, for the pass count and the pool's size; default 1),
+``row_backwards(ctx)`` (optional: how many of those rows are backward only,
+through a forward shared with another; default 0), ``jobs()`` (units of work per
 example, for the progress bar; default 1) and ``finish_keys`` (optional: the
 state keys ``finish``/``end_job`` read, so that only those rows are gathered when
 rows leave; default all).
@@ -261,6 +263,9 @@ def run_attack(ctx: SearchContext, attack: Any, x: Any, labels: Any, prior: Any,
     step = B.jit(type(attack).step, ctx.f, attack, B, ctx.f)
     rp = getattr(attack, "row_passes", None)
     row_passes = int(rp(ctx)) if callable(rp) else 1
+    # of those, rows that are backward only (through a forward shared with another row)
+    rb = getattr(attack, "row_backwards", None)
+    row_backwards = int(rb(ctx)) if callable(rb) else 0
     jobs = getattr(attack, "jobs", None)
     total_jobs = n * (int(jobs()) if callable(jobs) else 1)
     keys = getattr(attack, "finish_keys", None)
@@ -278,7 +283,8 @@ def run_attack(ctx: SearchContext, attack: Any, x: Any, labels: Any, prior: Any,
         if not pool.size:
             break
         pool.dev = step(pool.dev, ctx.lo, ctx.hi, ctx.proto)
-        ctx.cost.passes += pool.size * row_passes
+        ctx.cost.passes += pool.size * (row_passes - row_backwards)
+        ctx.cost.backwards += pool.size * row_backwards
         pool.tick()
         ended = pool.host["t"] >= attack.steps
         if not (pool.at_boundary() or ended.any()):

@@ -14,7 +14,9 @@ without a box).
 
 The competing classes are the ``candidates`` largest logits other than the
 label's at ``x`` (fixed per example, as foolbox's ``candidates``); each costs one
-forward+backward row per step (the rows of all classes run as one batch). The
+backward row per step: the backend's :meth:`~boundary_xg.backends.Backend.value_and_vjps`
+runs the row's forward once and one backward per class (PyTorch, one vmapped
+backward), or a forward+backward row per class as one batch (TensorFlow). The
 target is raised by ``overshoot`` (relative) so the point lands just past the
 linearised boundary; the pipeline's refinement (along ``x ->
 point``) then pulls every candidate back to the boundary, so no fixed overshoot
@@ -87,6 +89,10 @@ class DeepFool:
         then holds ``batch_size // row_passes`` rows, so a model call stays within ``batch_size``)."""
         return self.classes(ctx.num_classes)
 
+    def row_backwards(self, ctx: SearchContext) -> int:
+        """Of those, backward-only rows: all classes but one where the backend shares the forward."""
+        return self.classes(ctx.num_classes) - 1 if ctx.B.vjps_share_forward else 0
+
     def start(self, ctx: SearchContext, x: Any, labels: Any, prior: Any, prior_d: Any) -> Dict[str, Any]:
         """Rows start at ``x``; the competing classes are the ``candidates`` largest logits at ``x``
         (one forward pass), or every other class when there are no more than that (no pass: their
@@ -100,7 +106,7 @@ class DeepFool:
             ctx.cost.forwards += B.shape(x)[0]
             onehot = B.one_hot(labels, ctx.num_classes, like=x)
             cls = top_other_classes(B, logits, onehot, k)
-        state = dict(z=x + B.zeros_like(x), x0=x, y=labels, best=x, best_d=B.zeros_like(prior_d) + FAR,
+        state = dict(z=x + B.zeros_like(x), x0=x, y=labels, oh=B.one_hot(labels, ctx.num_classes, like=x), best=x, best_d=B.zeros_like(prior_d) + FAR,
                      stop=B.not_equal(B.zeros_like(labels), B.zeros_like(labels)))
         for j, c in enumerate(cls):
             state[f"cls{j}"] = c
@@ -112,21 +118,20 @@ class DeepFool:
         k = sum(1 for key in state if key.startswith("cls"))
         inner = tuple(int(d) for d in z.shape[1:])
         axes = tuple(range(2, len(inner) + 2))  # the example axes of (k, R, ...)
-        # the k competing classes of every row as one batch of k * R rows (class-major):
-        # one model call and one projection, a graph k times smaller than a loop
+        # the gradients of the k gaps F_c - F_y of every row, class-major (k, R, ...): one
+        # forward and k backwards (the cotangent e_c - e_y per class), as one call
+        oh = state["oh"]
+        classes = int(oh.shape[1])
+        cot = B.concat([B.reshape(B.one_hot(state[f"cls{j}"], classes, like=oh) - oh, (1, -1, classes))
+                        for j in range(k)])
+        logits, a = B.value_and_vjps(lambda u: model_logits(B, f, u, proto), z, cot)
         tile = (lambda t: B.concat([t] * k)) if k > 1 else (lambda t: t)
         cls = B.concat([state[f"cls{j}"] for j in range(k)]) if k > 1 else state["cls0"]
-        zz, yy = tile(z), tile(y)
-
-        def gap(u):
-            logits = model_logits(B, f, u, proto)
-            return B.take_along_axis(logits, cls) - B.take_along_axis(logits, yy), logits
-
-        v, logits, a = B.value_aux_and_grad(gap, zz)
-        mis = misclassified(B, B.reshape(logits, (k, -1, int(logits.shape[1])))[0], y)
+        ll = tile(logits)
+        v = B.take_along_axis(ll, cls) - B.take_along_axis(ll, tile(y))
+        mis = misclassified(B, logits, y)
         # per class and row, (k, R, ...): the row's own z - x and box broadcast over its
         # k classes (one row each, not k copies: 1/k of the element-wise work)
-        a = B.reshape(a, (k, -1) + inner)
         level = B.sum(a * (z - x0), axis=axes) - B.reshape(v, (k, -1))
         level = level + B.abs(level) * self.overshoot
         d, feasible = halfspace_projection(B, a, level, lo - x0, hi - x0, lead=2)

@@ -48,6 +48,10 @@ class BoundaryResult:
         found: ``(N,)`` bool, a boundary point was found.
         passes: forward+backward passes run per input (model rows / N).
         forwards: forward-only passes run per input.
+        backwards: backward-only rows run per input: further backward passes through
+            a forward already counted in ``passes`` (DeepFool's competing classes in
+            PyTorch, which share one forward per row; 0 in TensorFlow, which runs a
+            forward+backward row per class).
     """
 
     points: Any
@@ -55,6 +59,7 @@ class BoundaryResult:
     found: Any
     passes: float = 0.0
     forwards: float = 0.0
+    backwards: float = 0.0
 
     def __iter__(self):
         """Unpack as ``points, distances, found = result``."""
@@ -273,7 +278,7 @@ def boundary_search(B: Backend, f: Callable, x: Any, labels: Any, *, attacks: Se
                 "inf, point left at x); try more steps, other attacks, or wider bounds.",
                 BoundaryNotFoundWarning
             )
-    return BoundaryResult(points_t, dist_t, found, cost.passes / n, cost.forwards / n)
+    return BoundaryResult(points_t, dist_t, found, cost.passes / n, cost.forwards / n, cost.backwards / n)
 
 
 def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, bounds: Any = None,
@@ -345,4 +350,5 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
             res = boundary_search(B, f, xt, y, attacks=attacks, lo=lo, hi=hi, num_classes=num_classes,
                                   seed=seed, batch_size=batch_size, progress=progress, refine=refine)
         conv = lambda t: _entry.to_caller(B, t, kind, np_dtype)  # noqa: E731
-        return BoundaryResult(conv(res.points), conv(res.distances), conv(res.found), res.passes, res.forwards)
+        return BoundaryResult(conv(res.points), conv(res.distances), conv(res.found), res.passes, res.forwards,
+                              res.backwards)

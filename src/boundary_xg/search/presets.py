@@ -3,8 +3,10 @@
 * ``"default"``: box-aware multi-class DeepFool (up to 3 steps over the 9
   competing classes with the largest logits), then box-aware FMN (70 steps)
   started from DeepFool's point, each candidate refined along ``x -> point``
-  to within 2**-12 of its distance of the boundary: at most 97
-  forward+backward passes per input, and about 6-11 forward-only ones (see
+  to within 2**-12 of its distance of the boundary: at most 97 model
+  gradient rows per input (forward+backward rows, and in PyTorch DeepFool's
+  backward-only rows through a shared forward: ``res.passes + res.backwards``),
+  and about 6-11 forward-only ones (see
   docs/boundary.md for the distances against the best public attacks).
 * ``"reference"``: the reference implementation's pipeline (L2 PGD over the
   radii ``[36/255, 64/255, 0.3, 0.5, 0.7, 0.9, 1.1]`` x 40 steps, then

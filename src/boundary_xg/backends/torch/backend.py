@@ -203,6 +203,23 @@ class TorchBackend(Backend):
             (grad,) = torch.autograd.grad(value.sum(), xg)
         return value.detach(), aux.detach(), grad
 
+    vjps_share_forward = True
+
+    def value_and_vjps(self, fn: Callable, x: Any, cotangents: Any) -> Tuple[Any, Any]:
+        # one forward of N rows; the k backwards as one vmapped backward (is_grads_batched):
+        # measured on the small CNN of bench/boundary.py (9 x 7 rows of 3x32x32, one thread)
+        # 0.59-0.66 of the time of 63 tiled forward+backward rows, gradients bit for bit equal
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            out = fn(xg.clone())  # a copy: see value_and_grad
+            try:
+                (grads,) = torch.autograd.grad(out, xg, grad_outputs=cotangents, is_grads_batched=True)
+            except RuntimeError:
+                # an operation vmap cannot batch (e.g. a custom autograd.Function without vmap
+                # support): the k backwards through k tiled copies, as the protocol's default
+                return super().value_and_vjps(fn, x, cotangents)
+        return out.detach(), grads
+
     def stop_gradient(self, t: Any) -> Any:
         return t.detach()
 
