@@ -131,10 +131,11 @@ def free_gradient(B: Backend, g: Any, z: Any, lo: Any, hi: Any) -> Any:
     As ``max(min(g, c_lo), c_hi)`` with ``c_lo`` 0 on the lower bound and the
     largest float32 elsewhere (``c_hi`` likewise, negative): ``sign(z - lo)`` is
     that indicator as a float (``z - lo >= 0`` exactly for ``z >= lo`` in floating
-    point, so no ``max(., 0)`` is needed: the attacks keep their iterates clipped). Element-wise arithmetic only: in PyTorch on a
-    CPU a comparison costs about 5x a product and a ``where`` 15-20x (the comparisons,
-    their combination and the ``where`` took about 2 ms per 64 rows of 3x32x32, 4 %
-    of a plain forward+backward pass of the small CNN of ``bench/boundary.py``).
+    point, so no ``max(., 0)`` is needed: the attacks keep their iterates clipped).
+    Element-wise arithmetic only: in PyTorch on a CPU a comparison costs about 5x a
+    product and a ``where`` 15-20x (the comparisons, their combination and the
+    ``where`` took about 2 ms per 64 rows of 3x32x32, 4 % of a plain forward+backward
+    pass of the small CNN of ``bench/boundary.py``).
     """
     free_lo = B.sign(z - lo)  # 1 above the lower bound, 0 on it
     free_hi = B.sign(hi - z)

@@ -106,8 +106,8 @@ class DeepFool:
             ctx.cost.forwards += B.shape(x)[0]
             onehot = B.one_hot(labels, ctx.num_classes, like=x)
             cls = top_other_classes(B, logits, onehot, k)
-        state = dict(z=x + B.zeros_like(x), x0=x, y=labels, oh=B.one_hot(labels, ctx.num_classes, like=x), best=x, best_d=B.zeros_like(prior_d) + FAR,
-                     stop=B.not_equal(B.zeros_like(labels), B.zeros_like(labels)))
+        state = dict(z=x + B.zeros_like(x), x0=x, y=labels, oh=B.one_hot(labels, ctx.num_classes, like=x), best=x,
+                     best_d=B.zeros_like(prior_d) + FAR, stop=B.not_equal(B.zeros_like(labels), B.zeros_like(labels)))
         for j, c in enumerate(cls):
             state[f"cls{j}"] = c
         return state
