@@ -265,9 +265,10 @@ def bench_tf_vs_torch(n, steps, only=None):
     print("TensorFlow backend, ", end="")
     one_pass_at_floor_batch(lambda xb, yb, m: bxg.attribute(kmodel, xb, yb, method=m),
                             lambda: step_k(xbk), best_k,
-                            lambda b: (np.random.default_rng(1).standard_normal((b, 32, 32, 3)).astype(np.float32),
-                                       np.arange(b) % 10), only, 5)
-    del tf
+                            # TensorFlow tensors in, as the floor's input and the torch section's
+                            lambda b: (tf.constant(np.random.default_rng(1).standard_normal((b, 32, 32, 3))
+                                                   .astype(np.float32)), tf.constant(np.arange(b) % 10)),
+                            only, 5)
 
 
 def main():
