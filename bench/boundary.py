@@ -53,7 +53,7 @@ is larger).
   batch as multiples of a plain pass, and the same on a linear model of the
   same input: the attack's own arithmetic, whatever the model (``step_costs``).
 
-Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time] [--default-only]
+Run: .venv/bin/python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time] [--default-only] [--runs R]
 (all parts: about 8 minutes on 2 CPU cores; parts: cnn32-torch cnn32-tf steps wide resnet; --help)
 """
 
@@ -178,6 +178,13 @@ def floors(B, f, x, y, batch_sizes, fb_rows, f_rows):
     return tuple(out)
 
 
+def floor_seconds(passes, forwards, backwards, per_row):
+    """The floor per input of a search that ran these rows per input, at the per-row prices ``per_row``
+    (see :func:`line`)."""
+    per_b = min(per_row[2], max(0.0, per_row[0] - per_row[1])) if len(per_row) > 2 else 0.0
+    return passes * per_row[0] + forwards * per_row[1] + backwards * per_b
+
+
 def line(name, passes, forwards, sec, per_row, found, dist, backwards=0.0):
     """One row; ``sec`` is seconds per input, ``per_row`` the floor's ``(forward+backward, forward,
     backward-only)`` seconds per row: the floor per input is ``passes x per_row[0] + forwards x
@@ -186,8 +193,7 @@ def line(name, passes, forwards, sec, per_row, found, dist, backwards=0.0):
     :func:`backward_per_row`) and the backward half of a plain pass (``per_row[0] -
     per_row[1]``), whichever asks more of the search. "/1180" counts model gradient rows
     (passes + backwards)."""
-    per_b = min(per_row[2], max(0.0, per_row[0] - per_row[1])) if len(per_row) > 2 else 0.0
-    floor_sec = passes * per_row[0] + forwards * per_row[1] + backwards * per_b
+    floor_sec = floor_seconds(passes, forwards, backwards, per_row)
     mean_d = float(dist[found].mean()) if found.any() else float("nan")
     print(f"{name:<46} {passes:7.1f} {forwards:5.1f} {backwards:5.1f} {sec:8.3f} {floor_sec:7.4f} "
           f"{sec / floor_sec:6.2f} {found.mean():6.2f} {mean_d:7.3f} "
@@ -239,18 +245,26 @@ def run(name, B, f, x, y, lo, hi, classes, floor_bs, attacks, batch_size, runs=2
         df = next(a for a in attacks if hasattr(a, "row_backwards"))
         kc = df.classes(classes)
         vjp_shape = (max(1, batch_size // kc), kc)
+    paired = []  # each run's seconds over the floor timed right after it
     for _ in range(runs):
         t = CLOCK()
         res = boundary_search(B, f, x, y, attacks=attacks, lo=lo, hi=hi, num_classes=classes,
                               seed=0, batch_size=batch_size, progress=False, warn=False, refine=refine)
         B.to_numpy(res.distances)
-        sec = min(sec, (CLOCK() - t) / n)
+        sec_i = (CLOCK() - t) / n
+        sec = min(sec, sec_i)
         fb, fo = floors(B, f, x, y, floor_bs, round(res.passes * n), round(res.forwards * n))
         per_fb, per_f = min(per_fb, fb), min(per_f, fo)
-        if vjp_shape is not None:
-            per_b = min(per_b, backward_per_row(B, f, x, y, *vjp_shape, round(res.backwards * n)))
+        pb = backward_per_row(B, f, x, y, *vjp_shape, round(res.backwards * n)) if vjp_shape else 0.0
+        per_b = min(per_b, pb)
+        paired.append(sec_i / floor_seconds(res.passes, res.forwards, res.backwards, (fb, fo, pb)))
     line(name, res.passes, res.forwards, sec, (per_fb, per_f, per_b if vjp_shape else 0.0),
          B.to_numpy(res.found).astype(bool), B.to_numpy(res.distances), res.backwards)
+    if runs > 1:
+        # the best times above may come from different runs; each run against its own floor
+        # moves less with the load of a shared machine
+        print(f"{'':<46} /floor per run: {', '.join(f'{r:.2f}' for r in paired)} "
+              f"(median {float(np.median(paired)):.2f})", flush=True)
     return sec
 
 
@@ -371,11 +385,14 @@ def step_costs(label, backend, model, cheap, x_np, rows, reps=8, calls=8):
                       for k in ("deepfool", "fmn", "cw", "pgd")), flush=True)
 
 
+#: ``--runs N``: timed runs of each search (and of its floor after it) of the small CNNs (default 2)
+RUNS = 2
 #: ``--default-only``: time the default pipeline alone (no reference preset, PGD-only or emulation rows)
 DEFAULT_ONLY = False
 
 
-def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=2):
+def case(label, backend, model, x_np, batch_sizes, batch_size, emulate=0, runs=None):
+    runs = RUNS if runs is None else runs
     B = get_backend(backend)
     x = B.asarray(x_np, dtype="float32")
     with B.session(model) as f:
@@ -411,13 +428,14 @@ PARTS = ("cnn32-torch", "cnn32-tf", "steps", "wide", "resnet")
 
 
 def main(argv):
-    """``python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time] [--default-only]``: the parts in
-    :data:`PARTS` (default all); ``--inputs N`` runs the small CNN on N inputs instead of 512
+    """``python bench/boundary.py [part ...] [--inputs N] [--threads T] [--cpu-time] [--default-only]
+    [--runs R]``: the parts in :data:`PARTS` (default all); ``--inputs N`` runs the small CNN on N inputs instead of 512
     (shorter; the pool then empties sooner, which raises the ratio to the floor a little);
     ``--threads T`` (default 2); ``--cpu-time`` times with this process's CPU time instead of the
     wall clock (with one thread: what a search costs whatever else the machine runs); ``--default-only``
-    times the default pipeline alone (shorter)."""
-    global CLOCK, DEFAULT_ONLY
+    times the default pipeline alone (shorter); ``--runs R`` times each search of the small CNNs R times (default
+    2), each followed by its floor, and prints each run's ratio to its own floor and their median."""
+    global CLOCK, DEFAULT_ONLY, RUNS
     if "--help" in argv or "-h" in argv:
         print(main.__doc__)
         return
@@ -430,6 +448,8 @@ def main(argv):
     if "--cpu-time" in argv:
         CLOCK = time.process_time
     DEFAULT_ONLY = "--default-only" in argv
+    if "--runs" in argv:
+        RUNS = int(argv[argv.index("--runs") + 1])
     print(f"-- {threads} thread(s), {'CPU' if CLOCK is time.process_time else 'wall'} time")
     torch.manual_seed(0)
     torch.set_num_threads(threads)

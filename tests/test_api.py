@@ -197,6 +197,17 @@ def test_tensorflow_types_round_trip(images):
     out = bxg.attribute(model, tf.constant(x), tf.constant([0, 1, 2, 3]), method="IG", steps=3)
     assert tf.is_tensor(out) and tuple(out.shape) == x.shape
     assert isinstance(bxg.attribute(model, x, [0, 1, 2, 3], method="SM"), np.ndarray)
+    # called under the caller's tape: the attributions are constants to it (stop_gradient runs
+    # only when something records), and int64 or int32 label tensors give the same result
+    xt = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        taped = bxg.attribute(model, xt, tf.constant([0, 1, 2, 3], tf.int64), method="SM")
+        loss = tf.reduce_sum(taped * xt)
+    assert tape.gradient(taped, xt) is None
+    np.testing.assert_allclose(tape.gradient(loss, xt).numpy(), taped.numpy())
+    plain = bxg.attribute(model, xt, tf.constant([0, 1, 2, 3], tf.int32), method="SM")
+    np.testing.assert_array_equal(plain.numpy(), taped.numpy())
 
 
 @needs_both

@@ -428,7 +428,8 @@ def prepare_labels(B: Backend, f: Any, labels: Any, x: Any, num_classes: int, ba
     n = B.shape(x)[0]
     if labels is None:
         return B.argmax(predict(B, f, x, batch_size), axis=1)
-    if B.is_tensor(labels):
+    given = labels if B.is_tensor(labels) else None
+    if given is not None:
         arr = B.to_numpy(labels)
     else:
         try:
@@ -467,6 +468,9 @@ def prepare_labels(B: Backend, f: Any, labels: Any, x: Any, num_classes: int, ba
             f"labels {sorted(set(bad.tolist()))[:5]} out of range: the model has {num_classes} "
             f"classes, so labels must lie in [0, {num_classes - 1}]."
         )
+    if (given is not None and len(B.shape(given)) == 1 and B.dtype_name(given) == "int64"
+            and B.device_of(given) == B.device_of(x)):
+        return given  # already int64 indices (N,) where x is: no new tensor (no host-to-device copy)
     return B.asarray(arr, like=x)
 
 

@@ -77,6 +77,26 @@ def test_conversion(B):
     np.testing.assert_array_equal(backends.to_numpy(t), A)
 
 
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "bfloat16"])
+def test_all_finite_finds_every_non_finite_value(B, dtype):
+    """Each of NaN, +inf, -inf anywhere in a 4-D tensor (also a strided view, also a
+    tensor recording gradients): all_finite reads the values wherever the test runs."""
+    x = RNG.normal(size=(3, 4, 5, 2))
+    t = B.asarray(x, dtype=dtype)
+    if B.dtype_name(t) != dtype:
+        pytest.skip(f"{B.name} has no {dtype}")
+    assert B.all_finite(t) and B.all_finite(B.asarray(np.arange(6), dtype="int64"))
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[2, 3, 4, 1] = bad
+        u = B.asarray(y, dtype=dtype)
+        assert not B.all_finite(u), (dtype, bad)
+        assert not B.all_finite(B.reshape(u, (3, -1))[:, 1::2]), (dtype, bad)  # a strided view
+        if B.name == "torch":
+            assert not B.all_finite(u.requires_grad_()), (dtype, bad)
+
+
 def test_creation(B):
     t = B.asarray(A)
     np.testing.assert_array_equal(np_(B, B.zeros_like(t)), np.zeros_like(A))

@@ -176,8 +176,9 @@ class TensorFlowBackend(Backend):
             return True
         if "CPU" in getattr(t, "device", "") and t.dtype != tf.bfloat16:
             # on a CPU, NumPy's test costs about half of two eager TF ops, and every
-            # call checks its inputs
-            return bool(np.isfinite(t.numpy()).all())
+            # call checks its inputs; np.asarray shares the tensor's memory (.numpy()
+            # copies: 0.37 of 0.62 ms for 256x32x32x3 float32)
+            return bool(np.isfinite(np.asarray(t)).all())
         return bool(tf.reduce_all(tf.math.is_finite(t)))
 
     # --- the model --------------------------------------------------------------------
@@ -305,6 +306,10 @@ class TensorFlowBackend(Backend):
         return tf.stop_gradient(value), tf.stop_gradient(aux), grad
 
     def stop_gradient(self, t: Any) -> Any:
+        if tf.executing_eagerly() and not _could_record():
+            # nothing records: an eager tensor is already cut off from every later tape
+            # (the eager op cost 0.1-0.2 ms per call, 1 % of a one-pass method on 64 rows)
+            return t
         return tf.stop_gradient(t)
 
     # --- creation ---------------------------------------------------------------------
@@ -632,6 +637,19 @@ class TensorFlowBackend(Backend):
         from . import model_files
 
         return model_files
+
+
+def _could_record() -> bool:
+    """Whether a gradient tape or forward accumulator may record eager ops now (True when
+    TensorFlow's internal test is not there: then every stop_gradient runs)."""
+    return _RECORDING()
+
+
+try:  # TensorFlow's own test of its tape stack (no public API exposes it)
+    from tensorflow.python.eager.record import could_possibly_record as _RECORDING
+except ImportError:  # pragma: no cover - another TensorFlow layout
+    def _RECORDING() -> bool:
+        return True
 
 
 def _own_weights(layer: Any) -> list:

@@ -23,6 +23,8 @@ from . import IDENTITY
 from ...errors import warn
 
 _SOFTMAX_LAYERS = (torch.nn.Softmax, torch.nn.LogSoftmax)
+#: float dtypes NumPy shares memory with (all_finite tests CPU tensors of these in NumPy)
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 
@@ -116,6 +118,13 @@ class TorchBackend(Backend):
     def all_finite(self, t: Any) -> bool:
         if not t.is_floating_point():
             return True
+        if t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS:
+            # NumPy on a view of the same memory: torch's isfinite().all() took 4.3 ms on
+            # 256x3x32x32 float32 (one thread), NumPy 0.27 ms, and every call checks its inputs
+            try:
+                return bool(np.isfinite(t.detach().numpy()).all())
+            except (RuntimeError, TypeError):  # a view NumPy cannot share (negative/conjugate bit)
+                pass
         return bool(torch.isfinite(t).all())
 
     # --- the model --------------------------------------------------------------------
