@@ -80,6 +80,27 @@ def test_default_search_exact_on_linear_models(backend, box):
     assert res.backwards == 0 or backend == "torch"
 
 
+
+@pytest.mark.parametrize("backend", [pytest.param(m.values[0], marks=m.marks) for m in BACKENDS])
+def test_default_preset_is_deepfool_on_six_classes_then_fmn(backend):
+    """The default pipeline is the documented one (``DeepFool(steps=3, candidates=6)`` then
+    ``FMN(steps=70, init="best", alpha=(0.3, 0.01))``, refined) and, on a 10-class model,
+    stays within its model-row budget: 3 DeepFool steps of 6 rows and 70 FMN steps."""
+    w = tm.linear_weights(seed=3, features=D, classes=10)
+    model = tm.torch_linear(w) if backend == "torch" else tm.keras_linear(w)
+    x = (np.random.default_rng(3).standard_normal((12, D)) * 0.3).astype(np.float32)
+    default = bxg.find_boundary(model, x, bounds=(-1.0, 1.0))
+    spelled = bxg.find_boundary(model, x, bounds=(-1.0, 1.0), attacks=[
+        bxg.DeepFool(steps=3, candidates=6), bxg.FMN(steps=70, init="best", alpha=(0.3, 0.01))])
+    np.testing.assert_array_equal(np.asarray(default.distances), np.asarray(spelled.distances))
+    # the same rows run (more classes would give the same distances here, not the same rows)
+    assert (default.passes, default.backwards, default.forwards) == (
+        spelled.passes, spelled.backwards, spelled.forwards)
+    assert default.found.all()
+    assert default.passes + default.backwards <= 3 * 6 + 70
+    # the 6 classes with the largest logits other than the label need one forward at x
+    assert default.forwards >= 1
+
 @needs_torch
 def test_reference_preset_is_pgd_cw_without_refinement():
     model, W, b, x, y = _linear_case("torch", (-3.0, 3.0))

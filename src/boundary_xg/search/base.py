@@ -178,7 +178,7 @@ class _OneJob:
     ``finish`` runs on batches of leaving rows of about ``ctx.batch_size`` (the
     states of the rows that left since the last call, concatenated), not each
     time rows leave: an attack whose rows leave a few at a time (DeepFool stops
-    rows after 1-3 steps, and with 9 classes its pool holds ``batch_size // 9``
+    rows after 1-3 steps, and with k classes its pool holds ``batch_size // k``
     rows) would otherwise run ``finish``'s forward pass on batches of 1-7 rows,
     measured at 6x the cost per row of a full batch in PyTorch on a CPU. The
     results are written into the per-example outputs once, in :meth:`result`

@@ -295,9 +295,9 @@ def find_boundary(model: Any, x: Any, labels: Any = None, attacks: Any = None, b
         labels: classes to move away from: indices ``(N,)``, one-hot ``(N, C)``,
             or None for the model's predictions.
         attacks: a preset name, ``"default"`` (None: box-aware multi-class
-            ``DeepFool(steps=3, candidates=9)`` then box-aware ``FMN(steps=70,
-            init="best", alpha=(0.3, 0.01))``, at most 97 forward+backward
-            passes per input) or ``"reference"`` (the
+            ``DeepFool(steps=3, candidates=6)`` then box-aware ``FMN(steps=70,
+            init="best", alpha=(0.3, 0.01))``, at most 88 model gradient
+            rows per input) or ``"reference"`` (the
             reference's ``[PGD(), CW()]``: L2 PGD over 7 radii x 40 steps, then
             Carlini-Wagner 9 x 100, without refinement); or a list of attacks
             run in order (:class:`DeepFool`, :class:`FMN`, :class:`PGD`,
