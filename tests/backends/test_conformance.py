@@ -77,7 +77,6 @@ def test_conversion(B):
     np.testing.assert_array_equal(backends.to_numpy(t), A)
 
 
-
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "bfloat16"])
 def test_all_finite_finds_every_non_finite_value(B, dtype):
     """Each of NaN, +inf, -inf anywhere in a 4-D tensor (also a strided view, also a

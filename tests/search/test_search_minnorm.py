@@ -80,7 +80,6 @@ def test_default_search_exact_on_linear_models(backend, box):
     assert res.backwards == 0 or backend == "torch"
 
 
-
 @pytest.mark.parametrize("backend", [pytest.param(m.values[0], marks=m.marks) for m in BACKENDS])
 def test_default_preset_is_deepfool_on_six_classes_then_fmn(backend):
     """The default pipeline is the documented one (``DeepFool(steps=3, candidates=6)`` then
@@ -100,6 +99,7 @@ def test_default_preset_is_deepfool_on_six_classes_then_fmn(backend):
     assert default.passes + default.backwards <= 3 * 6 + 70
     # the 6 classes with the largest logits other than the label need one forward at x
     assert default.forwards >= 1
+
 
 @needs_torch
 def test_reference_preset_is_pgd_cw_without_refinement():
